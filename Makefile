@@ -1,0 +1,42 @@
+# Two entry points: `make run` (serve the shipped model) and `make test` (run the test suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MODEL := model/weights/facerecon.onnx
+
+.PHONY: run test model bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[serve]"
+	touch $@
+
+$(VENV)/.train: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[serve,train,test]"
+	touch $@
+
+# No trained weights shipped yet: export a randomly initialised placeholder (needs torch).
+$(MODEL): | $(VENV)/.train
+	$(BIN)/facerecon export --untrained --out $@
+
+model: $(MODEL)
+
+node_modules/.package-lock.json: package.json
+	@if command -v npm >/dev/null 2>&1; then npm install --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the glTF validator test will be skipped"; fi
+
+run: $(VENV)/.serve $(MODEL)
+	$(BIN)/facerecon serve
+
+test: $(VENV)/.train $(MODEL) node_modules/.package-lock.json
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.train $(MODEL)
+	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_renderer.py
+
+clean:
+	rm -rf $(VENV) node_modules

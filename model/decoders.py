@@ -1,0 +1,100 @@
+"""Decoders from the first representation (features) to 3D, with no PCA basis.
+
+Decoders predict per-vertex values on a coarse level of the subdivided face mesh; a fixed
+midpoint upsampling (:class:`SubdivisionUpsampler`) carries them to the full output mesh, whose
+template keeps its own smooth dense geometry.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model.topology import NUM_BASE_VERTICES, FaceTopology
+
+
+class SubdivisionUpsampler(nn.Module):
+    """Midpoint upsampling of per-vertex values (B, Vc, C) -> (B, V, C).
+
+    Each vertex a subdivision level adds takes the mean of its edge's two parents.
+    """
+
+    def __init__(self, topology: FaceTopology, coarse_level: int) -> None:
+        super().__init__()
+        sizes = topology.level_sizes
+        self.coarse_vertices = sizes[coarse_level]
+        self.levels = len(sizes) - 1 - coarse_level
+        for k in range(self.levels):
+            start, stop = sizes[coarse_level + k], sizes[coarse_level + k + 1]
+            parents = torch.as_tensor(topology.edge_parents[start - NUM_BASE_VERTICES : stop - NUM_BASE_VERTICES])
+            self.register_buffer(f"parents_{k}", parents, persistent=False)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        for k in range(self.levels):
+            parents = getattr(self, f"parents_{k}")
+            values = torch.cat([values, 0.5 * (values[:, parents[:, 0]] + values[:, parents[:, 1]])], dim=1)
+        return values
+
+
+class VertexDecoder(nn.Module):
+    """MLP from a code (B, D) to per-vertex values on the coarse level, upsampled to (B, V, C).
+
+    The last layer starts at zero, so an untrained decoder outputs zeros (the template).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, upsampler: SubdivisionUpsampler, channels: int = 3) -> None:
+        super().__init__()
+        self.upsampler = upsampler
+        self.channels = channels
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, upsampler.coarse_vertices * channels),
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        coarse = self.mlp(code).view(code.shape[0], self.upsampler.coarse_vertices, self.channels)
+        return self.upsampler(coarse)
+
+
+class IdentityDecoder(nn.Module):
+    """Identity features (B, Di) -> neutral 3D face (B, V, 3) = template + learned offsets, metres."""
+
+    def __init__(self, identity_dim: int, hidden: int, template: torch.Tensor, upsampler: SubdivisionUpsampler,
+                 offset_scale: float) -> None:
+        super().__init__()
+        self.register_buffer("template", template, persistent=False)
+        self.offsets = VertexDecoder(identity_dim, hidden, upsampler)
+        self.offset_scale = offset_scale
+
+    def forward(self, identity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the neutral shape (B, V, 3) and the offsets from the template (B, V, 3)."""
+        offsets = self.offset_scale * self.offsets(identity)
+        return self.template + offsets, offsets
+
+
+class ExpressionDecoder(nn.Module):
+    """Expression features (B, De) **and** the identity shape (B, V, 3) -> intermediate shape.
+
+    The identity shape enters through a learned linear summary of its base vertices, so the
+    same expression code can move different faces differently.
+    """
+
+    def __init__(self, expression_dim: int, shape_code_dim: int, hidden: int, template: torch.Tensor,
+                 upsampler: SubdivisionUpsampler, offset_scale: float) -> None:
+        super().__init__()
+        self.register_buffer("template_base", template[:NUM_BASE_VERTICES], persistent=False)
+        self.shape_encoder = nn.Linear(NUM_BASE_VERTICES * 3, shape_code_dim)
+        self.offsets = VertexDecoder(expression_dim + shape_code_dim, hidden, upsampler)
+        self.offset_scale = offset_scale
+
+    def forward(self, expression: torch.Tensor, identity_shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the intermediate (expressive) shape (B, V, 3) and the expression offsets (B, V, 3)."""
+        base = identity_shape[:, :NUM_BASE_VERTICES] - self.template_base
+        shape_code = self.shape_encoder(base.flatten(1) / self.offset_scale)
+        offsets = self.offset_scale * self.offsets(torch.cat([expression, shape_code], dim=1))
+        return identity_shape + offsets, offsets

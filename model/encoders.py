@@ -1,0 +1,128 @@
+"""Image encoders: a shared convolutional trunk with identity, expression, pose and
+appearance heads (trained from scratch; sized for a fast CPU forward pass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Trunk and head sizes. ``stage_widths[i]`` channels after stride-2 stage i."""
+
+    image_size: int = 128
+    stem_width: int = 24
+    stage_widths: tuple[int, ...] = (32, 64, 128, 256)
+    blocks_per_stage: tuple[int, ...] = (1, 2, 3, 2)
+    expansion: int = 3
+    feature_width: int = 512
+    identity_dim: int = 128
+    expression_dim: int = 64
+    albedo_dim: int = 64
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expand -> 3x3 depthwise (stride 1 or 2) -> 1x1 project, residual when shapes match."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = in_ch * expansion
+        self.block = nn.Sequential(
+            nn.Conv2d(in_ch, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, out_ch, 1, bias=False),
+            nn.BatchNorm2d(out_ch),
+        )
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return x + out if self.residual else out
+
+
+class Trunk(nn.Module):
+    """(B, 3, S, S) normalised image -> (B, feature_width) spatially aware features.
+
+    The last feature map (S / 32 on a side with four stages) is flattened rather than pooled so the heads keep
+    where things are in the crop, which pose and landmarks need.
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(3, config.stem_width, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(config.stem_width),
+            nn.ReLU6(inplace=True),
+        ]
+        in_ch = config.stem_width
+        for width, blocks in zip(config.stage_widths, config.blocks_per_stage):
+            for b in range(blocks):
+                layers.append(InvertedResidual(in_ch, width, 2 if b == 0 else 1, config.expansion))
+                in_ch = width
+        self.features = nn.Sequential(*layers)
+        side = config.image_size // 2 ** (1 + len(config.stage_widths))
+        self.project = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_ch * side * side, config.feature_width), nn.ReLU(inplace=True)
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.project(self.features(image))
+
+
+def _head(in_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, in_dim // 2), nn.ReLU(inplace=True), nn.Linear(in_dim // 2, out_dim))
+
+
+@dataclass
+class EncodedFace:
+    """First representation of a batch of faces.
+
+    identity (B, Di), expression (B, De), pose (B, 10) = 6D rotation, translation (3), log
+    scale; albedo (B, Da); lighting (B, 9, 3) spherical-harmonics coefficients.
+    """
+
+    identity: torch.Tensor
+    expression: torch.Tensor
+    pose: torch.Tensor
+    albedo: torch.Tensor
+    lighting: torch.Tensor
+
+
+class FaceEncoder(nn.Module):
+    """Shared trunk + identity, expression, pose and appearance heads."""
+
+    POSE_DIM = 10
+
+    def __init__(self, config: EncoderConfig = EncoderConfig()) -> None:
+        super().__init__()
+        self.trunk = Trunk(config)
+        width = config.feature_width
+        self.identity_head = _head(width, config.identity_dim)
+        self.expression_head = _head(width, config.expression_dim)
+        self.pose_head = _head(width, self.POSE_DIM)
+        self.albedo_head = _head(width, config.albedo_dim)
+        self.lighting_head = _head(width, 27)
+        # Start at the identity rotation, centred, unit log-scale offset, ambient white light.
+        for head in (self.pose_head, self.lighting_head):
+            nn.init.zeros_(head[-1].weight)
+            nn.init.zeros_(head[-1].bias)
+        with torch.no_grad():
+            self.pose_head[-1].bias[:6] = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+            self.lighting_head[-1].bias.view(9, 3)[0] = 1.0
+
+    def forward(self, image: torch.Tensor) -> EncodedFace:
+        features = self.trunk(image)
+        return EncodedFace(
+            identity=self.identity_head(features),
+            expression=self.expression_head(features),
+            pose=self.pose_head(features),
+            albedo=self.albedo_head(features),
+            lighting=self.lighting_head(features).view(-1, 9, 3),
+        )

@@ -1,0 +1,113 @@
+"""The PCA-free face reconstruction network: encoders -> decoders -> pose -> projection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from model.decoders import ExpressionDecoder, IdentityDecoder, SubdivisionUpsampler, VertexDecoder
+from model.encoders import EncoderConfig, FaceEncoder
+from model.geometry import matrix_to_euler_degrees, pose_transform, project_to_pixels, rotation_6d_to_matrix
+from model.topology import FaceTopology
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of :class:`FaceReconstructionModel`."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder_hidden: int = 256
+    shape_code_dim: int = 64
+    coarse_level: int = 1  # decoders predict on this subdivision level (0 = the 468 base vertices)
+    identity_offset_scale: float = 0.01  # metres per unit of decoder output
+    expression_offset_scale: float = 0.01
+    base_scale: float = 10.0  # NDC per metre at zero log-scale: a 0.15 m face spans 1.5 of the crop's 2
+    input_mean: float = 0.5  # input images are RGB in [0, 1], normalised as (x - mean) / std
+    input_std: float = 0.5
+
+
+@dataclass
+class FaceReconstruction:
+    """Everything one forward pass predicts for a batch of B face crops of S x S pixels.
+
+    Shapes: V mesh vertices, 68 iBUG landmarks. Metres in the model frame (+X subject's left,
+    +Y up, +Z toward the camera); NDC in the crop (see :mod:`model.geometry`); pixels in the crop.
+    """
+
+    neutral_vertices: torch.Tensor  # (B, V, 3) metres: identity only
+    expressive_vertices: torch.Tensor  # (B, V, 3) metres: identity + expression, frontal
+    posed_vertices: torch.Tensor  # (B, V, 3) NDC
+    vertices_2d: torch.Tensor  # (B, V, 2) crop pixels
+    landmarks_2d: torch.Tensor  # (B, 68, 2) crop pixels
+    landmarks_3d: torch.Tensor  # (B, 68, 3) crop pixels x, y and depth z in pixel units (larger nearer)
+    rotation: torch.Tensor  # (B, 3, 3)
+    euler_degrees: torch.Tensor  # (B, 3) yaw, pitch, roll
+    translation: torch.Tensor  # (B, 3) NDC
+    scale: torch.Tensor  # (B,) NDC per metre
+    albedo: torch.Tensor  # (B, V, 3) in [0, 1]
+    lighting: torch.Tensor  # (B, 9, 3) SH coefficients
+    identity_offsets: torch.Tensor  # (B, V, 3) metres, for regularisers
+    expression_offsets: torch.Tensor  # (B, V, 3) metres, for regularisers
+
+    OUTPUT_NAMES = (
+        "neutral_vertices", "expressive_vertices", "posed_vertices", "vertices_2d", "landmarks_2d",
+        "landmarks_3d", "rotation", "euler_degrees", "translation", "scale", "albedo", "lighting",
+    )
+
+
+class FaceReconstructionModel(nn.Module):
+    """Image crops (B, 3, S, S) RGB in [0, 1] -> :class:`FaceReconstruction`."""
+
+    def __init__(self, topology: FaceTopology, config: ModelConfig = ModelConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.topology_version = topology.version
+        enc = config.encoder
+        template = torch.as_tensor(topology.vertices, dtype=torch.float32)
+        upsampler = SubdivisionUpsampler(topology, config.coarse_level)
+        self.encoder = FaceEncoder(enc)
+        self.identity_decoder = IdentityDecoder(
+            enc.identity_dim, config.decoder_hidden, template, upsampler, config.identity_offset_scale
+        )
+        self.expression_decoder = ExpressionDecoder(
+            enc.expression_dim, config.shape_code_dim, config.decoder_hidden, template, upsampler,
+            config.expression_offset_scale,
+        )
+        self.albedo_decoder = VertexDecoder(enc.albedo_dim, config.decoder_hidden, upsampler)
+        self.register_buffer("faces", torch.as_tensor(topology.faces), persistent=False)
+        self.register_buffer("landmark_vertices", torch.as_tensor(topology.landmarks68), persistent=False)
+
+    @property
+    def image_size(self) -> int:
+        return self.config.encoder.image_size
+
+    def forward(self, image: torch.Tensor) -> FaceReconstruction:
+        size = self.image_size
+        codes = self.encoder((image - self.config.input_mean) / self.config.input_std)
+        neutral, identity_offsets = self.identity_decoder(codes.identity)
+        expressive, expression_offsets = self.expression_decoder(codes.expression, neutral)
+        rotation = rotation_6d_to_matrix(codes.pose[:, :6])
+        translation = codes.pose[:, 6:9]
+        scale = self.config.base_scale * torch.exp(codes.pose[:, 9])
+        posed = pose_transform(expressive, rotation, translation, scale)
+        vertices_2d = project_to_pixels(posed, size)
+        landmarks_posed = posed[:, self.landmark_vertices]
+        landmarks_2d = vertices_2d[:, self.landmark_vertices]
+        return FaceReconstruction(
+            neutral_vertices=neutral,
+            expressive_vertices=expressive,
+            posed_vertices=posed,
+            vertices_2d=vertices_2d,
+            landmarks_2d=landmarks_2d,
+            landmarks_3d=torch.cat([landmarks_2d, landmarks_posed[..., 2:] * (size / 2.0)], dim=-1),
+            rotation=rotation,
+            euler_degrees=matrix_to_euler_degrees(rotation),
+            translation=translation,
+            scale=scale,
+            albedo=torch.sigmoid(self.albedo_decoder(codes.albedo)),
+            lighting=codes.lighting,
+            identity_offsets=identity_offsets,
+            expression_offsets=expression_offsets,
+        )

@@ -1,0 +1,47 @@
+"""Decoding uploaded photos into RGB arrays (in memory only: uploads are never written)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 40_000_000
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a photo that can be used (unknown format, corrupt, too large)."""
+
+
+def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """JPEG / PNG / WebP / ... bytes -> (H, W, 3) uint8 RGB, upright per its EXIF orientation.
+
+    Greyscale, palette, RGBA (alpha composited over white) and 16-bit images are converted.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(f"image is {width}x{height}, more than {max_pixels} pixels")
+            image = ImageOps.exif_transpose(image)
+            image.load()
+    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise ImageDecodeError(f"not a supported image: {err}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, ImageDecodeError):
+            raise
+        raise ImageDecodeError(f"corrupt or truncated image: {err}") from None
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values * (255.0 / peak), 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("RGB"))

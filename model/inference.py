@@ -1,0 +1,144 @@
+"""Face reconstruction with the exported ONNX model (ONNX Runtime only, no torch)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from model.crop import DEFAULT_MARGIN, CropTransform, crop_face
+from model.onnx_metadata import INPUT_NAME, ModelMetadata
+from model.topology import FaceTopology
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "facerecon.onnx"
+
+Space = Literal["image", "canonical", "neutral"]
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class FaceResult:
+    """One reconstructed face. Photo pixels: x right, y down; V mesh vertices.
+
+    Attributes:
+        box: (x1, y1, x2, y2) face box in the photo that the crop was made from.
+        crop: the crop's map back to photo pixels.
+        neutral_vertices: (V, 3) metres, identity only (expression removed), frontal.
+        expressive_vertices: (V, 3) metres, identity + expression, frontal (pose removed).
+        image_points: (V, 3) photo pixels x, y and depth (larger nearer, pixel units).
+        landmarks_2d: (68, 2) photo pixels.
+        landmarks_3d: (68, 3) photo pixels x, y and depth.
+        rotation: (3, 3); euler_degrees: (3,) yaw, pitch, roll; translation (3,) crop NDC;
+        scale: NDC per metre; albedo: (V, 3) in [0, 1]; lighting: (9, 3) SH coefficients.
+    """
+
+    box: Box
+    crop: CropTransform
+    neutral_vertices: np.ndarray
+    expressive_vertices: np.ndarray
+    image_points: np.ndarray
+    landmarks_2d: np.ndarray
+    landmarks_3d: np.ndarray
+    rotation: np.ndarray
+    euler_degrees: np.ndarray
+    translation: np.ndarray
+    scale: float
+    albedo: np.ndarray
+    lighting: np.ndarray
+
+    @property
+    def metres_per_pixel(self) -> float:
+        """Size of one photo pixel on the face, in metres."""
+        return 2.0 / (self.scale * self.crop.side)
+
+    def vertices(self, space: Space, image_size: tuple[int, int]) -> np.ndarray:
+        """Mesh vertices (V, 3) in metres, glTF axes (+Y up, +Z toward the viewer).
+
+        ``image``: posed as in the photo, origin at the photo's centre, so that an
+        orthographic view down -Z lines up with the photo (``image_size`` is (W, H));
+        ``canonical``: frontal, pose removed; ``neutral``: frontal, expression removed too.
+        """
+        if space == "canonical":
+            return self.expressive_vertices
+        if space == "neutral":
+            return self.neutral_vertices
+        if space == "image":
+            width, height = image_size
+            centred = self.image_points - np.array([width / 2.0, height / 2.0, 0.0], dtype=np.float32)
+            return (centred * np.array([1.0, -1.0, 1.0], dtype=np.float32) * self.metres_per_pixel).astype(np.float32)
+        raise ValueError(f"unknown space {space!r}: choose image, canonical or neutral")
+
+
+def default_threads() -> int:
+    """Threads for ONNX Runtime's intra-op pool: the cores this process may use."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+class FaceReconstructor:
+    """Loads the exported model once and reconstructs faces from photos."""
+
+    def __init__(self, model_path: str | Path = DEFAULT_MODEL, *, topology: FaceTopology | None = None,
+                 providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise FileNotFoundError(
+                f"no model at {model_path}: export one with `facerecon export --checkpoint CKPT --out {model_path}` "
+                "(or `make model` for an untrained placeholder)"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(
+            str(model_path), options, providers=list(providers or ["CPUExecutionProvider"])
+        )
+        self.metadata = ModelMetadata.from_properties(self.session.get_modelmeta().custom_metadata_map)
+        self.topology = topology or FaceTopology.load()
+        if self.metadata.topology_version != self.topology.version:
+            raise ValueError(
+                f"{model_path} was exported for topology {self.metadata.topology_version}, "
+                f"but the installed topology is {self.topology.version}"
+            )
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def input_size(self) -> int:
+        return self.metadata.input_size
+
+    def run(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw network outputs for crops (B, S, S, 3) uint8 RGB."""
+        batch = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+        return dict(zip(self.output_names, self.session.run(None, {INPUT_NAME: batch})))
+
+    def reconstruct(self, image: np.ndarray, boxes: Sequence[Box], margin: float = DEFAULT_MARGIN) -> list[FaceResult]:
+        """Reconstruct each face box of image (H, W, 3) uint8 RGB in one batch."""
+        if not boxes:
+            return []
+        pairs = [crop_face(image, box, self.input_size, margin) for box in boxes]
+        out = self.run(np.stack([crop for crop, _ in pairs]))
+        results = []
+        for i, (box, (_, crop)) in enumerate(zip(boxes, pairs)):
+            depth = out["posed_vertices"][i, :, 2:] * (self.input_size / 2.0)
+            crop_points = np.concatenate([out["vertices_2d"][i], depth], axis=1)
+            results.append(
+                FaceResult(
+                    box=tuple(float(v) for v in box),  # type: ignore[arg-type]
+                    crop=crop,
+                    neutral_vertices=out["neutral_vertices"][i],
+                    expressive_vertices=out["expressive_vertices"][i],
+                    image_points=crop.to_image(crop_points),
+                    landmarks_2d=crop.to_image(out["landmarks_2d"][i]),
+                    landmarks_3d=crop.to_image(out["landmarks_3d"][i]),
+                    rotation=out["rotation"][i],
+                    euler_degrees=out["euler_degrees"][i],
+                    translation=out["translation"][i],
+                    scale=float(out["scale"][i]),
+                    albedo=out["albedo"][i],
+                    lighting=out["lighting"][i],
+                )
+            )
+        return results

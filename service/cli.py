@@ -1,0 +1,210 @@
+"""The ``facerecon`` command line: reconstruct, serve, export, build-topology."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger("facerecon")
+
+MESH_FORMATS = ("glb", "obj", "ply")
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--box wants four numbers x1,y1,x2,y2, got {text!r}") from None
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"--box wants four numbers x1,y1,x2,y2, got {text!r}")
+    x1, y1, x2, y2 = values
+    if not (x2 > x1 and y2 > y1):
+        raise argparse.ArgumentTypeError(f"--box needs x1 < x2 and y1 < y2, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _output_paths(images: Sequence[Path], out: Path, fmt: str) -> list[Path]:
+    if len(images) == 1 and out.suffix:
+        if out.suffix.lower() != f".{fmt}":
+            raise CLIError(f"output {out} does not end in .{fmt} (use --format to choose the format)")
+        return [out]
+    stems = [p.stem for p in images]
+    if len(set(stems)) != len(stems):
+        raise CLIError("several input images share a file name; reconstruct them in separate runs")
+    return [out / f"{stem}.{fmt}" for stem in stems]
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from model.image_io import ImageDecodeError, load_rgb
+    from model.inference import FaceReconstructor
+    from model.mesh_export import ExportMesh, export_glb, export_obj, export_ply
+    from model.texture_bake import UVRasterMap, bake_uv_texture, sample_vertex_colors
+
+    outputs = _output_paths(args.images, args.out, args.format)
+    try:
+        reconstructor = FaceReconstructor(args.model)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    if not reconstructor.metadata.trained:
+        print(
+            f"warning: {args.model} holds UNTRAINED weights (random initialisation); "
+            "meshes will not resemble the photo",
+            file=sys.stderr,
+        )
+    topology = reconstructor.topology
+    uv_map = UVRasterMap.build(topology.uvs, topology.faces, args.texture_size) if args.texture == "uv" else None
+    failures = 0
+    for image_path, out_path in zip(args.images, outputs):
+        try:
+            image = load_rgb(image_path.read_bytes())
+        except (OSError, ImageDecodeError) as err:
+            print(f"error: {image_path}: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        height, width = image.shape[:2]
+        if args.box is None:
+            print(f"{image_path}: no --box given: using the whole image as the face box", file=sys.stderr)
+        box = args.box or (0.0, 0.0, float(width), float(height))
+        try:
+            (face,) = reconstructor.reconstruct(image, [box], margin=1.0 if args.box is None else args.margin)
+        except ValueError as err:
+            print(f"error: {image_path}: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        mesh = ExportMesh(vertices=face.vertices(args.space, (width, height)), faces=topology.faces, name=image_path.stem)
+        if args.texture == "vertex":
+            mesh.vertex_colors = sample_vertex_colors(image, face.image_points[:, :2])
+        elif uv_map is not None:
+            mesh.uvs = topology.uvs
+            mesh.texture = bake_uv_texture(image, face.image_points[:, :2], topology.faces, uv_map)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        if args.format == "glb":
+            out_path.write_bytes(export_glb([mesh]))
+        elif args.format == "ply":
+            out_path.write_bytes(export_ply(mesh))
+        else:
+            for name, data in export_obj(mesh, stem=out_path.stem).items():
+                (out_path.parent / name).write_bytes(data)
+        yaw, pitch, roll = face.euler_degrees
+        print(f"{image_path} -> {out_path} ({topology.num_vertices} vertices, yaw {yaw:.1f} pitch {pitch:.1f} roll {roll:.1f})")
+    return 1 if failures else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from model.face_model import FaceReconstructionModel
+    from model.topology import FaceTopology
+    from training.checkpoint import load_checkpoint
+    from training.export_onnx import export_onnx, metadata_json
+
+    topology = FaceTopology.load()
+    if args.untrained:
+        torch.manual_seed(args.seed)
+        model, steps = FaceReconstructionModel(topology), 0
+    else:
+        if not args.checkpoint.is_file():
+            raise CLIError(f"checkpoint not found: {args.checkpoint}")
+        try:
+            model, data = load_checkpoint(args.checkpoint, topology)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise CLIError(f"cannot load {args.checkpoint}: {err}") from None
+        steps = int(data["steps"])
+    metadata = export_onnx(model, args.out, trained=not args.untrained, steps=steps)
+    print(f"wrote {args.out}\n{metadata_json(metadata)}")
+    return 0
+
+
+def cmd_build_topology(args: argparse.Namespace) -> int:
+    from training.topology_builder import TopologyBuildConfig, build_topology_from_images
+
+    try:
+        topology = build_topology_from_images(
+            args.images, args.out, TopologyBuildConfig(max_images=args.max_images, seed=args.seed)
+        )
+    except (FileNotFoundError, RuntimeError) as err:
+        raise CLIError(str(err)) from None
+    print(
+        f"wrote {args.out}: version {topology.version}, {topology.num_vertices} vertices, "
+        f"{topology.num_faces} triangles ({len(topology.base_faces)} on the 468 base vertices)"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("service.app:app", host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from model.inference import DEFAULT_MODEL
+    from model.topology import DEFAULT_ASSET
+
+    parser = argparse.ArgumentParser(prog="facerecon", description="Single-image 3D face reconstruction.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rec = sub.add_parser("reconstruct", help="reconstruct the face in each image into a mesh file")
+    rec.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    rec.add_argument("-o", "--out", type=Path, required=True,
+                     help="output file (one image) or folder (several images; one file per image)")
+    rec.add_argument("--format", choices=MESH_FORMATS, default="glb")
+    rec.add_argument("--box", type=_parse_box, metavar="x1,y1,x2,y2", help="face box in pixels (default: whole image)")
+    rec.add_argument("--margin", type=float, default=1.3, help="crop side / longer box side when --box is given")
+    rec.add_argument("--space", choices=("image", "canonical", "neutral"), default="image",
+                     help="image: posed as in the photo; canonical: frontal; neutral: frontal without expression")
+    rec.add_argument("--texture", choices=("none", "vertex", "uv"), default="vertex",
+                     help="vertex colours or a UV texture baked from the photo")
+    rec.add_argument("--texture-size", type=int, default=512)
+    rec.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    rec.set_defaults(func=cmd_reconstruct)
+
+    exp = sub.add_parser("export", help="export a checkpoint to ONNX for the service and the CLI")
+    src = exp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path)
+    src.add_argument("--untrained", action="store_true", help="export a randomly initialised model (placeholder)")
+    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--out", type=Path, default=DEFAULT_MODEL)
+    exp.set_defaults(func=cmd_export)
+
+    topo = sub.add_parser("build-topology", help="regenerate the face topology asset from photos")
+    topo.add_argument("--images", type=Path, nargs="+", required=True, metavar="DIR")
+    topo.add_argument("--out", type=Path, default=DEFAULT_ASSET)
+    topo.add_argument("--max-images", type=int, default=3000)
+    topo.add_argument("--seed", type=int, default=0)
+    topo.set_defaults(func=cmd_build_topology)
+
+    srv = sub.add_parser("serve", help="start the HTTP service")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--log-level", default="info")
+    srv.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except CLIError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        print(f"error: {args.command} needs the missing package {err.name!r}; install facerecon[train]", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

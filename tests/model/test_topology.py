@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+
+from model.topology import NUM_BASE_VERTICES, REGION_NAMES, FaceTopology
+
+# iBUG 68-point left/right correspondence (a fact of the annotation scheme).
+IBUG68_MIRROR = np.array(
+    [16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
+     26, 25, 24, 23, 22, 21, 20, 19, 18, 17,
+     27, 28, 29, 30, 35, 34, 33, 32, 31,
+     45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
+     54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55,
+     64, 63, 62, 61, 60, 67, 66, 65]
+)
+
+
+def _directed_edges(faces: np.ndarray) -> np.ndarray:
+    return faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+
+
+def _check_manifold_disk(faces: np.ndarray, num_vertices: int) -> np.ndarray:
+    """Asserts faces form an oriented manifold disk; returns its boundary vertices."""
+    directed = _directed_edges(faces)
+    # Consistent winding: no directed edge twice; interior edges appear once each way.
+    assert len(np.unique(directed, axis=0)) == len(directed)
+    undirected, counts = np.unique(np.sort(directed, axis=1), axis=0, return_counts=True)
+    assert counts.max() <= 2
+    boundary_edges = undirected[counts == 1]
+    boundary = np.unique(boundary_edges)
+    # One boundary loop: every boundary vertex has exactly two boundary edges, and they chain.
+    assert np.all(np.bincount(boundary_edges.ravel())[boundary] == 2)
+    # Euler characteristic of a disk.
+    assert num_vertices - len(undirected) + len(faces) == 1
+    assert len(np.unique(faces)) == num_vertices
+    return boundary
+
+
+def test_base_triangulation_is_a_disk_bounded_by_the_face_oval(topology: FaceTopology):
+    mediapipe = pytest.importorskip("mediapipe")
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
+
+    assert topology.base_faces.shape == (898, 3)
+    boundary = _check_manifold_disk(topology.base_faces, NUM_BASE_VERTICES)
+    assert set(boundary.tolist()) == {v for edge in FACEMESH_FACE_OVAL for v in edge}
+    del mediapipe
+
+
+def test_output_mesh_is_a_dense_disk_keeping_the_base_vertices(topology: FaceTopology):
+    assert topology.num_vertices >= 5000
+    assert topology.level_sizes == [468, 1833, 7257]
+    _check_manifold_disk(topology.faces, topology.num_vertices)
+    # The base vertices stay addressable and keep their template positions.
+    base_corners = np.unique(topology.faces[np.isin(topology.faces, np.arange(NUM_BASE_VERTICES))])
+    assert len(base_corners) == NUM_BASE_VERTICES
+    parents = topology.edge_parents
+    assert np.all(parents.max(axis=1) < np.arange(NUM_BASE_VERTICES, topology.num_vertices))
+
+
+def test_triangles_face_the_viewer(topology: FaceTopology):
+    v = topology.vertices[topology.faces]
+    normals = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    assert np.mean(normals[:, 2] > 0) > 0.97
+
+
+def test_template_is_face_sized_and_symmetric(topology: FaceTopology):
+    v = topology.vertices
+    width = v[:, 0].max() - v[:, 0].min()
+    assert width == pytest.approx(0.15, rel=1e-3)
+    assert 0.15 < v[:, 1].max() - v[:, 1].min() < 0.22
+    nose_tip = v[1]
+    assert nose_tip[2] == pytest.approx(v[:, 2].max(), abs=0.005)
+    mirrored = v[topology.mirror] * np.array([-1.0, 1.0, 1.0])
+    np.testing.assert_allclose(mirrored, v, atol=1e-6)
+
+
+def test_mirror_map_is_an_involution(topology: FaceTopology):
+    m = topology.mirror
+    assert np.array_equal(m[m], np.arange(topology.num_vertices))
+    assert np.array_equal(np.sort(m), np.arange(topology.num_vertices))
+
+
+def test_regions_cover_every_vertex_and_respect_the_mirror(topology: FaceTopology):
+    assert topology.regions.min() >= 0
+    assert set(np.unique(topology.regions)) == set(range(len(REGION_NAMES)))
+    names = np.array(REGION_NAMES)[topology.regions]
+    swapped = np.char.replace(np.char.replace(np.char.replace(names, "left", "@"), "right", "left"), "@", "right")
+    agree = swapped[topology.mirror] == names
+    assert agree.mean() > 0.97
+    # Left means the subject's left, at +X.
+    x = topology.vertices[:, 0]
+    assert np.all(x[names == "eye_left"] > 0) and np.all(x[names == "eye_right"] < 0)
+
+
+def test_landmarks68_are_mirror_consistent_and_in_their_regions(topology: FaceTopology):
+    lm = topology.landmarks68
+    assert lm.shape == (68,) and lm.max() < NUM_BASE_VERTICES
+    assert np.array_equal(topology.mirror[lm], lm[IBUG68_MIRROR])
+    regions = np.array(REGION_NAMES)[topology.regions[lm]]
+    assert regions[30] == "nose"
+    assert set(regions[36:42]) == {"eye_right"} and set(regions[42:48]) == {"eye_left"}
+    y = topology.vertices[lm, 1]
+    assert y[19] > y[37] > y[30] > y[51] > y[57] > y[8]
+
+
+def test_uvs_are_an_unfolded_layout(topology: FaceTopology):
+    uv = topology.uvs
+    assert uv.min() >= 0.0 and uv.max() <= 1.0
+    t = uv[topology.faces]
+    signed = (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 1, 1] - t[:, 0, 1]) * (t[:, 2, 0] - t[:, 0, 0])
+    assert np.all(signed > 0)
+
+
+def test_save_load_round_trip(topology: FaceTopology, tmp_path):
+    path = tmp_path / "topo.npz"
+    topology.save(path)
+    again = FaceTopology.load(path)
+    assert again.version == topology.version
+    for name in ("vertices", "faces", "base_faces", "uvs", "regions", "mirror", "landmarks68", "edge_parents"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(topology, name))
+
+
+def test_missing_asset_says_how_to_regenerate(tmp_path):
+    with pytest.raises(FileNotFoundError, match="build-topology"):
+        FaceTopology.load(tmp_path / "nope.npz")

@@ -1,0 +1,66 @@
+"""Export a face model to one ONNX graph (encoders -> decoders -> pose -> projection)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from model.face_model import FaceReconstruction, FaceReconstructionModel
+from model.onnx_metadata import ModelMetadata
+
+OPSET = 17
+
+
+class _TupleOutputs(nn.Module):
+    """Returns the inference outputs as a tuple in :attr:`FaceReconstruction.OUTPUT_NAMES` order."""
+
+    def __init__(self, model: FaceReconstructionModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        result = self.model(image)
+        return tuple(getattr(result, name) for name in FaceReconstruction.OUTPUT_NAMES)
+
+
+def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: bool, steps: int = 0) -> ModelMetadata:
+    """Write ``out`` (an .onnx file with the service's metadata embedded) and return the metadata."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    size = model.image_size
+    dummy = torch.rand(2, 3, size, size)
+    dynamic = {name: {0: "batch"} for name in ("image", *FaceReconstruction.OUTPUT_NAMES)}
+    torch.onnx.export(
+        _TupleOutputs(model),
+        (dummy,),
+        str(out),
+        input_names=["image"],
+        output_names=list(FaceReconstruction.OUTPUT_NAMES),
+        dynamic_axes=dynamic,
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    metadata = ModelMetadata(
+        topology_version=model.topology_version,
+        input_size=size,
+        trained=trained,
+        training_steps=steps,
+        num_vertices=int(model.faces.max()) + 1,
+        num_faces=int(model.faces.shape[0]),
+    )
+    graph = onnx.load(str(out))
+    onnx.checker.check_model(graph)
+    del graph.metadata_props[:]
+    for key, value in metadata.to_properties().items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(out))
+    return metadata
+
+
+def metadata_json(metadata: ModelMetadata) -> str:
+    return json.dumps(metadata.to_properties(), indent=2)

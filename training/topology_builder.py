@@ -1,0 +1,423 @@
+"""Builds the shipped face topology asset (``model/assets/face_topology.npz``) from photos.
+
+The template is the project's own: the mean of similarity-aligned MediaPipe 3D landmark sets
+over a few thousand training photos, made exactly left/right symmetric. The triangulation is
+the Delaunay triangulation of the template's frontal projection restricted to the face oval
+(a disk: 468 vertices, the 36 oval points as its only boundary, 898 triangles), then midpoint
+subdivided twice with the new vertices smoothed. Regions come from MediaPipe's named contours.
+
+Regenerate with::
+
+    facerecon build-topology --images ../shared/data/train/utkface ../shared/data/train/lfw \
+        --out model/assets/face_topology.npz
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import sparse
+from scipy.sparse.linalg import spsolve
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial import Delaunay
+
+from model.topology import NUM_BASE_VERTICES, REGION_NAMES, FaceTopology
+from training.landmarks import MediaPipeLabeler
+
+log = logging.getLogger(__name__)
+
+TOPOLOGY_FORMAT = "1"
+TEMPLATE_FACE_WIDTH_M = 0.15
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+# MediaPipe face-mesh vertex of each iBUG 68-point landmark (jaw 0-16, brows 17-26,
+# nose 27-35, eyes 36-47, outer lips 48-59, inner lips 60-67).
+IBUG68_FROM_MEDIAPIPE = np.array(
+    [
+        162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,
+        71, 63, 105, 66, 107, 336, 296, 334, 293, 301,
+        168, 197, 5, 4, 75, 97, 2, 326, 305,
+        33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
+        61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,
+        78, 82, 13, 312, 308, 317, 14, 87,
+    ],
+    dtype=np.int64,
+)
+
+# MediaPipe anchor vertices used to orient the template.
+_RIGHT_EYE_OUTER, _LEFT_EYE_OUTER, _FOREHEAD_TOP, _CHIN = 33, 263, 10, 152
+
+
+@dataclass(frozen=True)
+class TopologyBuildConfig:
+    """Settings of :func:`build_topology`."""
+
+    max_images: int = 3000
+    seed: int = 0
+    subdivisions: int = 2
+    smoothing_iterations: int = 20
+
+
+def find_images(dirs: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for d in dirs:
+        if not d.is_dir():
+            raise FileNotFoundError(f"image folder not found: {d}")
+        files.extend(p for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES)
+    return files
+
+
+def collect_landmarks(files: list[Path]) -> np.ndarray:
+    """Label each photo -> (N, 468, 3) landmark sets in a +Y up, +Z toward viewer frame."""
+    sets = []
+    with MediaPipeLabeler() as labeler:
+        for path in files:
+            try:
+                image = np.asarray(Image.open(path).convert("RGB"))
+            except OSError as err:
+                log.warning("skipping unreadable %s: %s", path, err)
+                continue
+            points = labeler.label(image)
+            if points is not None:
+                sets.append(points * np.array([1.0, -1.0, -1.0], dtype=np.float32))
+    if not sets:
+        raise RuntimeError("no face was found in any of the images")
+    return np.stack(sets).astype(np.float64)
+
+
+def _kabsch(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Rotation (3, 3) that best maps centred source (N, 3) onto centred target (N, 3)."""
+    u, _, vt = np.linalg.svd(source.T @ target)
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def procrustes_mean(sets: np.ndarray, iterations: int = 5) -> np.ndarray:
+    """Generalised Procrustes (similarity) mean of (N, P, 3) point sets -> (P, 3), unit norm."""
+    centred = sets - sets.mean(axis=1, keepdims=True)
+    centred /= np.linalg.norm(centred, axis=(1, 2), keepdims=True)
+    mean = centred[0]
+    for _ in range(iterations):
+        aligned = np.stack([c @ _kabsch(c, mean) for c in centred])
+        scales = np.einsum("npk,pk->n", aligned, mean)[:, None, None]
+        mean = (aligned * scales).mean(axis=0)
+        mean /= np.linalg.norm(mean)
+    return mean
+
+
+def orient_template(points: np.ndarray) -> np.ndarray:
+    """Rotate (P, 3) so the eyes run along +X, forehead is +Y and the face looks along +Z."""
+    x_axis = points[_LEFT_EYE_OUTER] - points[_RIGHT_EYE_OUTER]
+    x_axis /= np.linalg.norm(x_axis)
+    up = points[_FOREHEAD_TOP] - points[_CHIN]
+    y_axis = up - x_axis * (up @ x_axis)
+    y_axis /= np.linalg.norm(y_axis)
+    z_axis = np.cross(x_axis, y_axis)
+    return (points - points.mean(axis=0)) @ np.stack([x_axis, y_axis, z_axis], axis=1)
+
+
+def mirror_assignment(points: np.ndarray) -> np.ndarray:
+    """(P, 3) roughly symmetric about x = 0 -> (P,) permutation pairing each point with its mirror."""
+    reflected = points * np.array([-1.0, 1.0, 1.0])
+    cost = np.linalg.norm(reflected[:, None, :] - points[None, :, :], axis=-1)
+    _, mirror = linear_sum_assignment(cost)
+    if not np.array_equal(mirror[mirror], np.arange(len(points))):
+        raise RuntimeError("mirror assignment of the template is not an involution")
+    return mirror
+
+
+def symmetrise(points: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+    """Average (P, 3) with its own reflection so it is exactly symmetric about x = 0."""
+    return 0.5 * (points + points[mirror] * np.array([-1.0, 1.0, 1.0]))
+
+
+def ordered_loop(edges: frozenset[tuple[int, int]]) -> np.ndarray:
+    """Chain undirected edges that form one closed loop into an ordered vertex list."""
+    neighbours: dict[int, list[int]] = {}
+    for a, b in edges:
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    start = min(neighbours)
+    loop, previous = [start], None
+    while True:
+        current = loop[-1]
+        nxt = next(n for n in neighbours[current] if n != previous)
+        if nxt == start:
+            break
+        previous = current
+        loop.append(nxt)
+    if len(loop) != len(neighbours):
+        raise ValueError("edges do not form a single loop")
+    return np.array(loop)
+
+
+def _inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Even-odd test: points (N, 2) inside closed polygon (M, 2) -> (N,) bool."""
+    x, y = points[:, 0:1], points[:, 1:2]
+    x0, y0 = polygon[:, 0], polygon[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    crosses = (y0 > y) != (y1 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_cross = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
+    return ((crosses & (x < x_cross)).sum(axis=1) % 2) == 1
+
+
+def triangulate_disk(points: np.ndarray, oval: np.ndarray) -> np.ndarray:
+    """Delaunay triangulation of the frontal projection (P, 3) inside the ordered oval loop.
+
+    Returns (F, 3) triangles, counter-clockwise seen from +Z.
+    """
+    xy = points[:, :2]
+    triangles = Delaunay(xy).simplices
+    centroids = xy[triangles].mean(axis=1)
+    triangles = triangles[_inside_polygon(centroids, xy[oval])]
+    a, b, c = (xy[triangles[:, k]] for k in range(3))
+    signed = (b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0]
+    triangles[signed < 0] = triangles[signed < 0][:, [0, 2, 1]]
+    expected = 2 * len(points) - len(oval) - 2
+    if len(triangles) != expected:
+        raise RuntimeError(f"triangulation has {len(triangles)} triangles, a disk needs {expected}")
+    return triangles
+
+
+def subdivide(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One round of midpoint subdivision keeping the old vertices first.
+
+    Returns vertices (V + E, 3), faces (4F, 3) and edge_parents (E, 2) of the new vertices.
+    """
+    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    unique, inverse = np.unique(edges, axis=0, return_inverse=True)
+    mid = (len(vertices) + inverse.reshape(-1, 3)).astype(np.int64)
+    v0, v1, v2 = faces.T
+    m01, m12, m20 = mid.T
+    new_faces = np.concatenate(
+        [
+            np.stack([v0, m01, m20], 1),
+            np.stack([v1, m12, m01], 1),
+            np.stack([v2, m20, m12], 1),
+            np.stack([m01, m12, m20], 1),
+        ]
+    )
+    new_vertices = np.concatenate([vertices, vertices[unique].mean(axis=1)])
+    return new_vertices, new_faces, unique
+
+
+def boundary_vertices(faces: np.ndarray) -> np.ndarray:
+    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    return np.unique(unique[counts == 1])
+
+
+def smooth_new_vertices(
+    vertices: np.ndarray, faces: np.ndarray, num_fixed: int, iterations: int
+) -> np.ndarray:
+    """Uniform Laplacian smoothing of interior vertices past index ``num_fixed``."""
+    n = len(vertices)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    adjacency = sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64).tocsr()
+    averaging = sparse.diags(1.0 / np.asarray(adjacency.sum(axis=1)).ravel()) @ adjacency
+    movable = np.zeros(n, dtype=bool)
+    movable[num_fixed:] = True
+    movable[boundary_vertices(faces)] = False
+    out = vertices.copy()
+    for _ in range(iterations):
+        out[movable] = 0.5 * out[movable] + 0.5 * (averaging @ out)[movable]
+    return out
+
+
+def extend_mirror(mirror: np.ndarray, edge_parents: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Mirror map of the subdivided mesh (V,) from the coarse one and the edge parents.
+
+    A midpoint's mirror is the midpoint of the mirrored edge where that edge exists; the few
+    midpoints of edges whose mirror image is not an edge are paired by nearest reflection.
+    """
+    n_old = len(mirror)
+    lookup = {tuple(e): n_old + i for i, e in enumerate(edge_parents.tolist())}
+    out = np.concatenate([mirror, -np.ones(len(edge_parents), dtype=np.int64)])
+    for i, (a, b) in enumerate(edge_parents.tolist()):
+        key = tuple(sorted((int(mirror[a]), int(mirror[b]))))
+        out[n_old + i] = lookup.get(key, -1)
+    unmatched = np.flatnonzero(out < 0)
+    if len(unmatched):
+        sub = vertices[unmatched]
+        cost = np.linalg.norm(
+            (sub * np.array([-1.0, 1.0, 1.0]))[:, None] - sub[None], axis=-1
+        )
+        _, pairing = linear_sum_assignment(cost)
+        out[unmatched] = unmatched[pairing]
+    if not np.array_equal(out[out], np.arange(len(out))):
+        raise RuntimeError("subdivided mirror map is not an involution")
+    return out
+
+
+def boundary_loop(faces: np.ndarray) -> np.ndarray:
+    """Ordered boundary vertices of a disk (F, 3), following the triangles' winding."""
+    directed = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    _, inverse, counts = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True, return_counts=True)
+    following = dict(directed[counts[inverse.ravel()] == 1].tolist())
+    start = min(following)
+    loop = [start]
+    while following[loop[-1]] != start:
+        loop.append(following[loop[-1]])
+    return np.array(loop)
+
+
+def mean_value_uvs(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Fold-free UVs (V, 2) in [0.02, 0.98] for a disk mesh: the boundary on a circle by chord
+    length, interior vertices by mean-value coordinates (Floater), which cannot fold."""
+    n = len(vertices)
+    loop = boundary_loop(faces)
+    chords = np.linalg.norm(vertices[np.roll(loop, -1)] - vertices[loop], axis=1)
+    angle = 2 * np.pi * np.concatenate([[0.0], np.cumsum(chords)[:-1]]) / chords.sum()
+    # Start the circle at the chin so the layout is upright (the chin is the lowest vertex).
+    angle += -np.pi / 2 - angle[np.argmin(vertices[loop, 1])]
+    rows, cols, weights = [], [], []
+    for k in range(3):
+        i, j, o = faces[:, k], faces[:, (k + 1) % 3], faces[:, (k + 2) % 3]
+        # Angle at vertex i in this triangle, split between its two edges (i, j) and (i, o).
+        e1, e2 = vertices[j] - vertices[i], vertices[o] - vertices[i]
+        l1, l2 = np.linalg.norm(e1, axis=1), np.linalg.norm(e2, axis=1)
+        cos = np.clip((e1 * e2).sum(1) / (l1 * l2), -1.0, 1.0)
+        half_tan = np.tan(np.arccos(cos) / 2)
+        rows += [i, i]
+        cols += [j, o]
+        weights += [half_tan / l1, half_tan / l2]
+    w = sparse.coo_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsr()
+    laplacian = sparse.diags(np.asarray(w.sum(axis=1)).ravel()) - w
+    interior = np.setdiff1d(np.arange(n), loop)
+    uv = np.zeros((n, 2))
+    uv[loop] = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    system = laplacian[interior][:, interior].tocsc()
+    rhs = -laplacian[interior][:, loop] @ uv[loop]
+    uv[interior] = np.stack([spsolve(system, rhs[:, c]) for c in range(2)], axis=1)
+    return (0.5 + 0.48 * uv).astype(np.float32)
+
+
+def _hull_contains(anchor_points: np.ndarray, query: np.ndarray, grow: float) -> np.ndarray:
+    """query (N, 2) inside the convex hull of anchor_points (M, 2) scaled by ``grow``."""
+    centre = anchor_points.mean(axis=0)
+    hull = Delaunay(centre + grow * (anchor_points - centre))
+    return hull.find_simplex(query) >= 0
+
+
+def _split_loops(edges: frozenset[tuple[int, int]]) -> list[np.ndarray]:
+    """Split undirected edges into their connected components, each an ordered loop."""
+    remaining = set(edges)
+    loops = []
+    while remaining:
+        component = {remaining.pop()}
+        grew = True
+        while grew:
+            touched = {v for e in component for v in e}
+            linked = {e for e in remaining if e[0] in touched or e[1] in touched}
+            remaining -= linked
+            component |= linked
+            grew = bool(linked)
+        loops.append(ordered_loop(frozenset(component)))
+    return loops
+
+
+def _contour_vertices(edges: frozenset[tuple[int, int]]) -> np.ndarray:
+    return np.unique(np.array(sorted(edges)).ravel())
+
+
+def label_regions(vertices: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per-vertex region index (V,) from MediaPipe's named contours on the base vertices (468, 3)."""
+    from mediapipe.python.solutions import face_mesh_connections as contours
+
+    xy, base_xy = vertices[:, :2], base[:, :2]
+    region = np.full(len(vertices), -1, dtype=np.int64)
+    index = {name: i for i, name in enumerate(REGION_NAMES)}
+
+    def assign(name: str, mask: np.ndarray) -> None:
+        region[(region < 0) & mask] = index[name]
+
+    outer_lips, inner_lips = sorted(
+        _split_loops(contours.FACEMESH_LIPS), key=lambda loop: -np.ptp(base_xy[loop, 0])
+    )
+    lip_y = base_xy[outer_lips, 1]
+    mouth_line_y = base_xy[inner_lips, 1].mean()
+
+    assign("mouth", _hull_contains(base_xy[inner_lips], xy, 1.0))
+    in_lips = _hull_contains(base_xy[outer_lips], xy, 1.08)
+    # Split the inner-lip loop at the mouth corners into its upper and lower arcs.
+    start, stop = sorted((np.argmin(base_xy[inner_lips, 0]), np.argmax(base_xy[inner_lips, 0])))
+    arc_a, arc_b = inner_lips[start : stop + 1], np.roll(inner_lips, -stop)[: len(inner_lips) - stop + start + 1]
+    upper_inner, lower_inner = sorted((arc_a, arc_b), key=lambda arc: -base_xy[arc, 1].mean())
+    d_upper = np.min(np.linalg.norm(xy[:, None] - base_xy[upper_inner][None], axis=-1), axis=1)
+    d_lower = np.min(np.linalg.norm(xy[:, None] - base_xy[lower_inner][None], axis=-1), axis=1)
+    assign("upper_lip", in_lips & (d_upper <= d_lower))
+    assign("lower_lip", in_lips)
+    for side in ("left", "right"):
+        eye = _contour_vertices(getattr(contours, f"FACEMESH_{side.upper()}_EYE"))
+        brow = _contour_vertices(getattr(contours, f"FACEMESH_{side.upper()}_EYEBROW"))
+        assign(f"eye_{side}", _hull_contains(base_xy[eye], xy, 1.35))
+        assign(f"brow_{side}", _hull_contains(base_xy[brow], xy, 1.3))
+    assign("nose", _hull_contains(base_xy[_contour_vertices(contours.FACEMESH_NOSE)], xy, 1.1))
+    brow_points = np.concatenate(
+        [_contour_vertices(contours.FACEMESH_LEFT_EYEBROW), _contour_vertices(contours.FACEMESH_RIGHT_EYEBROW)]
+    )
+    assign("forehead", xy[:, 1] > base_xy[brow_points, 1].mean())
+    assign("chin_jaw", xy[:, 1] < lip_y.min() + 0.25 * (mouth_line_y - lip_y.min()))
+    assign("cheek_left", xy[:, 0] >= 0)
+    assign("cheek_right", xy[:, 0] < 0)
+    return region
+
+
+def build_topology(landmark_sets: np.ndarray, config: TopologyBuildConfig) -> FaceTopology:
+    """(N, 468, 3) MediaPipe landmark sets (+Y up, +Z toward viewer) -> the topology asset."""
+    from mediapipe.python.solutions import face_mesh_connections as contours
+
+    if landmark_sets.shape[1:] != (NUM_BASE_VERTICES, 3):
+        raise ValueError(f"expected (N, 468, 3) landmark sets, got {landmark_sets.shape}")
+    template = orient_template(procrustes_mean(landmark_sets))
+    mirror = mirror_assignment(template)
+    template = symmetrise(template, mirror)
+    oval = ordered_loop(contours.FACEMESH_FACE_OVAL)
+    width = template[oval, 0].max() - template[oval, 0].min()
+    template *= TEMPLATE_FACE_WIDTH_M / width
+    base_faces = triangulate_disk(template, oval)
+
+    vertices, faces, parents = template, base_faces, []
+    for _ in range(config.subdivisions):
+        vertices, faces, level_parents = subdivide(vertices, faces)
+        mirror = extend_mirror(mirror, level_parents, vertices)
+        parents.append(level_parents)
+    vertices = smooth_new_vertices(vertices, faces, NUM_BASE_VERTICES, config.smoothing_iterations)
+    vertices = symmetrise(vertices, mirror)
+    edge_parents = np.concatenate(parents) if parents else np.zeros((0, 2), dtype=np.int64)
+
+    digest = hashlib.sha256(faces.astype(np.int32).tobytes() + vertices.astype(np.float32).tobytes())
+    return FaceTopology(
+        version=f"{TOPOLOGY_FORMAT}.{digest.hexdigest()[:12]}",
+        vertices=vertices.astype(np.float32),
+        faces=faces.astype(np.int64),
+        base_faces=base_faces.astype(np.int64),
+        uvs=mean_value_uvs(vertices, faces),
+        regions=label_regions(vertices, vertices[:NUM_BASE_VERTICES]),
+        mirror=mirror.astype(np.int64),
+        landmarks68=IBUG68_FROM_MEDIAPIPE.copy(),
+        edge_parents=edge_parents.astype(np.int64),
+    )
+
+
+def build_topology_from_images(
+    image_dirs: list[Path], out: Path, config: TopologyBuildConfig = TopologyBuildConfig()
+) -> FaceTopology:
+    files = find_images(image_dirs)
+    if not files:
+        raise FileNotFoundError(f"no images found in {', '.join(map(str, image_dirs))}")
+    rng = np.random.default_rng(config.seed)
+    if len(files) > config.max_images:
+        files = [files[i] for i in sorted(rng.choice(len(files), config.max_images, replace=False))]
+    log.info("labelling %d photos", len(files))
+    topology = build_topology(collect_landmarks(files), config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    topology.save(out)
+    return topology
