@@ -31,12 +31,15 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
     """Write ``out`` (an .onnx file with the service's metadata embedded) and return the metadata."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
     size = model.image_size
     dummy = torch.rand(2, 3, size, size)
     dynamic = {name: {0: "batch"} for name in ("image", *FaceReconstruction.OUTPUT_NAMES)}
+    was_training = model.training
+    # The exporter restores the wrapper's mode afterwards, so the wrapper must be in eval mode
+    # too, or the caller's model would come back in training mode.
+    wrapper = _TupleOutputs(model).eval()
     torch.onnx.export(
-        _TupleOutputs(model),
+        wrapper,
         (dummy,),
         str(out),
         input_names=["image"],
@@ -45,6 +48,7 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
         opset_version=OPSET,
         dynamo=False,
     )
+    model.train(was_training)
     metadata = ModelMetadata(
         topology_version=model.topology_version,
         input_size=size,

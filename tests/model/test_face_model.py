@@ -1,0 +1,80 @@
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from model.appearance import shade  # noqa: E402
+from model.face_model import FaceReconstruction, FaceReconstructionModel  # noqa: E402
+from model.geometry import vertex_normals  # noqa: E402
+
+
+def test_forward_returns_every_output_with_documented_shapes(face_model, topology):
+    images = torch.rand(3, 3, face_model.image_size, face_model.image_size)
+    with torch.no_grad():
+        result = face_model(images)
+    v = topology.num_vertices
+    expected = {
+        "neutral_vertices": (3, v, 3), "expressive_vertices": (3, v, 3), "posed_vertices": (3, v, 3),
+        "vertices_2d": (3, v, 2), "landmarks_2d": (3, 68, 2), "landmarks_3d": (3, 68, 3),
+        "rotation": (3, 3, 3), "euler_degrees": (3, 3), "translation": (3, 3), "scale": (3,),
+        "albedo": (3, v, 3), "lighting": (3, 9, 3),
+    }
+    for name in FaceReconstruction.OUTPUT_NAMES:
+        assert tuple(getattr(result, name).shape) == expected[name], name
+    torch.testing.assert_close(result.landmarks_2d, result.vertices_2d[:, torch.as_tensor(topology.landmarks68)])
+    assert (result.albedo >= 0).all() and (result.albedo <= 1).all()
+    assert (result.scale > 0).all()
+
+
+def test_untrained_model_starts_from_the_template_facing_the_camera(topology):
+    torch.manual_seed(0)
+    model = FaceReconstructionModel(topology).eval()
+    with torch.no_grad():
+        result = model(torch.rand(2, 3, model.image_size, model.image_size))
+    template = torch.as_tensor(topology.vertices)
+    torch.testing.assert_close(result.neutral_vertices, template.expand_as(result.neutral_vertices))
+    torch.testing.assert_close(result.expressive_vertices, result.neutral_vertices)
+    torch.testing.assert_close(result.euler_degrees, torch.zeros(2, 3), atol=1e-4, rtol=0)
+    # The template face covers the middle of the crop.
+    xy = result.vertices_2d[0]
+    assert 0 < xy.min() and xy.max() < model.image_size
+
+
+def test_expression_decoder_reads_the_identity_shape(face_model, topology):
+    decoder = face_model.expression_decoder
+    expression = torch.randn(1, face_model.config.encoder.expression_dim)
+    template = torch.as_tensor(topology.vertices)[None]
+    other = template * torch.tensor([1.1, 0.95, 1.0])
+    with torch.no_grad():
+        torch.nn.init.normal_(decoder.shape_encoder.weight, std=0.05)
+        _, offsets_a = decoder(expression, template)
+        _, offsets_b = decoder(expression, other)
+    assert (offsets_a - offsets_b).abs().max() > 1e-6
+
+
+def test_gradients_reach_every_network_part(topology):
+    """Zero-initialised output layers block the trunk's gradient at step 0 only."""
+    torch.manual_seed(0)
+    model = FaceReconstructionModel(topology)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    images = torch.rand(2, 3, model.image_size, model.image_size)
+    for _ in range(2):
+        optimiser.zero_grad()
+        result = model(images)
+        normals = vertex_normals(result.posed_vertices, model.faces)
+        colours = shade(result.albedo, normals, result.lighting)
+        loss = (result.landmarks_2d / model.image_size).square().mean() + colours.mean() + result.neutral_vertices.square().mean()
+        loss.backward()
+        optimiser.step()
+    assert torch.isfinite(loss)
+    for part in (model.encoder.trunk, model.encoder.pose_head, model.identity_decoder, model.expression_decoder,
+                 model.albedo_decoder, model.encoder.lighting_head):
+        grads = [p.grad for p in part.parameters() if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), type(part).__name__
+
+
+def test_ambient_light_shades_to_the_albedo():
+    albedo = torch.rand(1, 5, 3)
+    normals = torch.nn.functional.normalize(torch.randn(1, 5, 3), dim=-1)
+    lighting = torch.zeros(1, 9, 3)
+    lighting[:, 0] = 1.0
+    torch.testing.assert_close(shade(albedo, normals, lighting), albedo)

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from model.inference import FaceReconstructor
+
+
+@pytest.fixture(scope="module")
+def reconstructor(onnx_model):
+    return FaceReconstructor(onnx_model, threads=1)
+
+
+def test_reconstructs_each_box_in_one_batch(reconstructor, face_photo, topology):
+    h, w = face_photo.shape[:2]
+    boxes = [(0.2 * w, 0.2 * h, 0.8 * w, 0.8 * h), (0.0, 0.0, 0.5 * w, 0.5 * h)]
+    faces = reconstructor.reconstruct(face_photo, boxes)
+    assert len(faces) == 2
+    for face, box in zip(faces, boxes):
+        assert face.box == box
+        assert face.image_points.shape == (topology.num_vertices, 3)
+        np.testing.assert_allclose(face.landmarks_2d, face.image_points[topology.landmarks68, :2], atol=1e-3)
+        # The crop's centre maps to the box centre.
+        centre = face.crop.to_image(np.array([[reconstructor.input_size / 2] * 2]))[0]
+        np.testing.assert_allclose(centre, [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], atol=1e-3)
+    assert not np.allclose(faces[0].image_points, faces[1].image_points)
+
+
+def test_image_space_mesh_lines_up_with_the_photo(reconstructor, face_photo):
+    h, w = face_photo.shape[:2]
+    (face,) = reconstructor.reconstruct(face_photo, [(0.25 * w, 0.2 * h, 0.75 * w, 0.8 * h)])
+    mesh = face.vertices("image", (w, h))
+    # Looking down -Z at the image-space mesh reproduces the projected pixels.
+    pixels = mesh[:, :2] / face.metres_per_pixel * np.array([1, -1]) + np.array([w / 2, h / 2])
+    np.testing.assert_allclose(pixels, face.image_points[:, :2], atol=1e-2)
+    # Metric scale survives: the face keeps the template's width (pose barely turns it).
+    width = np.ptp(face.vertices("canonical", (w, h))[:, 0])
+    assert 0.1 < width < 0.2
+    assert np.ptp(mesh[:, 0]) == pytest.approx(width, rel=0.25)
+
+
+def test_spaces_are_checked(reconstructor, face_photo):
+    (face,) = reconstructor.reconstruct(face_photo, [(10, 10, 100, 100)])
+    with pytest.raises(ValueError, match="unknown space"):
+        face.vertices("sideways", (200, 200))  # type: ignore[arg-type]
+
+
+def test_missing_model_says_how_to_make_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="facerecon export"):
+        FaceReconstructor(tmp_path / "none.onnx")
+
+
+def test_model_for_another_topology_is_refused(onnx_model, topology):
+    import dataclasses
+
+    other = dataclasses.replace(topology, version="0.other")
+    with pytest.raises(ValueError, match="topology"):
+        FaceReconstructor(onnx_model, topology=other)

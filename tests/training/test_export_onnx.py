@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from model.face_model import FaceReconstruction  # noqa: E402
+from model.onnx_metadata import ModelMetadata  # noqa: E402
+
+
+def test_onnx_matches_pytorch_on_every_output(face_model, onnx_model):
+    session = ort.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == list(FaceReconstruction.OUTPUT_NAMES)
+    size = face_model.image_size
+    for batch in (1, 3):  # dynamic batch
+        images = np.random.default_rng(batch).random((batch, 3, size, size), dtype=np.float32)
+        outputs = session.run(None, {"image": images})
+        with torch.no_grad():
+            expected = face_model(torch.from_numpy(images))
+        for name, got in zip(FaceReconstruction.OUTPUT_NAMES, outputs):
+            want = getattr(expected, name).numpy()
+            assert got.shape == want.shape, name
+            # Unit-scale comparison: pixels and degrees are divided by their range.
+            unit = {"vertices_2d": size, "landmarks_2d": size, "landmarks_3d": size, "euler_degrees": 180.0,
+                    "scale": face_model.config.base_scale}.get(name, 1.0)
+            assert np.abs(got - want).max() / unit < 1e-4, name
+
+
+def test_metadata_travels_with_the_graph(face_model, onnx_model, topology):
+    session = ort.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
+    meta = ModelMetadata.from_properties(session.get_modelmeta().custom_metadata_map)
+    assert meta.topology_version == topology.version
+    assert meta.input_size == face_model.image_size
+    assert meta.trained is False
+    assert (meta.num_vertices, meta.num_faces) == (topology.num_vertices, topology.num_faces)
+    opset = {o.domain: o.version for o in __import__("onnx").load(str(onnx_model)).opset_import}
+    assert opset[""] >= 17
+
+
+def test_metadata_rejects_foreign_models():
+    with pytest.raises(ValueError, match="not a facerecon export"):
+        ModelMetadata.from_properties({"producer": "someone else"})
