@@ -37,7 +37,7 @@ def main() -> None:
     graph = onnx.load(str(args.model))
     params = sum(int(np.prod(init.dims)) for init in graph.graph.initializer)
     meta = ModelMetadata.from_properties({p.key: p.value for p in graph.metadata_props})
-    print(f"model {args.model} ({args.model.stat().st_size / 1e6:.1f} MB, {params / 1e6:.2f} M parameters, "
+    print(f"model {args.model} ({args.model.stat().st_size / 1e6:.1f} MB, {params / 1e6:.2f} M stored weights (identical initialisers are stored once), "
           f"mesh {meta.num_vertices} vertices / {meta.num_faces} triangles, input {meta.input_size}px)")
     rng = np.random.default_rng(0)
     for threads in (1, 2):
