@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -140,6 +141,35 @@ def cmd_build_topology(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from training.prepare import PrepareConfig, prepare_dataset
+
+    try:
+        manifest = prepare_dataset(args.images, args.out, PrepareConfig(workers=args.workers, crop_size=args.crop_size,
+                                                                         val_fraction=args.val_fraction, seed=args.seed))
+    except FileNotFoundError as err:
+        raise CLIError(str(err)) from None
+    print(f"wrote {args.out}: {manifest['faces_labelled']} faces from {manifest['images_read']} images read; "
+          f"skipped {manifest['skipped']}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.trainer import TrainConfig, train
+
+    try:
+        config = TrainConfig.load(args.config)
+    except (OSError, ValueError, TypeError) as err:
+        raise CLIError(f"bad config {args.config}: {err}") from None
+    try:
+        metrics = train(args.data, config, args.out, max_samples=args.max_samples)
+    except FileNotFoundError as err:
+        raise CLIError(str(err)) from None
+    if metrics:
+        print(f"finished {args.out}: {metrics}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -184,6 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     topo.add_argument("--max-images", type=int, default=3000)
     topo.add_argument("--seed", type=int, default=0)
     topo.set_defaults(func=cmd_build_topology)
+
+    prep = sub.add_parser("prepare", help="label training photos with dense landmarks and store face crops")
+    prep.add_argument("--images", type=Path, nargs="+", required=True, metavar="DIR")
+    prep.add_argument("--out", type=Path, required=True, metavar="DATA")
+    prep.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)))
+    prep.add_argument("--crop-size", type=int, default=192)
+    prep.add_argument("--val-fraction", type=float, default=0.05)
+    prep.add_argument("--seed", type=int, default=0)
+    prep.set_defaults(func=cmd_prepare)
+
+    trn = sub.add_parser("train", help="train the face model on prepared data (torchrun for several GPUs)")
+    trn.add_argument("--data", type=Path, required=True, metavar="DATA")
+    trn.add_argument("--config", type=Path, required=True, metavar="CONFIG", help="TOML file (training/configs/)")
+    trn.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder; an existing run resumes")
+    trn.add_argument("--max-samples", type=int, help="use only the first N training samples (smoke tests)")
+    trn.set_defaults(func=cmd_train)
 
     srv = sub.add_parser("serve", help="start the HTTP service")
     srv.add_argument("--host", default="127.0.0.1")

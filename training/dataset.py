@@ -1,0 +1,80 @@
+"""Prepared face crops (see :mod:`training.prepare`) as a torch Dataset with augmentation."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from model.topology import NUM_BASE_VERTICES, FaceTopology
+from training.augment import AugmentConfig, augment
+from training.topology_builder import IBUG68_FROM_MEDIAPIPE
+
+
+@dataclass
+class _Shard:
+    jpeg: np.ndarray
+    offsets: np.ndarray
+
+
+class PreparedFaces(Dataset):
+    """Samples of one split (``train`` or ``val``) of a prepared data folder.
+
+    Items: ``image`` (3, S, S) float in [0, 1], ``landmarks`` (468, 2) crop pixels,
+    ``photo_mask`` (S, S) float (1 where the real, unoccluded photo shows).
+    """
+
+    def __init__(self, root: str | Path, split: str, topology: FaceTopology, config: AugmentConfig,
+                 seed: int = 0, limit: int | None = None) -> None:
+        root = Path(root)
+        paths = sorted(root.glob("shard_*.npz"))
+        paths = [p for p in paths if not p.name.endswith(".tmp.npz")]
+        if not paths:
+            raise FileNotFoundError(f"no prepared shards in {root}: run `facerecon prepare` first")
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be train or val, not {split!r}")
+        self.shards: list[_Shard] = []
+        index, landmarks, valid = [], [], []
+        for shard_id, path in enumerate(paths):
+            with np.load(path) as data:
+                keep = np.flatnonzero(data["is_val"] == (split == "val"))
+                self.shards.append(_Shard(jpeg=data["jpeg"], offsets=data["offsets"]))
+                index.append(np.stack([np.full(len(keep), shard_id), keep], axis=1))
+                landmarks.append(data["landmarks"][keep])
+                valid.append(data["valid"][keep])
+        self.index = np.concatenate(index)
+        self.landmarks = np.concatenate(landmarks)
+        self.valid = np.concatenate(valid)
+        if limit is not None:
+            self.index, self.landmarks, self.valid = self.index[:limit], self.landmarks[:limit], self.valid[:limit]
+        self.train = split == "train"
+        self.config = config
+        self.seed = seed
+        self.mirror = topology.mirror[:NUM_BASE_VERTICES]
+        self.face_box_indices = IBUG68_FROM_MEDIAPIPE
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def stored_image(self, i: int) -> np.ndarray:
+        shard_id, row = self.index[i]
+        shard = self.shards[shard_id]
+        data = shard.jpeg[shard.offsets[row] : shard.offsets[row + 1]]
+        return np.asarray(Image.open(io.BytesIO(data.tobytes())).convert("RGB"))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        # Training draws fresh augmentation from torch's per-worker generator (seeded by the
+        # DataLoader), so repeats of a sample differ; validation crops are fixed.
+        rng = np.random.default_rng((self.seed, int(torch.randint(2**62, ())) if self.train else 0, int(i)))
+        sample = augment(self.stored_image(i), self.landmarks[i], self.valid[i], self.mirror,
+                         self.face_box_indices, rng, self.config, train=self.train)
+        return {
+            "image": torch.from_numpy(sample.image).permute(2, 0, 1).float() / 255.0,
+            "landmarks": torch.from_numpy(sample.landmarks),
+            "photo_mask": torch.from_numpy(sample.photo_mask.astype(np.float32)),
+        }
