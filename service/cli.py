@@ -170,6 +170,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from model.inference import FaceReconstructor
+    from training.evaluate import convert_aflw2000, evaluate_aflw
+
+    if args.convert_from is not None:
+        try:
+            count = convert_aflw2000(args.convert_from, args.aflw2000)
+        except FileNotFoundError as err:
+            raise CLIError(str(err)) from None
+        print(f"converted {count} AFLW2000-3D images into {args.aflw2000}", file=sys.stderr)
+    try:
+        reconstructor = FaceReconstructor(args.model)
+        metrics = evaluate_aflw(args.aflw2000, reconstructor, boxes=args.boxes, overlays=args.save_overlays)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    if not reconstructor.metadata.trained:
+        print(f"warning: {args.model} holds UNTRAINED weights", file=sys.stderr)
+    print(json.dumps(metrics))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -230,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder; an existing run resumes")
     trn.add_argument("--max-samples", type=int, help="use only the first N training samples (smoke tests)")
     trn.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="AFLW2000-3D 68-point NME of an exported model, per yaw bin")
+    ev.add_argument("--aflw2000", type=Path, required=True, metavar="DIR", help="DIR/images and DIR/gt.npz")
+    ev.add_argument("--boxes", choices=("gt", "detect"), default="gt")
+    ev.add_argument("--save-overlays", type=Path, metavar="OUT", help="write the mesh and landmarks over each photo")
+    ev.add_argument("--convert-from", type=Path, metavar="ORIG",
+                    help="first convert the original release (images + .mat) from ORIG into DIR")
+    ev.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ev.set_defaults(func=cmd_evaluate)
 
     srv = sub.add_parser("serve", help="start the HTTP service")
     srv.add_argument("--host", default="127.0.0.1")

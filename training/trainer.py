@@ -180,6 +180,7 @@ def train(data: Path, config: TrainConfig, out: Path, *, topology: FaceTopology 
 
     model.train()
     epoch, started = 0, time.monotonic()
+    losses: list[float] = []
     while step < config.optim.steps:
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
@@ -198,6 +199,7 @@ def train(data: Path, config: TrainConfig, out: Path, *, topology: FaceTopology 
             scaler.update()
             scheduler.step()
             step += 1
+            losses.append(loss.item())
             if writer is not None and step % config.log_every == 0:
                 writer.add_scalar("loss/total", loss.item(), step)
                 for name, value in terms.items():
@@ -213,8 +215,12 @@ def train(data: Path, config: TrainConfig, out: Path, *, topology: FaceTopology 
     metrics = {}
     if dist_info.main:
         progress.close()
+        window = max(1, min(config.log_every, len(losses) // 2))
         metrics = {"val_nme468_percent": landmark_nme(model, val_set, device), "steps": float(step),
                    "train_minutes": (time.monotonic() - started) / 60}
+        if losses:  # this session's first and last losses (a resumed run reports only its own part)
+            metrics["loss_start"] = sum(losses[:window]) / window
+            metrics["loss_end"] = sum(losses[-window:]) / window
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         writer.add_scalar("val/nme468_percent", metrics["val_nme468_percent"], step)
         writer.close()

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("cv2")
+
+from training.augment import AugmentConfig, augment, crop_matrix  # noqa: E402
+from training.dataset import PreparedFaces  # noqa: E402
+
+
+def test_split_sizes_and_item_shapes(synthetic_data, topology):
+    train = PreparedFaces(synthetic_data, "train", topology, AugmentConfig())
+    val = PreparedFaces(synthetic_data, "val", topology, AugmentConfig())
+    assert (len(train), len(val)) == (20, 4)
+    item = train[0]
+    assert item["image"].shape == (3, 128, 128) and item["image"].dtype == torch.float32
+    assert item["landmarks"].shape == (468, 2)
+    assert item["photo_mask"].shape == (128, 128)
+    with pytest.raises(ValueError):
+        PreparedFaces(synthetic_data, "test", topology, AugmentConfig())
+
+
+def test_validation_crop_is_the_nominal_box_crop(synthetic_data, topology):
+    val = PreparedFaces(synthetic_data, "val", topology, AugmentConfig())
+    first, again = val[0], val[0]
+    assert torch.equal(first["image"], again["image"])
+    from training.topology_builder import IBUG68_FROM_MEDIAPIPE
+
+    box = first["landmarks"][IBUG68_FROM_MEDIAPIPE]
+    side = (box.max(0).values - box.min(0).values).max()
+    assert side.item() == pytest.approx(128 / 1.3, rel=1e-3)
+
+
+def test_landmarks_follow_the_image_through_every_augmentation(topology):
+    """A bright dot at one landmark must stay under that landmark's target."""
+    from training.topology_builder import IBUG68_FROM_MEDIAPIPE
+
+    rng = np.random.default_rng(0)
+    landmarks = np.zeros((468, 3), np.float32)
+    landmarks[:, :2] = rng.uniform(50, 140, (468, 2))
+    nose = 1  # on the midline: its own mirror, so the dot stays under it when mirrored
+    assert topology.mirror[nose] == nose
+    landmarks[nose, :2] = (95.0, 95.0)
+    stored = np.zeros((192, 192, 3), np.uint8)
+    stored[92:99, 92:99] = 255
+    config = AugmentConfig(colour_probability=0, grey_probability=0, blur_probability=0, occluder_probability=0)
+    mirror = topology.mirror[:468]
+    for seed in range(10):
+        sample = augment(stored, landmarks, np.array([0, 0, 192, 192], np.float32), mirror, IBUG68_FROM_MEDIAPIPE,
+                         np.random.default_rng(seed), config)
+        ys, xs = np.nonzero(sample.image[..., 0] > 200)
+        centre = np.array([xs.mean() + 0.5, ys.mean() + 0.5])
+        assert np.linalg.norm(centre - sample.landmarks[nose]) < 1.5
+
+
+def test_padding_is_replaced_and_masked(topology):
+    from training.topology_builder import IBUG68_FROM_MEDIAPIPE
+
+    stored = np.full((192, 192, 3), 128, np.uint8)
+    landmarks = np.zeros((468, 3), np.float32)
+    landmarks[:, :2] = np.random.default_rng(1).uniform(60, 130, (468, 2))
+    valid = np.array([60, 60, 130, 130], np.float32)  # the photo is only the middle
+    sample = augment(stored, landmarks, valid, topology.mirror[:468], IBUG68_FROM_MEDIAPIPE,
+                     np.random.default_rng(3), AugmentConfig(occluder_probability=0, colour_probability=0))
+    assert 0.2 < sample.photo_mask.mean() < 0.95
+    outside = sample.image[~sample.photo_mask]
+    assert np.abs(outside.astype(int) - 128).mean() > 5  # random background, not the edge colour
+
+
+def test_crop_matrix_maps_the_box_centre_to_the_crop_centre():
+    points = np.array([[10.0, 20.0], [50.0, 100.0]])
+    matrix = crop_matrix(points, points, 128, 1.3, angle_deg=30.0)
+    centre = matrix[:, :2] @ np.array([30.0, 60.0]) + matrix[:, 2]
+    np.testing.assert_allclose(centre, [64, 64], atol=1e-9)

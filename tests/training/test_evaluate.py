@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.cli import main
+from training.evaluate import convert_aflw2000, gt_box, load_aflw, nme, summarise
+
+
+def test_nme_normalises_by_the_box_and_centres_depth():
+    truth = np.zeros((68, 3))
+    truth[:, 0] = np.linspace(0, 100, 68)
+    truth[:, 1] = np.linspace(0, 25, 68)
+    truth[:, 2] = 7.0
+    shifted = truth + np.array([3.0, 4.0, 50.0])  # 5 px off in 2D, depth offset only
+    e2, e3 = nme(shifted, truth)
+    assert e2 == pytest.approx(5.0 / 50.0)
+    assert e3 == pytest.approx(5.0 / 50.0)
+    assert gt_box(truth) == (0.0, 0.0, 100.0, 25.0)
+
+
+def test_summary_bins_by_absolute_yaw():
+    out = summarise([0.01, 0.03, 0.05, 0.07], [0.02] * 4, [-10.0, 45.0, -75.0, 90.0], missing=1)
+    assert out["n"] == 4 and out["missing"] == 1
+    assert (out["n_0_30"], out["n_30_60"], out["n_60_91"]) == (1, 1, 2)
+    assert out["nme2d_0_30"] == pytest.approx(1.0) and out["nme2d_60_91"] == pytest.approx(6.0)
+    assert out["nme2d_binmean"] == pytest.approx((1.0 + 3.0 + 6.0) / 3, abs=1e-3)
+    assert out["nme2d_mean"] == pytest.approx(4.0)
+
+
+@pytest.fixture
+def aflw_like(tmp_path, face_photo):
+    """An AFLW2000-3D style folder in the original release's layout (images + .mat)."""
+    from scipy.io import savemat
+
+    original = tmp_path / "AFLW2000"
+    original.mkdir()
+    h, w = face_photo.shape[:2]
+    rng = np.random.default_rng(0)
+    for i, yaw in enumerate([0.1, 0.7, 1.3]):
+        Image.fromarray(face_photo).save(original / f"image{i:05d}.jpg")
+        pts = np.stack([rng.uniform(0.3 * w, 0.7 * w, 68), rng.uniform(0.3 * h, 0.8 * h, 68), rng.normal(0, 10, 68)])
+        savemat(original / f"image{i:05d}.mat", {"pt3d_68": pts, "Pose_Para": np.array([[0.0, yaw, 0.0, 0, 0, 0, 1]])})
+    return original
+
+
+def test_converter_and_cli_evaluation(aflw_like, tmp_path, onnx_model, capsys):
+    converted = tmp_path / "converted"
+    overlays = tmp_path / "overlays"
+    code = main(["evaluate", "--aflw2000", str(converted), "--convert-from", str(aflw_like), "--model", str(onnx_model),
+                 "--save-overlays", str(overlays)])
+    assert code == 0
+    samples = load_aflw(converted)
+    assert [round(s.yaw_deg) for s in samples] == [6, 40, 74]
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("n", "missing", "nme2d_0_30", "nme2d_30_60", "nme2d_60_91", "nme2d_binmean", "nme2d_mean", "nme3d_mean"):
+        assert key in metrics
+    assert metrics["n"] == 3 and metrics["missing"] == 0
+    assert sorted(p.name for p in overlays.iterdir()) == ["image00000.png", "image00001.png", "image00002.png"]
+
+
+def test_missing_ground_truth_is_a_clear_error(tmp_path, onnx_model, capsys):
+    assert main(["evaluate", "--aflw2000", str(tmp_path), "--model", str(onnx_model)]) == 2
+    assert "gt.npz" in capsys.readouterr().err
+
+
+def test_detect_boxes_are_not_available_yet(aflw_like, tmp_path, onnx_model, capsys):
+    converted = tmp_path / "c"
+    convert_aflw2000(aflw_like, converted)
+    assert main(["evaluate", "--aflw2000", str(converted), "--boxes", "detect", "--model", str(onnx_model)]) == 2
+    assert "detector" in capsys.readouterr().err

@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("tensorboard")
+
+from training.trainer import TrainConfig, lr_factor, train  # noqa: E402
+
+
+def test_config_loads_from_toml_and_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("seed = 3\n[optim]\nsteps = 10\n[loss]\nregion_image = 0.0\n[model.encoder]\nexpression_dim = 32\n")
+    config = TrainConfig.load(path)
+    assert (config.seed, config.optim.steps, config.loss.region_image) == (3, 10, 0.0)
+    assert config.model.encoder.expression_dim == 32
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"sed": 1})
+
+
+def test_learning_rate_warms_up_then_decays():
+    config = TrainConfig.from_dict({"optim": {"steps": 100, "warmup_steps": 10, "min_lr_ratio": 0.1}}).optim
+    factors = [lr_factor(s, config) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_a_few_cpu_steps_reduce_the_loss_and_resume(synthetic_data, tmp_path):
+    config = TrainConfig.from_dict({
+        "workers": 0, "threads": 1, "checkpoint_every": 100, "log_every": 5, "val_samples": 4,
+        "optim": {"steps": 30, "batch_size": 8, "warmup_steps": 2, "learning_rate": 3e-3},
+        "augment": {"occluder_probability": 0.0, "rotation_degrees": 0.0, "scale_jitter": 0.0, "shift_jitter": 0.0,
+                    "mirror_probability": 0.0, "colour_probability": 0.0, "grey_probability": 0.0,
+                    "blur_probability": 0.0},
+    })
+    run = tmp_path / "run"
+    metrics = train(synthetic_data, config, run, max_samples=8)
+    assert metrics["loss_end"] < 0.6 * metrics["loss_start"]
+    assert (run / "last.pt").is_file() and json.loads((run / "metrics.json").read_text())["steps"] == 30
+    assert any((run / "tb").iterdir())
+    # Resuming a finished run trains no further.
+    again = train(synthetic_data, config, run, max_samples=8)
+    assert again["steps"] == 30

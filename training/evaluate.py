@@ -1,0 +1,151 @@
+"""AFLW2000-3D evaluation of an exported model (the same ONNX graph the service runs).
+
+Layout read: ``DIR/images/*.jpg`` and ``DIR/gt.npz`` with ``names`` (N,), ``pts68`` (N, 3, 68)
+(x, y, z in pixels of the image file; z larger = nearer, with an arbitrary offset) and
+``yaw_deg`` (N,). :func:`convert_aflw2000` makes that layout from the original release
+(``imageXXXXX.jpg`` + ``imageXXXXX.mat`` with ``pt3d_68`` and ``Pose_Para``).
+
+Protocol (3DDFA benchmarks): NME of one image = mean 2D distance over the 68 points divided by
+sqrt(w * h) of the ground-truth 68-point box; reported per |yaw| bin [0, 30), [30, 60), [60, 90]
+with the mean of the bin means and the plain mean. 3D NME subtracts each set's mean z first.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from model.inference import FaceReconstructor, FaceResult
+from model.topology import FaceTopology
+
+YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 91.0))
+
+
+@dataclass
+class AFLWSample:
+    name: str
+    path: Path
+    points: np.ndarray  # (68, 3) x, y, z
+    yaw_deg: float
+
+
+def load_aflw(root: Path) -> list[AFLWSample]:
+    gt_path = root / "gt.npz"
+    if not gt_path.is_file():
+        raise FileNotFoundError(f"{gt_path} not found: expected DIR/images and DIR/gt.npz "
+                                "(convert the original release with `facerecon evaluate --convert-from`)")
+    with np.load(gt_path) as gt:
+        return [
+            AFLWSample(str(name), root / "images" / str(name), pts.T.astype(np.float64), float(yaw))
+            for name, pts, yaw in zip(gt["names"], gt["pts68"], gt["yaw_deg"])
+        ]
+
+
+def convert_aflw2000(source: Path, out: Path) -> int:
+    """Original AFLW2000-3D (images + .mat) -> the images/ + gt.npz layout; returns the count."""
+    from scipy.io import loadmat
+
+    mats = sorted(source.glob("*.mat"))
+    if not mats:
+        raise FileNotFoundError(f"no .mat files in {source}")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    names, points, yaws = [], [], []
+    for mat_path in mats:
+        image_path = mat_path.with_suffix(".jpg")
+        if not image_path.is_file():
+            continue
+        data = loadmat(str(mat_path))
+        names.append(image_path.name)
+        points.append(np.asarray(data["pt3d_68"], dtype=np.float32)[:3])
+        yaws.append(math.degrees(float(np.asarray(data["Pose_Para"]).ravel()[1])))
+        shutil.copyfile(image_path, out / "images" / image_path.name)
+    np.savez(out / "gt.npz", names=np.array(names), pts68=np.stack(points), yaw_deg=np.array(yaws, np.float32),
+             kind=np.array(["original450"] * len(names)))
+    return len(names)
+
+
+def gt_box(points: np.ndarray) -> tuple[float, float, float, float]:
+    x1, y1 = points[:, :2].min(axis=0)
+    x2, y2 = points[:, :2].max(axis=0)
+    return float(x1), float(y1), float(x2), float(y2)
+
+
+def nme(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(68, 3) predicted and true points -> (2D NME, 3D NME) as fractions of sqrt(box area)."""
+    x1, y1, x2, y2 = gt_box(truth)
+    norm = math.sqrt((x2 - x1) * (y2 - y1))
+    error_2d = np.linalg.norm(predicted[:, :2] - truth[:, :2], axis=1).mean() / norm
+    centred_p = predicted - np.array([0, 0, predicted[:, 2].mean()])
+    centred_t = truth - np.array([0, 0, truth[:, 2].mean()])
+    error_3d = np.linalg.norm(centred_p - centred_t, axis=1).mean() / norm
+    return float(error_2d), float(error_3d)
+
+
+def summarise(errors_2d: list[float], errors_3d: list[float], yaws: list[float], missing: int) -> dict[str, float | int]:
+    e2, e3, yaw = np.array(errors_2d), np.array(errors_3d), np.abs(np.array(yaws))
+    out: dict[str, float | int] = {"n": int(len(e2)), "missing": missing}
+    bin_means = []
+    for lo, hi in YAW_BINS:
+        key = f"nme2d_{int(lo)}_{int(hi)}"
+        inside = (yaw >= lo) & (yaw < hi)
+        out[f"n_{int(lo)}_{int(hi)}"] = int(inside.sum())
+        value = float(e2[inside].mean() * 100) if inside.any() else float("nan")
+        out[key] = round(value, 3)
+        bin_means.append(value)
+    out["nme2d_binmean"] = round(float(np.nanmean(bin_means)), 3)
+    out["nme2d_mean"] = round(float(e2.mean() * 100), 3) if len(e2) else float("nan")
+    out["nme3d_mean"] = round(float(e3.mean() * 100), 3) if len(e3) else float("nan")
+    return out
+
+
+def draw_overlay(image: np.ndarray, face: FaceResult, truth: np.ndarray, topology: FaceTopology) -> Image.Image:
+    """The photo with the posed mesh's base wireframe, predicted (red) and true (green) landmarks."""
+    canvas = Image.fromarray(image).convert("RGB")
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    points = face.image_points[:, :2]
+    front = face.image_points[:, 2]
+    for a, b, c in topology.base_faces:
+        # Draw the triangles that face the camera (counter-clockwise on screen with y down = negative area).
+        (xa, ya), (xb, yb), (xc, yc) = points[a], points[b], points[c]
+        if (xb - xa) * (yc - ya) - (yb - ya) * (xc - xa) < 0:
+            draw.polygon([(xa, ya), (xb, yb), (xc, yc)], outline=(80, 200, 255, 110))
+    del front
+    radius = max(1.5, canvas.width / 250)
+    for x, y in truth[:, :2]:
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(40, 255, 40, 230))
+    for x, y in face.image_points[topology.landmarks68, :2]:
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(255, 40, 40, 230))
+    return canvas
+
+
+def evaluate_aflw(root: Path, reconstructor: FaceReconstructor, *, boxes: str = "gt",
+                  overlays: Path | None = None) -> dict[str, float | int]:
+    """Evaluate every image of ``root``; images that cannot be read count as missing."""
+    if boxes != "gt":
+        raise ValueError("--boxes detect needs the face detector, which arrives with the service issue")
+    from model.image_io import ImageDecodeError, load_rgb
+
+    topology = reconstructor.topology
+    errors_2d, errors_3d, yaws, missing = [], [], [], 0
+    if overlays is not None:
+        overlays.mkdir(parents=True, exist_ok=True)
+    for sample in load_aflw(root):
+        try:
+            image = load_rgb(sample.path.read_bytes())
+        except (OSError, ImageDecodeError):
+            missing += 1
+            continue
+        (face,) = reconstructor.reconstruct(image, [gt_box(sample.points)])
+        predicted = face.image_points[topology.landmarks68]
+        e2, e3 = nme(predicted, sample.points)
+        errors_2d.append(e2)
+        errors_3d.append(e3)
+        yaws.append(sample.yaw_deg)
+        if overlays is not None:
+            draw_overlay(image, face, sample.points, topology).save(overlays / f"{Path(sample.name).stem}.png")
+    return summarise(errors_2d, errors_3d, yaws, missing)
