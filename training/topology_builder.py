@@ -36,7 +36,8 @@ TEMPLATE_FACE_WIDTH_M = 0.15
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 # MediaPipe face-mesh vertex of each iBUG 68-point landmark (jaw 0-16, brows 17-26,
-# nose 27-35, eyes 36-47, outer lips 48-59, inner lips 60-67).
+# nose 27-35, eyes 36-47, outer lips 48-59, inner lips 60-67). The jaw entries here only
+# define the face box of the training crops; the asset's jaw comes from :func:`jaw_from_oval`.
 IBUG68_FROM_MEDIAPIPE = np.array(
     [
         162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,
@@ -370,6 +371,32 @@ def label_regions(vertices: np.ndarray, base: np.ndarray) -> np.ndarray:
     return region
 
 
+def jaw_from_oval(template: np.ndarray, mirror: np.ndarray, oval: np.ndarray) -> np.ndarray:
+    """The 17 iBUG jaw points as base vertices: the jawline is the face oval from where it
+    passes below the outer eye corner down to the chin, with the nine points of each half
+    spaced evenly by arc length along it (snapped to oval vertices), mirrored for the other half.
+    """
+    chin = int(oval[np.argmin(template[oval, 1])])
+    start = np.flatnonzero(oval == chin)[0]
+    # Walk the oval from the chin toward the subject's right (-X) side.
+    step = 1 if template[oval[(start + 1) % len(oval)], 0] < 0 else -1
+    path = [chin]
+    eye_level = template[_RIGHT_EYE_OUTER, 1]
+    k = start
+    while True:
+        k = (k + step) % len(oval)
+        path.append(int(oval[k]))
+        if template[oval[k], 1] < eye_level:
+            continue
+        path.pop()
+        break
+    path = path[::-1]  # from below the eye to the chin
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(template[path], axis=0), axis=1))])
+    right = [path[int(np.argmin(np.abs(arc - t)))] for t in np.linspace(0.0, arc[-1], 9)]
+    left = [int(mirror[v]) for v in right[:-1]][::-1]
+    return np.array(right + left, dtype=np.int64)
+
+
 def build_topology(landmark_sets: np.ndarray, config: TopologyBuildConfig) -> FaceTopology:
     """(N, 468, 3) MediaPipe landmark sets (+Y up, +Z toward viewer) -> the topology asset."""
     from mediapipe.python.solutions import face_mesh_connections as contours
@@ -402,7 +429,8 @@ def build_topology(landmark_sets: np.ndarray, config: TopologyBuildConfig) -> Fa
         uvs=mean_value_uvs(vertices, faces),
         regions=label_regions(vertices, vertices[:NUM_BASE_VERTICES]),
         mirror=mirror.astype(np.int64),
-        landmarks68=IBUG68_FROM_MEDIAPIPE.copy(),
+        landmarks68=np.concatenate([jaw_from_oval(template, mirror[:NUM_BASE_VERTICES], oval),
+                                    IBUG68_FROM_MEDIAPIPE[17:]]),
         edge_parents=edge_parents.astype(np.int64),
     )
 
