@@ -16,6 +16,7 @@ Screen space: x to the right and y downwards in pixels, pixel (i, j) centred at
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -28,6 +29,9 @@ _MIN_DOUBLED_AREA = 1e-12
 _MAX_CANDIDATES = 1 << 22
 _EMPTY_KEY = torch.iinfo(torch.int64).min
 _LOW_32_BITS = 0xFFFFFFFF
+# Bounding box groups are coded log2(grid width) * _GROUP_BASE + log2(grid height).
+_GROUP_BASE = 32
+_EMPTY_GROUP = _GROUP_BASE * _GROUP_BASE
 
 
 @dataclass
@@ -47,6 +51,11 @@ class Fragments:
         """(B, H, W) bool: a triangle covers the pixel."""
         return self.face_index >= 0
 
+    @cached_property
+    def covered_pixels(self) -> torch.Tensor:
+        """(N,) long: flat indices (b * H + i) * W + j of the covered pixels, ascending."""
+        return (self.face_index.reshape(-1) >= 0).nonzero().squeeze(1)
+
 
 @dataclass
 class RenderOutput:
@@ -58,12 +67,25 @@ class RenderOutput:
     fragments: Fragments
 
 
-def _doubled_area(x0: torch.Tensor, y0: torch.Tensor, x1: torch.Tensor, y1: torch.Tensor,
-                  x2: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
-    """Twice the signed area of triangles (0, 1, 2), elementwise. Rasterisation and the
-    differentiable barycentrics both use this exact expression, so they agree bit for bit on
-    which triangles are degenerate."""
-    return (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+@dataclass
+class _Edges:
+    """Edge vectors of triangles (v0, v1, v2), elementwise over any shape.
+
+    Edge k runs from vertex k + 1 to vertex k + 2 (indices mod 3), so the barycentric weight of
+    vertex k at p is (ex_k * (py - y_{k+1}) - ey_k * (px - x_{k+1})) / doubled_area.
+    """
+
+    ex: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ey: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    doubled_area: torch.Tensor
+
+    @classmethod
+    def of(cls, x: tuple[torch.Tensor, ...], y: tuple[torch.Tensor, ...]) -> _Edges:
+        """Corner coordinates x = (x0, x1, x2), y = (y0, y1, y2). Rasterisation and the
+        differentiable barycentrics both use this, so they agree bit for bit on the areas."""
+        ex = (x[2] - x[1], x[0] - x[2], x[1] - x[0])
+        ey = (y[2] - y[1], y[0] - y[2], y[1] - y[0])
+        return cls(ex=ex, ey=ey, doubled_area=ey[2] * ex[1] - ex[2] * ey[1])
 
 
 def _depth_key(depth: torch.Tensor) -> torch.Tensor:
@@ -73,14 +95,19 @@ def _depth_key(depth: torch.Tensor) -> torch.Tensor:
     return ordered << 32
 
 
-def _ceil_log2(values: torch.Tensor) -> torch.Tensor:
-    """Integers >= 1 (N,) -> ceil(log2(value)) (N,) long."""
-    return torch.frexp((values - 1).to(torch.float32)).exponent.long()
+def _group_codes(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(W + 1, H + 1) int16 table: bounding box of w x h pixels -> its group,
+    ceil(log2(w)) * _GROUP_BASE + ceil(log2(h)), or _EMPTY_GROUP when w or h is 0."""
+    sizes = torch.arange(max(height, width) + 1, device=device)
+    log = torch.frexp((sizes - 1).clamp(min=0).to(torch.float32)).exponent.long()  # ceil(log2(size))
+    codes = log[:width + 1, None] * _GROUP_BASE + log[None, :height + 1]
+    codes[0, :] = codes[:, 0] = _EMPTY_GROUP
+    return codes.to(torch.int16)
 
 
 @dataclass
 class _TriangleSetup:
-    """Per-triangle rasterisation data for B * F triangles (index b * F + f).
+    """Rasterisation data of B * F triangles (index b * F + f).
 
     planes (12, B * F): barycentric weights w0, w1, w2 at the first candidate pixel centre of
     the bounding box, their steps per pixel in x, then in y, then depth at that centre and its
@@ -97,59 +124,67 @@ class _TriangleSetup:
 
 def _setup_triangles(screen_vertices: torch.Tensor, faces: torch.Tensor, height: int, width: int) -> _TriangleSetup:
     """screen_vertices (B, V, 3) (no gradient needed), faces (F, 3) -> :class:`_TriangleSetup`."""
-    batch = screen_vertices.shape[0]
-    coords = screen_vertices.permute(2, 0, 1)[:, :, faces]  # (3, B, F, 3)
-    (x0, x1, x2), (y0, y1, y2), (z0, z1, z2) = (c.reshape(-1, 3).T.contiguous() for c in coords)
-    area = _doubled_area(x0, y0, x1, y1, x2, y2)
+    batch, num_faces = screen_vertices.shape[0], faces.shape[0]
+    by_corner = screen_vertices.permute(2, 0, 1).contiguous().index_select(2, faces.T.reshape(-1))  # (3, B, 3F)
+    x, y, z = (c.view(batch, 3, num_faces).unbind(1) for c in by_corner)  # corners of (B, F) each
+    edges = _Edges.of(x, y)
+    area = edges.doubled_area
     usable = (area.abs() > _MIN_DOUBLED_AREA) & torch.isfinite(area)
-    x_lo = torch.minimum(torch.minimum(x0, x1), x2)
-    x_hi = torch.maximum(torch.maximum(x0, x1), x2)
-    y_lo = torch.minimum(torch.minimum(y0, y1), y2)
-    y_hi = torch.maximum(torch.maximum(y0, y1), y2)
     # First and last pixel centres inside the box, clipped to the image.
-    j0 = torch.ceil(x_lo - 0.5).clamp(0, width)
-    j1 = torch.floor(x_hi - 0.5).clamp(-1, width - 1)
-    i0 = torch.ceil(y_lo - 0.5).clamp(0, height)
-    i1 = torch.floor(y_hi - 0.5).clamp(-1, height - 1)
-    box_width = torch.where(usable, (j1 - j0 + 1).clamp(min=0), 0).long()
-    box_height = torch.where(usable, (i1 - i0 + 1).clamp(min=0), 0).long()
-    inverse = 1.0 / torch.where(usable, area, 1.0)
+    j0 = torch.ceil(torch.minimum(torch.minimum(x[0], x[1]), x[2]) - 0.5).clamp_(0, width)
+    j1 = torch.floor(torch.maximum(torch.maximum(x[0], x[1]), x[2]) - 0.5).clamp_(-1, width - 1)
+    i0 = torch.ceil(torch.minimum(torch.minimum(y[0], y[1]), y[2]) - 0.5).clamp_(0, height)
+    i1 = torch.floor(torch.maximum(torch.maximum(y[0], y[1]), y[2]) - 0.5).clamp_(-1, height - 1)
+    box_width = torch.where(usable, j1 - j0 + 1, 0).clamp_(min=0).long().view(-1)
+    box_height = torch.where(usable, i1 - i0 + 1, 0).clamp_(min=0).long().view(-1)
+    inverse = torch.where(usable, area, 1.0).reciprocal_()
     px, py = j0 + 0.5, i0 + 0.5
-    # w_k(p) = E(v_{k+1}, v_{k+2}, p) / area with E(a, b, p) = (bx - ax)(py - ay) - (by - ay)(px - ax).
-    w0 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) * inverse
-    w1 = ((x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)) * inverse
-    w2 = ((x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)) * inverse
-    step_x = [(y1 - y2) * inverse, (y2 - y0) * inverse, (y0 - y1) * inverse]
-    step_y = [(x2 - x1) * inverse, (x0 - x2) * inverse, (x1 - x0) * inverse]
-    depth = w0 * z0 + w1 * z1 + w2 * z2
-    depth_x = step_x[0] * z0 + step_x[1] * z1 + step_x[2] * z2
-    depth_y = step_y[0] * z0 + step_y[1] * z1 + step_y[2] * z2
-    planes = torch.stack([w0, w1, w2, *step_x, *step_y, depth, depth_x, depth_y])
-    image = torch.arange(batch, device=faces.device).repeat_interleave(faces.shape[0])
-    origin = (image * height + i0.long().clamp(max=height - 1)) * width + j0.long().clamp(max=width - 1)
-    return _TriangleSetup(planes=planes, origin=origin, box_width=box_width, box_height=box_height)
-
-
-def _scan_group(setup: _TriangleSetup, triangles: torch.Tensor, grid_width: int, grid_height: int,
-                num_faces: int, width: int, zbuffer: torch.Tensor) -> None:
-    """Z-buffer the triangles (T,) whose boxes fit a grid_width x grid_height grid of pixels."""
-    planes = setup.planes.index_select(1, triangles)[:, :, None]  # (12, T, 1)
-    slots = torch.arange(grid_width * grid_height, device=triangles.device)
-    dx, dy = slots % grid_width, slots // grid_width
-    fx, fy = dx.to(planes.dtype), dy.to(planes.dtype)
-    covered = None
+    planes = area.new_empty(12, batch, num_faces)
     for k in range(3):
-        inside = planes[k] + planes[3 + k] * fx + planes[6 + k] * fy >= -_EDGE_TOLERANCE  # (T, K)
-        covered = inside if covered is None else covered & inside
-    if grid_width > 1:
+        following = (k + 1) % 3
+        weight = edges.ex[k] * (py - y[following]) - edges.ey[k] * (px - x[following])
+        torch.mul(weight, inverse, out=planes[k])
+        torch.mul(edges.ey[k], -inverse, out=planes[3 + k])
+        torch.mul(edges.ex[k], inverse, out=planes[6 + k])
+    for row in range(3):  # depth and its steps: sum over corners of (weight or step) * z
+        source = planes[3 * row:3 * row + 3]
+        torch.mul(source[0], z[0], out=planes[9 + row]).addcmul_(source[1], z[1]).addcmul_(source[2], z[2])
+    image = torch.arange(batch, device=faces.device)[:, None]
+    origin = (image * height + i0.long().clamp_(max=height - 1)) * width + j0.long().clamp_(max=width - 1)
+    return _TriangleSetup(planes=planes.view(12, -1), origin=origin.view(-1), box_width=box_width,
+                          box_height=box_height)
+
+
+def _scan_group(setup: _TriangleSetup, triangles: torch.Tensor, log_width: int, log_height: int,
+                num_faces: int, width: int, zbuffer: torch.Tensor) -> None:
+    """Z-buffer the triangles (T,) whose boxes fit a 2**log_width x 2**log_height pixel grid."""
+    grid_width, log_slots = 1 << log_width, log_width + log_height
+    planes = setup.planes.index_select(1, triangles)[:, :, None]  # (12, T, 1)
+    slots = torch.arange(1 << log_slots, device=triangles.device)
+    dx, dy = slots & (grid_width - 1), slots >> log_width
+    fx, fy = dx.to(planes.dtype), dy.to(planes.dtype)
+
+    def plane(row: int) -> torch.Tensor:
+        """Value (T, K) of planes[row] (stepping by planes[row + 3] in x, planes[row + 6] in y)."""
+        value = planes[row]
+        if log_width > 0:
+            value = value + planes[row + 3] * fx
+        if log_height > 0:
+            value = value + planes[row + 6] * fy
+        return value.expand(-1, slots.numel())
+
+    covered = plane(0) >= -_EDGE_TOLERANCE  # (T, K)
+    for k in (1, 2):
+        covered &= plane(k) >= -_EDGE_TOLERANCE
+    if log_width > 0:
         covered &= dx < setup.box_width.index_select(0, triangles)[:, None]
-    if grid_height > 1:
+    if log_height > 0:
         covered &= dy < setup.box_height.index_select(0, triangles)[:, None]
     hits = covered.view(-1).nonzero().squeeze(1)
-    triangle, slot = hits // slots.numel(), hits % slots.numel()
-    depth = (planes[9] + planes[10] * fx + planes[11] * fy).view(-1)[hits]
-    pixel = setup.origin.index_select(0, triangles)[triangle] + dy[slot] * width + dx[slot]
-    face = triangles[triangle] % num_faces
+    triangle, slot = hits >> log_slots, hits & ((1 << log_slots) - 1)
+    depth = plane(9).reshape(-1)[hits]
+    pixel = setup.origin.index_select(0, triangles)[triangle] + (dy * width + dx)[slot]
+    face = (triangles % num_faces)[triangle]
     zbuffer.scatter_reduce_(0, pixel, _depth_key(depth) | face, reduce="amax")
 
 
@@ -159,22 +194,20 @@ def _visible_faces(screen_vertices: torch.Tensor, faces: torch.Tensor, height: i
     batch, num_faces = screen_vertices.shape[0], faces.shape[0]
     setup = _setup_triangles(screen_vertices.detach(), faces, height, width)
     zbuffer = torch.full((batch * height * width,), _EMPTY_KEY, dtype=torch.int64, device=faces.device)
-    # Group by bounding box size, rounded up to powers of two per axis (and at most the image).
-    has_pixels = (setup.box_width > 0) & (setup.box_height > 0)
-    log_w, log_h = _ceil_log2(setup.box_width.clamp(min=1)), _ceil_log2(setup.box_height.clamp(min=1))
-    num_codes = 64 * 64
-    group = torch.where(has_pixels, log_w * 64 + log_h, num_codes)
-    order = torch.argsort(group)
-    counts = torch.bincount(group, minlength=num_codes + 1)[:num_codes].tolist()
+    # Group triangles by bounding box size rounded up to powers of two per axis; the stable
+    # sort keeps each group in triangle order, which keeps memory access local.
+    group = _group_codes(height, width, faces.device)[setup.box_width, setup.box_height]
+    order = torch.argsort(group, stable=True)
+    counts = torch.bincount(group, minlength=_EMPTY_GROUP + 1)[:_EMPTY_GROUP].tolist()
     start = 0
     for code, count in enumerate(counts):
         if count == 0:
             continue
-        grid_width, grid_height = min(1 << (code // 64), width), min(1 << (code % 64), height)
-        chunk = max(1, _MAX_CANDIDATES // (grid_width * grid_height))
+        log_width, log_height = divmod(code, _GROUP_BASE)
+        chunk = max(1, _MAX_CANDIDATES >> (log_width + log_height))
         for first in range(start, start + count, chunk):
             triangles = order[first:min(first + chunk, start + count)]
-            _scan_group(setup, triangles, grid_width, grid_height, num_faces, width, zbuffer)
+            _scan_group(setup, triangles, log_width, log_height, num_faces, width, zbuffer)
         start += count
     return torch.where(zbuffer == _EMPTY_KEY, -1, zbuffer & _LOW_32_BITS)
 
@@ -190,18 +223,18 @@ def rasterize(screen_vertices: torch.Tensor, faces: torch.Tensor, height: int, w
     faces = faces.to(screen_vertices.device)
     face_index = _visible_faces(screen_vertices, faces, height, width)
     pixels = (face_index >= 0).nonzero().squeeze(1)  # (N,)
-    image = pixels // (height * width)
-    corners = faces[face_index[pixels]] + (image * num_vertices)[:, None]  # (N, 3)
+    corners = faces[face_index[pixels]] + (pixels // (height * width) * num_vertices)[:, None]  # (N, 3)
     plane = screen_vertices.reshape(batch * num_vertices, 3).T[:2]  # (2, B * V)
-    (x0, x1, x2), (y0, y1, y2) = plane.index_select(1, corners.T.reshape(-1)).view(2, 3, -1)
+    x, y = plane.index_select(1, corners.T.reshape(-1)).view(2, 3, -1)  # (3, N) each
+    edges = _Edges.of(tuple(x), tuple(y))
     px = (pixels % width).to(screen_vertices.dtype) + 0.5
     py = (pixels // width % height).to(screen_vertices.dtype) + 0.5
-    area = _doubled_area(x0, y0, x1, y1, x2, y2)
-    w0 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) / area
-    w1 = ((x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)) / area
-    weights = torch.stack([w0, w1, 1.0 - w0 - w1], dim=1)
-    bary = screen_vertices.new_zeros(batch * height * width, 3).index_copy(0, pixels, weights)
-    return Fragments(face_index=face_index.view(batch, height, width), bary=bary.view(batch, height, width, 3))
+    w0 = (edges.ex[0] * (py - y[1]) - edges.ey[0] * (px - x[1])) / edges.doubled_area
+    w1 = (edges.ex[1] * (py - y[2]) - edges.ey[1] * (px - x[2])) / edges.doubled_area
+    weights = torch.stack([w0, w1, 1.0 - w0 - w1])  # (3, N)
+    bary = screen_vertices.new_zeros(3, batch * height * width).index_copy(1, pixels, weights)
+    return Fragments(face_index=face_index.view(batch, height, width),
+                     bary=bary.view(3, batch, height, width).permute(1, 2, 3, 0))
 
 
 def interpolate(attributes: torch.Tensor, faces: torch.Tensor, fragments: Fragments) -> torch.Tensor:
@@ -212,15 +245,15 @@ def interpolate(attributes: torch.Tensor, faces: torch.Tensor, fragments: Fragme
     """
     batch, num_vertices, channels = attributes.shape
     _, height, width = fragments.face_index.shape
-    face_index = fragments.face_index.reshape(-1)
-    pixels = (face_index >= 0).nonzero().squeeze(1)  # (N,)
-    image = pixels // (height * width)
-    corners = faces.to(attributes.device)[face_index[pixels]] + (image * num_vertices)[:, None]  # (N, 3)
-    values = attributes.reshape(batch * num_vertices, channels).index_select(0, corners.reshape(-1))
-    weights = fragments.bary.reshape(-1, 3).index_select(0, pixels)
-    shaded = (values.view(-1, 3, channels) * weights[:, :, None]).sum(dim=1)
-    out = attributes.new_zeros(batch * height * width, channels).index_copy(0, pixels, shaded)
-    return out.view(batch, height, width, channels)
+    pixels = fragments.covered_pixels  # (N,)
+    face = fragments.face_index.reshape(-1)[pixels]
+    corners = faces.to(attributes.device)[face] + (pixels // (height * width) * num_vertices)[:, None]  # (N, 3)
+    table = attributes.reshape(batch * num_vertices, channels).T  # (C, B * V)
+    values = table.index_select(1, corners.T.reshape(-1)).view(channels, 3, -1)  # (C, 3, N)
+    weights = fragments.bary.permute(3, 0, 1, 2).reshape(3, -1).index_select(1, pixels)  # (3, N)
+    shaded = (values * weights).sum(dim=1)  # (C, N)
+    out = attributes.new_zeros(channels, batch * height * width).index_copy(1, pixels, shaded)
+    return out.view(channels, batch, height, width).permute(1, 2, 3, 0)
 
 
 def render(screen_vertices: torch.Tensor, faces: torch.Tensor, vertex_attributes: torch.Tensor,
@@ -231,13 +264,15 @@ def render(screen_vertices: torch.Tensor, faces: torch.Tensor, vertex_attributes
     long -> image (B, C, H, W), coverage mask, and the region label of each covered pixel (that
     of the triangle's corner with the largest barycentric weight).
     """
+    faces = faces.to(screen_vertices.device)
     fragments = rasterize(screen_vertices, faces, height, width)
     image = interpolate(vertex_attributes, faces, fragments).permute(0, 3, 1, 2)
-    mask = fragments.mask
-    faces = faces.to(screen_vertices.device)
-    nearest_corner = fragments.bary.detach().argmax(dim=-1, keepdim=True)
-    nearest_vertex = faces[fragments.face_index.clamp(min=0)].gather(-1, nearest_corner).squeeze(-1)
-    regions = vertex_regions.to(screen_vertices.device)[nearest_vertex]
-    region_map = torch.where(mask, regions, -1)
-    return RenderOutput(image=image, mask=mask[:, None].to(vertex_attributes.dtype), region_map=region_map,
+    pixels = fragments.covered_pixels
+    w0, w1, w2 = fragments.bary.detach().permute(3, 0, 1, 2).reshape(3, -1).index_select(1, pixels)  # (N,) each
+    corner = torch.where(w2 > torch.maximum(w0, w1), 2, (w1 > w0).long())
+    vertex = faces.reshape(-1)[fragments.face_index.view(-1)[pixels] * 3 + corner]
+    regions = vertex_regions.to(faces.device)[vertex]
+    region_map = torch.full_like(fragments.face_index, -1).view(-1).index_copy(0, pixels, regions)
+    mask = fragments.mask[:, None].to(vertex_attributes.dtype)
+    return RenderOutput(image=image, mask=mask, region_map=region_map.view_as(fragments.face_index),
                         fragments=fragments)

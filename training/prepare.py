@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model.crop import square_box
+from model.crop import crop_face
 from model.image_io import ImageDecodeError, load_rgb
 from training.landmarks import MediaPipeLabeler
 from training.progress import Progress
@@ -107,16 +107,11 @@ def label_one(path: Path, crop_size: int) -> tuple[str, dict | None]:
     landmarks = _labeler.label(image)
     if landmarks is None:
         return "no face found", None
-    origin_x, origin_y, side = square_box(face_box(landmarks), STORED_MARGIN)
-    scale = crop_size / side
+    crop, transform = crop_face(image, face_box(landmarks), crop_size, STORED_MARGIN)
+    origin_x, origin_y, scale = transform.origin_x, transform.origin_y, 1.0 / transform.pixels_per_crop_pixel
     height, width = image.shape[:2]
-    pad = int(np.ceil(max(0.0, -origin_x, -origin_y, origin_x + side - width, origin_y + side - height)))
-    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad else image
-    left, top = origin_x + pad, origin_y + pad
-    crop = Image.fromarray(padded).resize((crop_size, crop_size), Image.Resampling.BILINEAR,
-                                          box=(left, top, left + side, top + side))
     buffer = io.BytesIO()
-    crop.save(buffer, "JPEG", quality=JPEG_QUALITY)
+    Image.fromarray(crop).save(buffer, "JPEG", quality=JPEG_QUALITY)
     points = (landmarks - np.array([origin_x, origin_y, 0.0], dtype=np.float32)) * scale
     valid = np.array([-origin_x, -origin_y, width - origin_x, height - origin_y], dtype=np.float32) * scale
     return "ok", {
