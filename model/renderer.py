@@ -109,9 +109,9 @@ def _group_codes(height: int, width: int, device: torch.device) -> torch.Tensor:
 class _TriangleSetup:
     """Rasterisation data of B * F triangles (index b * F + f).
 
-    planes (12, B * F): barycentric weights w0, w1, w2 at the first candidate pixel centre of
-    the bounding box, their steps per pixel in x, then in y, then depth at that centre and its
-    steps in x and y. origin (B * F,) long: flat pixel index (b * H + i) * W + j of that first
+    planes (12, B * F): barycentric weights w0, w1, w2 and depth at the first candidate pixel
+    centre of the bounding box (rows 0-3), their steps per pixel in x (rows 4-7) and in y
+    (rows 8-11). origin (B * F,) long: flat pixel index (b * H + i) * W + j of that first
     candidate. box_width, box_height (B * F,) long: candidate pixels per row and column, 0 for
     triangles that can cover no pixel centre.
     """
@@ -124,9 +124,13 @@ class _TriangleSetup:
 
 def _setup_triangles(screen_vertices: torch.Tensor, faces: torch.Tensor, height: int, width: int) -> _TriangleSetup:
     """screen_vertices (B, V, 3) (no gradient needed), faces (F, 3) -> :class:`_TriangleSetup`."""
-    batch, num_faces = screen_vertices.shape[0], faces.shape[0]
-    by_corner = screen_vertices.permute(2, 0, 1).contiguous().index_select(2, faces.T.reshape(-1))  # (3, B, 3F)
-    x, y, z = (c.view(batch, 3, num_faces).unbind(1) for c in by_corner)  # corners of (B, F) each
+    batch, num_vertices, _ = screen_vertices.shape
+    num_faces = faces.shape[0]
+    table = screen_vertices.permute(2, 0, 1).reshape(3, batch * num_vertices)
+    offsets = torch.arange(0, batch * num_vertices, num_vertices, device=faces.device)
+    corner_ids = faces.T.reshape(1, -1) + offsets[:, None]  # (B, 3F)
+    by_corner = table.index_select(1, corner_ids.view(-1)).view(3, batch, 3, num_faces)
+    x, y, z = (c.unbind(1) for c in by_corner)  # corners of (B, F) each
     edges = _Edges.of(x, y)
     area = edges.doubled_area
     usable = (area.abs() > _MIN_DOUBLED_AREA) & torch.isfinite(area)
@@ -144,11 +148,11 @@ def _setup_triangles(screen_vertices: torch.Tensor, faces: torch.Tensor, height:
         following = (k + 1) % 3
         weight = edges.ex[k] * (py - y[following]) - edges.ey[k] * (px - x[following])
         torch.mul(weight, inverse, out=planes[k])
-        torch.mul(edges.ey[k], -inverse, out=planes[3 + k])
-        torch.mul(edges.ex[k], inverse, out=planes[6 + k])
-    for row in range(3):  # depth and its steps: sum over corners of (weight or step) * z
-        source = planes[3 * row:3 * row + 3]
-        torch.mul(source[0], z[0], out=planes[9 + row]).addcmul_(source[1], z[1]).addcmul_(source[2], z[2])
+        torch.mul(edges.ey[k], -inverse, out=planes[4 + k])
+        torch.mul(edges.ex[k], inverse, out=planes[8 + k])
+    for row in (0, 4, 8):  # depth (or its step) = sum over corners of weight (or its step) * z
+        depth = torch.mul(planes[row], z[0], out=planes[row + 3])
+        depth.addcmul_(planes[row + 1], z[1]).addcmul_(planes[row + 2], z[2])
     image = torch.arange(batch, device=faces.device)[:, None]
     origin = (image * height + i0.long().clamp_(max=height - 1)) * width + j0.long().clamp_(max=width - 1)
     return _TriangleSetup(planes=planes.view(12, -1), origin=origin.view(-1), box_width=box_width,
@@ -165,13 +169,13 @@ def _scan_group(setup: _TriangleSetup, triangles: torch.Tensor, log_width: int, 
     fx, fy = dx.to(planes.dtype), dy.to(planes.dtype)
 
     def plane(row: int) -> torch.Tensor:
-        """Value (T, K) of planes[row] (stepping by planes[row + 3] in x, planes[row + 6] in y)."""
+        """Value (T, K) of planes[row] (or (T, 1) for a one-pixel grid) at the candidates."""
         value = planes[row]
         if log_width > 0:
-            value = value + planes[row + 3] * fx
+            value = value + planes[row + 4] * fx
         if log_height > 0:
-            value = value + planes[row + 6] * fy
-        return value.expand(-1, slots.numel())
+            value = value + planes[row + 8] * fy
+        return value
 
     covered = plane(0) >= -_EDGE_TOLERANCE  # (T, K)
     for k in (1, 2):
@@ -182,7 +186,7 @@ def _scan_group(setup: _TriangleSetup, triangles: torch.Tensor, log_width: int, 
         covered &= dy < setup.box_height.index_select(0, triangles)[:, None]
     hits = covered.view(-1).nonzero().squeeze(1)
     triangle, slot = hits >> log_slots, hits & ((1 << log_slots) - 1)
-    depth = plane(9).reshape(-1)[hits]
+    depth = plane(3).reshape(-1)[hits]
     pixel = setup.origin.index_select(0, triangles)[triangle] + (dy * width + dx)[slot]
     face = (triangles % num_faces)[triangle]
     zbuffer.scatter_reduce_(0, pixel, _depth_key(depth) | face, reduce="amax")
@@ -212,6 +216,12 @@ def _visible_faces(screen_vertices: torch.Tensor, faces: torch.Tensor, height: i
     return torch.where(zbuffer == _EMPTY_KEY, -1, zbuffer & _LOW_32_BITS)
 
 
+def _corner_vertices(faces: torch.Tensor, face: torch.Tensor, image: torch.Tensor, num_vertices: int) -> torch.Tensor:
+    """Faces (F, 3), face (N,) and batch element (N,) of N pixels -> (3, N) indices into the
+    flattened (B * V) vertices of the corners."""
+    return faces.T.contiguous().index_select(1, face) + image * num_vertices
+
+
 def rasterize(screen_vertices: torch.Tensor, faces: torch.Tensor, height: int, width: int) -> Fragments:
     """Visible triangle and barycentric weights of every pixel.
 
@@ -223,9 +233,9 @@ def rasterize(screen_vertices: torch.Tensor, faces: torch.Tensor, height: int, w
     faces = faces.to(screen_vertices.device)
     face_index = _visible_faces(screen_vertices, faces, height, width)
     pixels = (face_index >= 0).nonzero().squeeze(1)  # (N,)
-    corners = faces[face_index[pixels]] + (pixels // (height * width) * num_vertices)[:, None]  # (N, 3)
+    corners = _corner_vertices(faces, face_index[pixels], pixels // (height * width), num_vertices)
     plane = screen_vertices.reshape(batch * num_vertices, 3).T[:2]  # (2, B * V)
-    x, y = plane.index_select(1, corners.T.reshape(-1)).view(2, 3, -1)  # (3, N) each
+    x, y = plane.index_select(1, corners.view(-1)).view(2, 3, -1)  # (3, N) each
     edges = _Edges.of(tuple(x), tuple(y))
     px = (pixels % width).to(screen_vertices.dtype) + 0.5
     py = (pixels // width % height).to(screen_vertices.dtype) + 0.5
@@ -247,9 +257,9 @@ def interpolate(attributes: torch.Tensor, faces: torch.Tensor, fragments: Fragme
     _, height, width = fragments.face_index.shape
     pixels = fragments.covered_pixels  # (N,)
     face = fragments.face_index.reshape(-1)[pixels]
-    corners = faces.to(attributes.device)[face] + (pixels // (height * width) * num_vertices)[:, None]  # (N, 3)
+    corners = _corner_vertices(faces.to(attributes.device), face, pixels // (height * width), num_vertices)
     table = attributes.reshape(batch * num_vertices, channels).T  # (C, B * V)
-    values = table.index_select(1, corners.T.reshape(-1)).view(channels, 3, -1)  # (C, 3, N)
+    values = table.index_select(1, corners.view(-1)).view(channels, 3, -1)  # (C, 3, N)
     weights = fragments.bary.permute(3, 0, 1, 2).reshape(3, -1).index_select(1, pixels)  # (3, N)
     shaded = (values * weights).sum(dim=1)  # (C, N)
     out = attributes.new_zeros(channels, batch * height * width).index_copy(1, pixels, shaded)
@@ -268,10 +278,10 @@ def render(screen_vertices: torch.Tensor, faces: torch.Tensor, vertex_attributes
     fragments = rasterize(screen_vertices, faces, height, width)
     image = interpolate(vertex_attributes, faces, fragments).permute(0, 3, 1, 2)
     pixels = fragments.covered_pixels
-    w0, w1, w2 = fragments.bary.detach().permute(3, 0, 1, 2).reshape(3, -1).index_select(1, pixels)  # (N,) each
+    w0, w1, w2 = fragments.bary.detach().permute(3, 0, 1, 2).reshape(3, -1).index_select(1, pixels)  # (N,)
     corner = torch.where(w2 > torch.maximum(w0, w1), 2, (w1 > w0).long())
     vertex = faces.reshape(-1)[fragments.face_index.view(-1)[pixels] * 3 + corner]
-    regions = vertex_regions.to(faces.device)[vertex]
+    regions = vertex_regions.to(device=faces.device, dtype=torch.long)[vertex]
     region_map = torch.full_like(fragments.face_index, -1).view(-1).index_copy(0, pixels, regions)
     mask = fragments.mask[:, None].to(vertex_attributes.dtype)
     return RenderOutput(image=image, mask=mask, region_map=region_map.view_as(fragments.face_index),
