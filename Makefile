@@ -2,9 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-MODEL := model/weights/facerecon.onnx
 
-.PHONY: run test model bench clean
+.PHONY: run test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,23 +17,17 @@ $(VENV)/.train: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[serve,train,test]"
 	touch $@
 
-# No trained weights shipped yet: export a randomly initialised placeholder (needs torch).
-$(MODEL): | $(VENV)/.train
-	$(BIN)/facerecon export --untrained --out $@
-
-model: $(MODEL)
-
 node_modules/.package-lock.json: package.json
 	@if command -v npm >/dev/null 2>&1; then npm install --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: the glTF validator test will be skipped"; fi
 
-run: $(VENV)/.serve $(MODEL)
+run: $(VENV)/.serve
 	$(BIN)/facerecon serve
 
-test: $(VENV)/.train $(MODEL) node_modules/.package-lock.json
+test: $(VENV)/.train node_modules/.package-lock.json
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.train $(MODEL)
+bench: $(VENV)/.train
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_renderer.py
 
