@@ -201,6 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from model.crop import DEFAULT_MARGIN
     from model.inference import DEFAULT_MODEL
     from model.topology import DEFAULT_ASSET
 
@@ -214,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output file (one image) or folder (several images; one file per image)")
     rec.add_argument("--format", choices=MESH_FORMATS, default="glb")
     rec.add_argument("--box", type=_parse_box, metavar="x1,y1,x2,y2", help="face box in pixels (default: whole image)")
-    rec.add_argument("--margin", type=float, default=1.3, help="crop side / longer box side when --box is given")
+    rec.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="crop side / longer box side when --box is given")
     rec.add_argument("--space", choices=("image", "canonical", "neutral"), default="image",
                      help="image: posed as in the photo; canonical: frontal; neutral: frontal without expression")
     rec.add_argument("--texture", choices=("none", "vertex", "uv"), default="vertex",

@@ -108,13 +108,11 @@ def draw_overlay(image: np.ndarray, face: FaceResult, truth: np.ndarray, topolog
     canvas = Image.fromarray(image).convert("RGB")
     draw = ImageDraw.Draw(canvas, "RGBA")
     points = face.image_points[:, :2]
-    front = face.image_points[:, 2]
     for a, b, c in topology.base_faces:
         # Draw the triangles that face the camera (counter-clockwise on screen with y down = negative area).
         (xa, ya), (xb, yb), (xc, yc) = points[a], points[b], points[c]
         if (xb - xa) * (yc - ya) - (yb - ya) * (xc - xa) < 0:
             draw.polygon([(xa, ya), (xb, yb), (xc, yc)], outline=(80, 200, 255, 110))
-    del front
     radius = max(1.5, canvas.width / 250)
     for x, y in truth[:, :2]:
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(40, 255, 40, 230))
