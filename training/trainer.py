@@ -168,7 +168,7 @@ def train(data: Path, config: TrainConfig, out: Path, *, topology: FaceTopology 
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tb"), purge_step=step)
-    progress = Progress(config.optim.steps, "train") if dist_info.main else None
+    progress = Progress(config.optim.steps, "train", initial=step) if dist_info.main else None
 
     def checkpoint() -> None:
         if not dist_info.main:
