@@ -10,11 +10,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.serve: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[serve]"
+	$(BIN)/pip install --quiet -e ".[serve,cpu]"
 	touch $@
 
 $(VENV)/.train: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[serve,train,test]"
+	$(BIN)/pip install --quiet -e ".[serve,cpu,train,test]"
 	touch $@
 
 node_modules/.package-lock.json: package.json

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -13,25 +14,38 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
 class ImageDecodeError(ValueError):
-    """The bytes are not a photo that can be used (unknown format, corrupt, too large)."""
+    """The bytes are not a photo that can be used (corrupt or truncated)."""
 
 
-def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+class UnsupportedImageFormat(ImageDecodeError):
+    """The bytes are not an image in one of the accepted formats."""
+
+
+class ImageTooLarge(ImageDecodeError):
+    """The image has more pixels than allowed (or is a decompression bomb)."""
+
+
+def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequence[str] | None = None) -> np.ndarray:
     """JPEG / PNG / WebP / ... bytes -> (H, W, 3) uint8 RGB, upright per its EXIF orientation.
 
+    ``formats`` restricts the accepted formats (Pillow names such as ``"JPEG"``; default: any
+    Pillow reads). The pixel limit is checked from the header, before anything is decoded.
     Greyscale, palette, RGBA (alpha composited over white) and 16-bit images are converted.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=list(formats) if formats else None)
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageDecodeError(f"image is {width}x{height}, more than {max_pixels} pixels")
+                raise ImageTooLarge(f"image is {width}x{height}, more than {max_pixels} pixels")
             image = ImageOps.exif_transpose(image)
             image.load()
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-        raise ImageDecodeError(f"not a supported image: {err}") from None
+    except UnidentifiedImageError:
+        accepted = ", ".join(formats) if formats else "an image format Pillow reads"
+        raise UnsupportedImageFormat(f"not an image in an accepted format ({accepted})") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise ImageTooLarge(f"image too large: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:
         if isinstance(err, ImageDecodeError):
             raise

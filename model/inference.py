@@ -78,23 +78,53 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+Provider = str | tuple[str, dict[str, str]]
+
+# Tuned CUDA settings: heuristic cuDNN algorithm search (exhaustive search costs seconds per new
+# batch shape, and micro-batches vary in size), and an arena that grows by what is requested.
+CUDA_PROVIDER_OPTIONS = {
+    "cudnn_conv_algo_search": "HEURISTIC",
+    "arena_extend_strategy": "kSameAsRequested",
+    "do_copy_in_default_stream": "1",
+}
+
+
+def execution_providers(device: Literal["auto", "cuda", "cpu"] = "auto") -> list[Provider]:
+    """ONNX Runtime providers for ``device``: CUDA (tuned) with CPU fallback, or CPU alone.
+
+    ``cuda`` fails when this ONNX Runtime build has no CUDA provider; ``auto`` falls back.
+    """
+    available = ort.get_available_providers()
+    if device != "cpu" and "CUDAExecutionProvider" in available:
+        return [("CUDAExecutionProvider", dict(CUDA_PROVIDER_OPTIONS)), "CPUExecutionProvider"]
+    if device == "cuda":
+        raise RuntimeError(f"device=cuda, but this ONNX Runtime offers only {available} "
+                           "(install onnxruntime-gpu instead of onnxruntime)")
+    return ["CPUExecutionProvider"]
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """CPU threading that fits the machine: ``threads`` intra-op (default: usable cores), no spinning."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class FaceReconstructor:
     """Loads the exported model once and reconstructs faces from photos."""
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, *, topology: FaceTopology | None = None,
-                 providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+                 providers: Sequence[Provider] | None = None, threads: int | None = None) -> None:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise FileNotFoundError(
                 f"no model at {model_path}: export one with `facerecon export --checkpoint CKPT --out {model_path}` "
                 "(or `make model` for an untrained placeholder)"
             )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
-            str(model_path), options, providers=list(providers or ["CPUExecutionProvider"])
+            str(model_path), session_options(threads), providers=list(providers or ["CPUExecutionProvider"])
         )
         self.metadata = ModelMetadata.from_properties(self.session.get_modelmeta().custom_metadata_map)
         self.topology = topology or FaceTopology.load()
@@ -114,14 +144,16 @@ class FaceReconstructor:
         batch = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
         return dict(zip(self.output_names, self.session.run(None, {INPUT_NAME: batch})))
 
-    def reconstruct(self, image: np.ndarray, boxes: Sequence[Box], margin: float = DEFAULT_MARGIN) -> list[FaceResult]:
-        """Reconstruct each face box of image (H, W, 3) uint8 RGB in one batch."""
-        if not boxes:
-            return []
+    def crop(self, image: np.ndarray, boxes: Sequence[Box], margin: float = DEFAULT_MARGIN
+             ) -> tuple[np.ndarray, list[CropTransform]]:
+        """Network input for each face box of image (H, W, 3) uint8: crops (N, S, S, 3) and their maps."""
         pairs = [crop_face(image, box, self.input_size, margin) for box in boxes]
-        out = self.run(np.stack([crop for crop, _ in pairs]))
+        return np.stack([crop for crop, _ in pairs]), [transform for _, transform in pairs]
+
+    def results(self, boxes: Sequence[Box], crops: Sequence[CropTransform], out: dict[str, np.ndarray]) -> list[FaceResult]:
+        """Network outputs (N, ...) for N crops -> one FaceResult each, in photo coordinates."""
         results = []
-        for i, (box, (_, crop)) in enumerate(zip(boxes, pairs)):
+        for i, (box, crop) in enumerate(zip(boxes, crops)):
             depth = out["posed_vertices"][i, :, 2:] * (self.input_size / 2.0)
             crop_points = np.concatenate([out["vertices_2d"][i], depth], axis=1)
             results.append(
@@ -142,3 +174,10 @@ class FaceReconstructor:
                 )
             )
         return results
+
+    def reconstruct(self, image: np.ndarray, boxes: Sequence[Box], margin: float = DEFAULT_MARGIN) -> list[FaceResult]:
+        """Reconstruct each face box of image (H, W, 3) uint8 RGB in one batch."""
+        if not boxes:
+            return []
+        crops, transforms = self.crop(image, boxes, margin)
+        return self.results(boxes, transforms, self.run(crops))

@@ -195,8 +195,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
-    uvicorn.run("service.app:app", host=args.host, port=args.port, log_level=args.log_level)
+    from service.app import create_app
+    from service.logs import configure_logging
+    from service.settings import ServiceSettings
+
+    overrides = {name: getattr(args, name) for name in ("host", "port", "log_level") if getattr(args, name) is not None}
+    try:
+        settings = ServiceSettings(**overrides)
+    except ValidationError as err:
+        raise CLIError(f"bad service settings (FACERECON_* environment variables or options): {err}") from None
+    for path in (settings.model_path, settings.detector_path):
+        if not path.is_file():
+            raise CLIError(f"model file not found: {path}")
+    log_config = configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=log_config,
+                access_log=False, timeout_graceful_shutdown=settings.graceful_shutdown_s)
     return 0
 
 
@@ -265,9 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     srv = sub.add_parser("serve", help="start the HTTP service")
-    srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--log-level", default="info")
+    srv.add_argument("--host", help="interface to listen on (default 127.0.0.1, or FACERECON_HOST)")
+    srv.add_argument("--port", type=int, help="default 8000, or FACERECON_PORT")
+    srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
     srv.set_defaults(func=cmd_serve)
     return parser
 

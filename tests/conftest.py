@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -11,6 +15,26 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FACERECON_SHARED_DATA", REPO.parent / "shared" / "data"))
 AFLW_DEV = SHARED_DATA / "eval" / "aflw2000-3d-dev"
+GLTF_VALIDATE_SCRIPT = REPO / "tests" / "gltf_validate.mjs"
+GLTF_VALIDATOR_PACKAGE = REPO / "node_modules" / "gltf-validator"
+
+
+@pytest.fixture(scope="session")
+def gltf_validator() -> Callable[[Path], dict]:
+    """Runs the Khronos glTF validator (npm gltf-validator) on a file; returns its ``issues`` report.
+    Skips when node or the package is missing (`make test` installs it when npm exists)."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: cannot run the Khronos glTF validator")
+    if not GLTF_VALIDATOR_PACKAGE.is_dir():
+        pytest.skip("gltf-validator is not installed: run `npm install` at the repository root")
+
+    def validate(path: Path) -> dict:
+        result = subprocess.run(["node", str(GLTF_VALIDATE_SCRIPT), str(path)], capture_output=True, text=True,
+                                cwd=REPO, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["issues"]
+
+    return validate
 
 
 @pytest.fixture(scope="session")

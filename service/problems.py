@@ -1,0 +1,121 @@
+"""RFC 9457 problem details: every error the service returns is ``application/problem+json``
+with a stable ``type`` URI that clients can switch on."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:facerecon:problem:"
+
+log = logging.getLogger("facerecon.service")
+
+
+class Problem(BaseModel):
+    """An error response (RFC 9457)."""
+
+    type: str = Field(description="stable identifier of the kind of error", examples=[TYPE_PREFIX + "no-face"])
+    title: str = Field(description="short summary of the kind of error", examples=["No face found"])
+    status: int = Field(description="the HTTP status code", examples=[422])
+    detail: str = Field("", description="what went wrong with this request", examples=["no face was detected in the image"])
+    instance: str | None = Field(None, description="the request path")
+    request_id: str | None = Field(None, description="the X-Request-ID of the request, for support")
+    errors: list[dict[str, Any]] | None = Field(None, description="invalid fields (validation errors only)")
+
+
+class ProblemError(Exception):
+    """Raise anywhere in a request to answer with a problem document."""
+
+    def __init__(self, status: int, slug: str, title: str, detail: str = "",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or title)
+        self.status, self.slug, self.title, self.detail, self.headers = status, slug, title, detail, headers
+
+
+def bad_image(detail: str) -> ProblemError:
+    return ProblemError(400, "bad-image", "Unreadable image", detail)
+
+
+def unsupported_media_type(detail: str) -> ProblemError:
+    return ProblemError(415, "unsupported-media-type", "Unsupported media type", detail)
+
+
+def image_too_large(detail: str) -> ProblemError:
+    return ProblemError(413, "image-too-large", "Image too large", detail)
+
+
+def no_face(detail: str = "no face was detected in the image") -> ProblemError:
+    return ProblemError(422, "no-face", "No face found", detail)
+
+
+def invalid_options(detail: str) -> ProblemError:
+    return ProblemError(422, "invalid-options", "Invalid options", detail)
+
+
+def overloaded(retry_after_s: int) -> ProblemError:
+    return ProblemError(503, "overloaded", "Service overloaded",
+                        f"too many requests in flight; retry after {retry_after_s} s",
+                        headers={"Retry-After": str(retry_after_s)})
+
+
+# HTTP errors raised by the framework itself (404, 405, 413 from the body limit, 401 ...)
+_FRAMEWORK_SLUGS = {
+    401: "unauthenticated",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "upload-too-large",
+    415: "unsupported-media-type",
+}
+
+
+def problem_response(request: Request, status: int, slug: str, title: str, detail: str = "",
+                     headers: dict[str, str] | None = None, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+    problem = Problem(type=TYPE_PREFIX + slug, title=title, status=status, detail=detail,
+                      instance=request.url.path, request_id=request.scope.get("state", {}).get("request_id"),
+                      errors=errors)
+    return JSONResponse(problem.model_dump(exclude_none=True), status_code=status, headers=headers,
+                        media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [{"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", ""))}
+            for error in exc.errors()]
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render ProblemError, HTTP errors, validation errors and anything unexpected as problems."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(request, exc.status, exc.slug, exc.title, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        detail = "; ".join(f"{'.'.join(e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
+        return problem_response(request, 422, "invalid-options", "Invalid options", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = HTTPStatus(exc.status_code).phrase
+        slug = _FRAMEWORK_SLUGS.get(exc.status_code, title.lower().replace(" ", "-"))
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else ""
+        if exc.status_code == 400 and not detail:
+            detail = "the request body could not be parsed"
+        if exc.status_code == 400:
+            slug = "bad-request"
+        return problem_response(request, exc.status_code, slug, title, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem_response(request, 500, "internal-error", "Internal server error",
+                                "the server failed to process the request; it has been logged")

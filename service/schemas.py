@@ -1,0 +1,106 @@
+"""Request options and JSON response bodies of the API (they define the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, Field
+
+
+class OutputFormat(str, Enum):
+    glb = "glb"
+    obj = "obj"
+    ply = "ply"
+    json = "json"
+
+
+class TextureMode(str, Enum):
+    none = "none"
+    vertex = "vertex"
+    uv = "uv"
+
+
+class MeshSpace(str, Enum):
+    image = "image"
+    canonical = "canonical"
+    neutral = "neutral"
+
+
+class FaceSelection(str, Enum):
+    largest = "largest"
+    all = "all"
+
+
+MEDIA_TYPES = {
+    "glb": "model/gltf-binary",
+    "obj": "model/obj",
+    "ply": "model/ply",
+    "zip": "application/zip",
+    "json": "application/json",
+}
+
+FORMAT_HELP = ("glb: binary glTF 2.0 (one node per face); obj: Wavefront OBJ (a zip when there are "
+               "several files: MTL + PNG texture, or several faces); ply: binary PLY (a zip for several "
+               "faces); json: landmarks and pose (and the mesh with include_mesh=true)")
+TEXTURE_HELP = "none; vertex: colours sampled from the photo per vertex; uv: a UV texture baked from the photo"
+SPACE_HELP = ("image: posed as in the photo (metres, origin at the photo centre, +Y up, +Z toward the "
+              "viewer: an orthographic view down -Z lines up with the photo); canonical: frontal, pose "
+              "removed; neutral: frontal, expression removed too (identity only)")
+FACES_HELP = "largest: the largest detected face; all: every detected face (up to the server's limit)"
+BOX_HELP = ("face box 'x1,y1,x2,y2' in pixels of the upright photo: skips detection and reconstructs "
+            "that face (the box of its 68 landmarks, or a detector's face box)")
+
+
+class FaceJSON(BaseModel):
+    """One reconstructed face. Pixel coordinates: x right, y down, origin at the photo's top left."""
+
+    box: list[float] = Field(description="x1, y1, x2, y2 in pixels", min_length=4, max_length=4,
+                             examples=[[212.0, 140.5, 388.2, 330.9]])
+    score: float | None = Field(description="detection score in [0, 1]; null when the box was given")
+    yaw: float = Field(description="degrees, positive: the subject turns to their left")
+    pitch: float = Field(description="degrees, positive: the subject looks up")
+    roll: float = Field(description="degrees, positive: the head tilts to the subject's left")
+    landmarks_2d: list[list[float]] = Field(description="(68, 2) iBUG 68-point landmarks, pixels")
+    landmarks_3d: list[list[float]] = Field(description="(68, 3) x, y in pixels and depth in pixels (larger: nearer)")
+    vertices: list[list[float]] | None = Field(None, description="(V, 3) mesh vertices in metres in the requested space (include_mesh=true)")
+    triangles: list[list[int]] | None = Field(None, description="(F, 3) vertex indices, counter-clockwise seen from outside (include_mesh=true)")
+
+
+class ReconstructionJSON(BaseModel):
+    width: int = Field(description="upright photo width in pixels")
+    height: int = Field(description="upright photo height in pixels")
+    space: MeshSpace
+    face_count: int
+    faces: list[FaceJSON]
+
+
+class BatchItemJSON(BaseModel):
+    index: int = Field(description="position of the image in the request")
+    filename: str | None = Field(description="the file name the client sent")
+    status: int = Field(description="200 when reconstructed, else the status the single-image route would return")
+    result: ReconstructionJSON | None = None
+    error: dict | None = Field(None, description="problem details (RFC 9457) when status is not 200")
+
+
+class BatchJSON(BaseModel):
+    succeeded: int
+    failed: int
+    items: list[BatchItemJSON]
+
+
+class ReadyJSON(BaseModel):
+    status: str = Field(examples=["ready"])
+    providers: list[str] = Field(description="ONNX Runtime execution providers in use, best first",
+                                 examples=[["CPUExecutionProvider"]])
+
+
+class InfoJSON(BaseModel):
+    model_version: str
+    topology_version: str
+    trained: bool
+    vertices: int
+    triangles: int
+    input_size: int
+    providers: list[str]
+    limits: dict[str, float | int]
+    batching: dict[str, float | int]

@@ -1,0 +1,46 @@
+"""Service configuration: environment variables with the ``FACERECON_`` prefix (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.face_detector import DEFAULT_DETECTOR
+from model.image_io import DEFAULT_MAX_PIXELS
+from model.inference import DEFAULT_MODEL
+
+
+class ServiceSettings(BaseSettings):
+    """Every knob of the HTTP service. ``FACERECON_MAX_BATCH=16`` sets ``max_batch`` and so on;
+    lists are JSON (``FACERECON_API_KEYS='["key-1", "key-2"]'``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FACERECON_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    model_path: Path = DEFAULT_MODEL
+    detector_path: Path = DEFAULT_DETECTOR
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="auto: CUDA when ONNX Runtime offers it, else CPU")
+    threads: int | None = Field(None, ge=1, description="CPU threads per ONNX Runtime session (default: the usable cores)")
+    workers: int | None = Field(None, ge=1, description="threads for decoding, detection and mesh encoding (default: the usable cores)")
+
+    max_upload_bytes: int = Field(15 * 1024 * 1024, ge=1024, description="request body limit, enforced while it streams in")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="decoded image size limit (width x height)")
+    max_faces: int = Field(16, ge=1, description="faces reconstructed per image at most (faces=all)")
+    max_batch_images: int = Field(16, ge=1, description="images per /v1/reconstruct/batch request")
+    texture_size: int = Field(512, ge=64, le=4096, description="side of the baked UV texture (texture=uv)")
+
+    max_batch: int = Field(16, ge=1, description="faces per reconstruction-network run at most")
+    max_wait_ms: float = Field(4.0, ge=0.0, description="how long the first face of a batch waits for others")
+    max_in_flight: int = Field(32, ge=1, description="reconstruction requests admitted at once; beyond: 503")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503")
+    graceful_shutdown_s: int = Field(30, ge=0, description="how long shutdown waits for requests in flight")
+
+    api_keys: list[SecretStr] = Field(default_factory=list, description="when set, X-API-Key must be one of them")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (empty: none)")
