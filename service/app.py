@@ -21,7 +21,8 @@ from starlette.formparsers import MultiPartParser
 from model.image_io import ImageDecodeError, ImageTooLarge, UnsupportedImageFormat
 from model.inference import Box
 from service.encoding import build_meshes, mesh_files, mesh_payload, reconstruction_json, zip_files
-from service.engine import ImageReconstruction, InvalidBox, NoFaceFound, ReconstructionEngine
+from model.pipeline import ImageReconstruction, InvalidBox, NoFaceFound
+from service.engine import ReconstructionEngine
 from service.metrics import ServiceMetrics
 from service.middleware import AdmissionMiddleware, RequestContextMiddleware, UploadLimitMiddleware
 from service.problems import (PROBLEM_MEDIA_TYPE, Problem, ProblemError, bad_image, image_too_large,

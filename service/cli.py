@@ -33,71 +33,38 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _output_paths(images: Sequence[Path], out: Path, fmt: str) -> list[Path]:
-    if len(images) == 1 and out.suffix:
-        if out.suffix.lower() != f".{fmt}":
-            raise CLIError(f"output {out} does not end in .{fmt} (use --format to choose the format)")
-        return [out]
-    stems = [p.stem for p in images]
-    if len(set(stems)) != len(stems):
-        raise CLIError("several input images share a file name; reconstruct them in separate runs")
-    return [out / f"{stem}.{fmt}" for stem in stems]
-
-
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from model.image_io import ImageDecodeError, load_rgb
+    from model.face_detector import FaceDetector
     from model.inference import FaceReconstructor
-    from model.mesh_export import ExportMesh, export_glb, export_obj, export_ply
-    from model.texture_bake import UVRasterMap, bake_uv_texture, sample_vertex_colors
+    from model.pipeline import FacePipeline
+    from model.texture_bake import UVRasterMap
+    from service.batch import MeshOptions, collect_images, reconstruct_files
+    from service.schemas import FaceSelection, MeshSpace, OutputFormat, TextureMode
 
-    outputs = _output_paths(args.images, args.out, args.format)
+    if args.out.exists() and not args.out.is_dir():
+        raise CLIError(f"output {args.out} exists and is not a folder")
     try:
         reconstructor = FaceReconstructor(args.model)
+        detector = FaceDetector(args.detector)
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None
     if not reconstructor.metadata.trained:
-        print(
-            f"warning: {args.model} holds UNTRAINED weights (random initialisation); "
-            "meshes will not resemble the photo",
-            file=sys.stderr,
-        )
+        print(f"warning: {args.model} holds UNTRAINED weights (random initialisation); "
+              "meshes will not resemble the photo", file=sys.stderr)
+    jobs, skipped = collect_images(args.images)
+    if not jobs:
+        raise CLIError("no images found in " + ", ".join(str(p) for p in args.images))
+    options = MeshOptions(OutputFormat(args.format), TextureMode(args.texture), MeshSpace(args.space),
+                          FaceSelection(args.faces), args.box)
     topology = reconstructor.topology
-    uv_map = UVRasterMap.build(topology.uvs, topology.faces, args.texture_size) if args.texture == "uv" else None
-    failures = 0
-    for image_path, out_path in zip(args.images, outputs):
-        try:
-            image = load_rgb(image_path.read_bytes())
-        except (OSError, ImageDecodeError) as err:
-            print(f"error: {image_path}: {err}", file=sys.stderr)
-            failures += 1
-            continue
-        height, width = image.shape[:2]
-        if args.box is None:
-            print(f"{image_path}: no --box given: using the whole image as the face box", file=sys.stderr)
-        box = args.box or (0.0, 0.0, float(width), float(height))
-        try:
-            (face,) = reconstructor.reconstruct(image, [box], margin=1.0 if args.box is None else args.margin)
-        except ValueError as err:
-            print(f"error: {image_path}: {err}", file=sys.stderr)
-            failures += 1
-            continue
-        mesh = ExportMesh(vertices=face.vertices(args.space, (width, height)), faces=topology.faces, name=image_path.stem)
-        if args.texture == "vertex":
-            mesh.vertex_colors = sample_vertex_colors(image, face.image_points[:, :2])
-        elif uv_map is not None:
-            mesh.uvs = topology.uvs
-            mesh.texture = bake_uv_texture(image, face.image_points[:, :2], topology.faces, uv_map)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        if args.format == "glb":
-            out_path.write_bytes(export_glb([mesh]))
-        elif args.format == "ply":
-            out_path.write_bytes(export_ply(mesh))
-        else:
-            for name, data in export_obj(mesh, stem=out_path.stem).items():
-                (out_path.parent / name).write_bytes(data)
-        yaw, pitch, roll = face.euler_degrees
-        print(f"{image_path} -> {out_path} ({topology.num_vertices} vertices, yaw {yaw:.1f} pitch {pitch:.1f} roll {roll:.1f})")
-    return 1 if failures else 0
+    uv_map = UVRasterMap.build(topology.uvs, topology.faces, args.texture_size)
+    pipeline = FacePipeline(reconstructor, detector)
+    summary = reconstruct_files(pipeline, jobs, args.out, options, uv_map, show_progress=not args.quiet)
+    summary.skipped[:0] = skipped
+    for path, reason in summary.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(summary.report())
+    return 0 if summary.processed else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -216,7 +183,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model.crop import DEFAULT_MARGIN
+    from model.face_detector import DEFAULT_DETECTOR
     from model.inference import DEFAULT_MODEL
     from model.topology import DEFAULT_ASSET
 
@@ -224,19 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    rec = sub.add_parser("reconstruct", help="reconstruct the face in each image into a mesh file")
-    rec.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    rec.add_argument("-o", "--out", type=Path, required=True,
-                     help="output file (one image) or folder (several images; one file per image)")
+    rec = sub.add_parser("reconstruct", help="reconstruct the faces in photos and folders into mesh files")
+    rec.add_argument("images", nargs="+", type=Path, metavar="PATH", help="photos, or folders searched recursively")
+    rec.add_argument("-o", "--out", type=Path, required=True, metavar="OUTDIR",
+                     help="folder for one mesh per face and a JSON sidecar per photo (box, score, landmarks, pose)")
     rec.add_argument("--format", choices=MESH_FORMATS, default="glb")
-    rec.add_argument("--box", type=_parse_box, metavar="x1,y1,x2,y2", help="face box in pixels (default: whole image)")
-    rec.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="crop side / longer box side when --box is given")
+    rec.add_argument("--faces", choices=("largest", "all"), default="largest")
+    rec.add_argument("--box", type=_parse_box, metavar="x1,y1,x2,y2", help="face box in pixels: skips detection")
     rec.add_argument("--space", choices=("image", "canonical", "neutral"), default="image",
                      help="image: posed as in the photo; canonical: frontal; neutral: frontal without expression")
     rec.add_argument("--texture", choices=("none", "vertex", "uv"), default="vertex",
                      help="vertex colours or a UV texture baked from the photo")
     rec.add_argument("--texture-size", type=int, default=512)
     rec.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    rec.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR)
+    rec.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=cmd_reconstruct)
 
     exp = sub.add_parser("export", help="export a checkpoint to ONNX for the service and the CLI")

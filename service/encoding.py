@@ -11,7 +11,7 @@ import numpy as np
 from model.mesh_export import ExportMesh, export_glb, export_obj, export_obj_zip, export_ply
 from model.texture_bake import UVRasterMap, bake_uv_texture, sample_vertex_colors
 from model.topology import FaceTopology
-from service.engine import ImageReconstruction, ReconstructedFace
+from model.pipeline import ImageReconstruction, ReconstructedFace
 from service.schemas import MEDIA_TYPES, FaceJSON, MeshSpace, OutputFormat, ReconstructionJSON, TextureMode
 
 SIDE_BY_SIDE_GAP = 0.2  # metres between faces' centres when several are shown frontal

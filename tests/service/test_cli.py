@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import trimesh
@@ -13,66 +15,106 @@ def photo_path(face_photo, tmp_path):
     return path
 
 
+@pytest.fixture
+def real_photo_paths():
+    from tests.conftest import AFLW_DEV
+
+    paths = sorted((AFLW_DEV / "images").glob("*.jpg"))[:4] if AFLW_DEV.is_dir() else []
+    if not paths:
+        pytest.skip(f"real face photos not found under {AFLW_DEV}")
+    return paths
+
+
 def _load_mesh(path):
     loaded = trimesh.load(path, process=False)
     return loaded.to_geometry() if isinstance(loaded, trimesh.Scene) else loaded
 
 
-def test_reconstruct_writes_a_dense_glb_and_warns_about_untrained_weights(photo_path, onnx_model, tmp_path, capsys, topology):
-    out = tmp_path / "face.glb"
-    assert main(["reconstruct", str(photo_path), "-o", str(out), "--model", str(onnx_model)]) == 0
-    err = capsys.readouterr().err
-    assert "UNTRAINED" in err
-    mesh = _load_mesh(out)
-    assert len(mesh.vertices) == topology.num_vertices >= 5000
-    assert len(mesh.faces) == topology.num_faces
+def _box(photo_path) -> str:
+    h, w = np.asarray(Image.open(photo_path)).shape[:2]
+    return f"{0.2 * w},{0.15 * h},{0.8 * w},{0.85 * h}"
+
+
+def test_reconstruct_writes_a_mesh_and_a_sidecar_and_warns_about_untrained_weights(photo_path, onnx_model, tmp_path,
+                                                                                   capsys, topology):
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(photo_path), "-o", str(out), "--box", _box(photo_path), "--model", str(onnx_model)]) == 0
+    captured = capsys.readouterr()
+    assert "UNTRAINED" in captured.err
+    assert "processed 1 images" in captured.out and "1 faces" in captured.out
+    mesh = _load_mesh(out / "photo.glb")
+    assert len(mesh.vertices) == topology.num_vertices >= 5000 and len(mesh.faces) == topology.num_faces
+    sidecar = json.loads((out / "photo.json").read_text())
+    assert sidecar["files"] == ["photo.glb"] and sidecar["face_count"] == 1
+    (face,) = sidecar["faces"]
+    assert np.array(face["landmarks_2d"]).shape == (68, 2) and np.array(face["landmarks_3d"]).shape == (68, 3)
+    assert face["score"] is None and {"yaw", "pitch", "roll", "box"} <= set(face)
 
 
 @pytest.mark.parametrize("texture", ["none", "vertex", "uv"])
 def test_reconstruct_obj_with_each_texture_mode(photo_path, onnx_model, tmp_path, texture, topology):
-    out = tmp_path / "face.obj"
-    h, w = np.asarray(Image.open(photo_path)).shape[:2]
-    box = f"{0.2 * w},{0.15 * h},{0.8 * w},{0.85 * h}"
+    out = tmp_path / "out"
     code = main(["reconstruct", str(photo_path), "-o", str(out), "--format", "obj", "--texture", texture,
-                 "--box", box, "--model", str(onnx_model), "--texture-size", "128"])
+                 "--box", _box(photo_path), "--model", str(onnx_model), "--texture-size", "128", "-q"])
     assert code == 0
-    assert out.is_file()
-    assert (tmp_path / "face.png").is_file() == (texture == "uv")
-    mesh = _load_mesh(out)
-    assert len(mesh.vertices) == topology.num_vertices
+    assert (out / "photo.png").is_file() == (texture == "uv")
+    assert len(_load_mesh(out / "photo.obj").vertices) == topology.num_vertices
 
 
-def test_reconstruct_ply_in_neutral_space(photo_path, onnx_model, tmp_path, topology):
-    out = tmp_path / "face.ply"
+def test_reconstruct_ply_in_neutral_space(photo_path, onnx_model, tmp_path):
+    out = tmp_path / "out"
     assert main(["reconstruct", str(photo_path), "-o", str(out), "--format", "ply", "--space", "neutral",
-                 "--model", str(onnx_model)]) == 0
-    mesh = _load_mesh(out)
-    np.testing.assert_allclose(np.ptp(mesh.vertices[:, 0]), 0.15, rtol=0.2)
+                 "--box", _box(photo_path), "--model", str(onnx_model), "-q"]) == 0
+    np.testing.assert_allclose(np.ptp(_load_mesh(out / "photo.ply").vertices[:, 0]), 0.15, rtol=0.2)
 
 
-def test_several_images_go_to_a_folder_and_a_bad_one_does_not_stop_the_rest(photo_path, onnx_model, tmp_path, capsys):
+def test_folders_are_searched_and_bad_files_are_skipped_with_reasons(photo_path, onnx_model, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    (photos / "a.jpg").write_bytes(photo_path.read_bytes())
+    (photos / "sub" / "b.png").write_bytes(photo_path.read_bytes())  # a JPEG named .png: content decides
+    (photos / "broken.jpg").write_bytes(b"definitely not a jpeg")
+    (photos / "notes.txt").write_text("not a photo, not picked up")
+    out = tmp_path / "out"
+    code = main(["reconstruct", str(photos), str(tmp_path / "missing.jpg"), "-o", str(out), "--box", _box(photo_path),
+                 "--model", str(onnx_model), "-q"])
+    assert code == 0
+    assert (out / "a.glb").is_file() and (out / "sub" / "b.glb").is_file() and (out / "sub" / "b.json").is_file()
+    assert not (out / "broken.glb").exists() and not (out / "notes.glb").exists()
+    captured = capsys.readouterr()
+    assert "processed 2 images" in captured.out and "skipped 2" in captured.out
+    assert "broken.jpg: not a usable image" in captured.err and "missing.jpg: not found" in captured.err
+
+
+def test_nothing_processed_is_a_failure(onnx_model, tmp_path, capsys):
     broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"definitely not a jpeg")
-    out_dir = tmp_path / "meshes"
-    code = main(["reconstruct", str(broken), str(photo_path), "-o", str(out_dir), "--model", str(onnx_model)])
-    assert code == 1
-    assert (out_dir / "photo.glb").is_file() and not (out_dir / "broken.glb").exists()
-    assert "broken.jpg" in capsys.readouterr().err
+    broken.write_bytes(b"nope")
+    assert main(["reconstruct", str(broken), "-o", str(tmp_path / "out"), "--model", str(onnx_model), "-q"]) == 1
+    assert "processed 0 images" in capsys.readouterr().out
+    assert main(["reconstruct", str(tmp_path / "empty_dir_missing"), "-o", str(tmp_path / "out")]) == 2
+
+
+def test_detection_finds_faces_without_a_box(real_photo_paths, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["reconstruct", *map(str, real_photo_paths), "-o", str(out), "-q"]) == 0
+    sidecars = sorted(out.glob("*.json"))
+    assert len(sidecars) >= len(real_photo_paths) - 1  # a profile face may be missed
+    for sidecar in sidecars:
+        (face,) = json.loads(sidecar.read_text())["faces"]
+        assert 0.5 < face["score"] <= 1.0
 
 
 @pytest.mark.parametrize("box", ["1,2,3", "a,b,c,d", "10,10,5,50"])
 def test_bad_box_is_a_usage_error(photo_path, tmp_path, box, capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["reconstruct", str(photo_path), "-o", str(tmp_path / "f.glb"), "--box", box])
+        main(["reconstruct", str(photo_path), "-o", str(tmp_path / "out"), "--box", box])
     assert exc.value.code == 2
     assert "--box" in capsys.readouterr().err
 
 
-def test_missing_model_and_wrong_suffix_are_clear_errors(photo_path, onnx_model, tmp_path, capsys):
-    assert main(["reconstruct", str(photo_path), "-o", str(tmp_path / "f.glb"), "--model", str(tmp_path / "x.onnx")]) == 2
+def test_missing_model_is_a_clear_error(photo_path, tmp_path, capsys):
+    assert main(["reconstruct", str(photo_path), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "x.onnx")]) == 2
     assert "no model" in capsys.readouterr().err
-    assert main(["reconstruct", str(photo_path), "-o", str(tmp_path / "f.obj"), "--model", str(onnx_model)]) == 2
-    assert "does not end in .glb" in capsys.readouterr().err
 
 
 def test_export_refuses_a_missing_checkpoint(tmp_path, capsys):
