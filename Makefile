@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,18 @@ node_modules/.package-lock.json: package.json
 	@if command -v npm >/dev/null 2>&1; then npm install --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: the glTF validator test will be skipped"; fi
 
+# The web page's browser test drives Debian's chromium; where apt-get (as root) is missing or
+# fails, the test skips.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	echo "chromium could not be installed: the web page's browser test will be skipped"
+
 run: $(VENV)/.serve
 	$(BIN)/facerecon serve
 
-test: $(VENV)/.train node_modules/.package-lock.json
+test: $(VENV)/.train node_modules/.package-lock.json chromium
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.train

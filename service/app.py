@@ -32,6 +32,7 @@ from service.schemas import (BOX_HELP, FACES_HELP, FORMAT_HELP, MEDIA_TYPES, SPA
                              BatchJSON, FaceSelection, InfoJSON, MeshSpace, OutputFormat, ReadyJSON,
                              ReconstructionJSON, TextureMode)
 from service.settings import ServiceSettings
+from service.web import install_web_page
 
 RECONSTRUCT_PATHS = ("/v1/reconstruct", "/reconstruct", "/v1/reconstruct/batch")
 _BOX = re.compile(r"\s*-?[0-9.]+\s*(,\s*-?[0-9.]+\s*){3}")
@@ -153,6 +154,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_problem_handlers(app)
+    install_web_page(app)
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
