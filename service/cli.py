@@ -1,4 +1,4 @@
-"""The ``facerecon`` command line: reconstruct, serve, export, build-topology."""
+"""The ``facerecon`` command line: reconstruct, serve, export, build-topology, build-detector."""
 
 from __future__ import annotations
 
@@ -160,6 +160,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_detector(args: argparse.Namespace) -> int:
+    from training.detector_convert import build_detector, metadata_json
+
+    try:
+        metadata, checks, fits = build_detector(args.source, args.out, args.calibrate, args.calibration_photos, args.seed)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise CLIError(str(err)) from None
+    for check in checks:
+        print(f"{check.source}: matches MediaPipe FaceDetection on {check.faces} faces in {check.images} images "
+              f"(max {check.max_pixel_difference:.2g} px, score {check.max_score_difference:.2g})")
+    for name, fit in fits.items():
+        print(f"{name}: box calibration {fit.calibration} from {fit.views} views; residual centre "
+              f"{fit.residual_centre:.4f}, size {fit.residual_size:.4f} (x 68-point box side); "
+              f"mean IoU {fit.mean_iou:.3f} (uncalibrated {fit.mean_iou_raw:.3f})")
+    print(f"wrote {args.out}\n{metadata_json(metadata)}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
@@ -247,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first convert the original release (images + .mat) from ORIG into DIR")
     ev.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ev.set_defaults(func=cmd_evaluate)
+
+    det = sub.add_parser("build-detector", help="convert MediaPipe's BlazeFace face detector to ONNX")
+    det.add_argument("--source", choices=("short", "full", "both"), default="both",
+                     help="short-range (large faces), full-range (small faces) or both networks")
+    det.add_argument("--out", type=Path, default=DEFAULT_DETECTOR)
+    det.add_argument("--calibrate", type=Path, nargs="+", metavar="DIR",
+                     help="refit the face box calibration on training photos in DIR (default: the shipped fit)")
+    det.add_argument("--calibration-photos", type=int, default=1500)
+    det.add_argument("--seed", type=int, default=0)
+    det.set_defaults(func=cmd_build_detector)
 
     srv = sub.add_parser("serve", help="start the HTTP service")
     srv.add_argument("--host", help="interface to listen on (default 127.0.0.1, or FACERECON_HOST)")

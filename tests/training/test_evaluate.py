@@ -65,8 +65,22 @@ def test_missing_ground_truth_is_a_clear_error(tmp_path, onnx_model, capsys):
     assert "gt.npz" in capsys.readouterr().err
 
 
-def test_detect_boxes_are_not_available_yet(aflw_like, tmp_path, onnx_model, capsys):
-    converted = tmp_path / "c"
-    convert_aflw2000(aflw_like, converted)
-    assert main(["evaluate", "--aflw2000", str(converted), "--boxes", "detect", "--model", str(onnx_model)]) == 2
-    assert "detector" in capsys.readouterr().err
+def test_detect_boxes_count_photos_without_the_face_as_missing(tmp_path, onnx_model, capsys):
+    from model.face_detector import DEFAULT_DETECTOR
+    from tests.conftest import AFLW_DEV
+
+    if not (AFLW_DEV / "gt.npz").is_file() or not DEFAULT_DETECTOR.is_file():
+        pytest.skip("needs ../shared/data/eval/aflw2000-3d-dev and the shipped face detector")
+    root = tmp_path / "aflw"
+    (root / "images").mkdir(parents=True)
+    with np.load(AFLW_DEV / "gt.npz") as gt:
+        names, points, yaws = list(gt["names"][:2]), gt["pts68"][:2], gt["yaw_deg"][:2]
+    for name in names:
+        (root / "images" / name).write_bytes((AFLW_DEV / "images" / name).read_bytes())
+    Image.new("RGB", (450, 450), (128, 128, 128)).save(root / "images" / "blank.jpg")  # no face to find
+    np.savez(root / "gt.npz", names=np.array(names + ["blank.jpg"]), pts68=np.concatenate([points, points[:1]]),
+             yaw_deg=np.concatenate([yaws, yaws[:1]]))
+    for boxes, n, missing in (("detect", 2, 1), ("gt", 3, 0)):
+        assert main(["evaluate", "--aflw2000", str(root), "--boxes", boxes, "--model", str(onnx_model)]) == 0
+        metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert (metrics["n"], metrics["missing"]) == (n, missing)
