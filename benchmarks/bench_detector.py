@@ -42,11 +42,12 @@ def background(rng: np.random.Generator) -> np.ndarray:
     return np.array(Image.fromarray(cells).resize(CANVAS, Image.Resampling.BICUBIC))
 
 
-def paste(image: np.ndarray, box: np.ndarray, width_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def paste(image: np.ndarray, box: np.ndarray, width_fraction: float,
+          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """image scaled so box is width_fraction of the canvas wide, face centred at a random spot."""
     scale = width_fraction * CANVAS[0] / (box[2] - box[0])
-    small = Image.fromarray(image).resize((max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
-                                          Image.Resampling.BILINEAR)
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    small = Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)
     box = box * scale
     face_w, face_h = box[2] - box[0], box[3] - box[1]
     cx = rng.uniform(face_w / 2, CANVAS[0] - face_w / 2)
@@ -84,8 +85,8 @@ def main() -> None:
         for fraction in WIDTHS:
             pasted = [paste(image, truth, fraction, rng) for image, truth in zip(images, truths)]
             small = np.array([best_iou(detector, image, truth) for image, truth in pasted])
-            print(f"  pasted into 640x480 at {fraction:.0%} of the width: detected {(small >= DETECTED_IOU).mean():.1%}, "
-                  f"mean IoU {small.mean():.3f}")
+            print(f"  pasted into 640x480 at {fraction:.0%} of the width: "
+                  f"detected {(small >= DETECTED_IOU).mean():.1%}, mean IoU {small.mean():.3f}")
         photo, _ = paste(images[0], truths[0], 0.3, rng)
     else:
         print(f"no AFLW2000-3D at {args.aflw2000}: accuracy skipped")

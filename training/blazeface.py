@@ -313,5 +313,6 @@ class BlazeFace(nn.Module):
         centre = regressors[..., 0:2] + self.anchors
         half = regressors[..., 2:4] / 2
         boxes = torch.cat([centre - half, centre + half], dim=-1)
-        keypoints = regressors[..., 4:].reshape(*regressors.shape[:2], self.spec.num_keypoints, 2) + self.anchors[:, None]
+        points = regressors[..., 4:].reshape(*regressors.shape[:2], self.spec.num_keypoints, 2)
+        keypoints = points + self.anchors[:, None]
         return scores, boxes, keypoints

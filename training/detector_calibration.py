@@ -9,6 +9,7 @@ drifts a little with face size. Per network it solves for the centre offset and 
 in units of the detector box's side: least squares, which for this model is the mean of the
 per-photo ratios. Only training photos are used, never the evaluation set.
 """
+
 from __future__ import annotations
 
 import logging

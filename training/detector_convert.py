@@ -188,7 +188,8 @@ def verify_against_mediapipe(model: BlazeFace, source: Source, images: list[np.n
                 expected.append((det.score[0], np.array([box.xmin, box.ymin, box.xmin + box.width,
                                                          box.ymin + box.height]) * size, np.array(points) * size))
             with torch.no_grad():
-                scores, boxes, keypoints = (t[0].numpy().astype(np.float64) for t in model(torch.from_numpy(square[None])))
+                outputs = model(torch.from_numpy(square[None]))
+            scores, boxes, keypoints = (t[0].numpy().astype(np.float64) for t in outputs)
             keep = scores >= score_threshold
             ours = weighted_nms(scores[keep], boxes[keep], keypoints[keep], 0.3, 100)
             if len(ours) != len(expected):

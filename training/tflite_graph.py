@@ -47,9 +47,6 @@ class TFLiteGraph:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
 
-    def output(self, name: str) -> GraphTensor:
-        return next(self.tensors[i] for i in self.outputs if self.tensors[i].name == name)
-
 
 def _options(op, kind: str) -> dict[str, int | float | bool]:
     """The builtin options table of ``op`` as a dict of its scalar fields."""
