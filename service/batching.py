@@ -23,17 +23,19 @@ class _Job:
 class MicroBatcher:
     """Gathers crops submitted by concurrent requests into batches of at most ``max_batch`` faces.
 
-    A batch closes when it is full or ``max_wait_s`` after its first job arrived; it then runs
+    A batch closes when it is full, when every request that could still join is already in it
+    (``upstream()`` counts the requests on their way to the network, the batched ones included:
+    a lone request does not wait), or ``max_wait_s`` after its first job arrived; it then runs
     ``run_batch`` (B, S, S, 3) -> outputs (B, ...) on ``executor`` while the next batch gathers.
     A job is never split: one with more faces than ``max_batch`` runs as a batch of its own.
     ``on_batch(batch_size, seconds)`` is told about every run (metrics).
     """
 
     def __init__(self, run_batch: Callable[[np.ndarray], Outputs], executor: Executor, *,
-                 max_batch: int, max_wait_s: float,
+                 max_batch: int, max_wait_s: float, upstream: Callable[[], int] = lambda: 0,
                  on_batch: Callable[[int, float], None] = lambda size, seconds: None) -> None:
         self.run_batch, self.executor = run_batch, executor
-        self.max_batch, self.max_wait_s, self.on_batch = max_batch, max_wait_s, on_batch
+        self.max_batch, self.max_wait_s, self.upstream, self.on_batch = max_batch, max_wait_s, upstream, on_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._carry: _Job | None = None
         self._task: asyncio.Task[None] | None = None
@@ -74,6 +76,8 @@ class MicroBatcher:
             try:
                 job = self._queue.get_nowait()
             except asyncio.QueueEmpty:
+                if len(jobs) >= self.upstream():
+                    break
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break

@@ -33,7 +33,7 @@ class ReconstructionEngine:
         self.metrics = metrics or ServiceMetrics()
         providers = execution_providers(settings.device)
         reconstructor = FaceReconstructor(settings.model_path, providers=providers, threads=settings.threads)
-        detector = FaceDetector(settings.detector_path, providers=providers, threads=settings.threads)
+        detector = FaceDetector(settings.detector_path, providers=providers, threads=settings.detector_threads)
         self.pipeline = FacePipeline(reconstructor, detector, max_faces=settings.max_faces,
                                      max_pixels=settings.max_pixels)
         self.reconstructor = reconstructor
@@ -41,8 +41,10 @@ class ReconstructionEngine:
         self.uv_map = UVRasterMap.build(self.topology.uvs, self.topology.faces, settings.texture_size)
         self.cpu_pool = ThreadPoolExecutor(settings.workers or default_threads(), thread_name_prefix="facerecon-cpu")
         self.network_pool = ThreadPoolExecutor(1, thread_name_prefix="facerecon-network")
+        self.upstream = 0  # requests between admission and their network outputs
         self.batcher = MicroBatcher(reconstructor.run, self.network_pool, max_batch=settings.max_batch,
-                                    max_wait_s=settings.max_wait_ms / 1000.0, on_batch=self.metrics.observe_batch)
+                                    max_wait_s=settings.max_wait_ms / 1000.0, upstream=lambda: self.upstream,
+                                    on_batch=self.metrics.observe_batch)
         self.ready = False
 
     @property
@@ -69,22 +71,26 @@ class ReconstructionEngine:
     async def run_cpu(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.cpu_pool, function, *args)
 
-    def _locate(self, image: np.ndarray, faces: FaceSelection, box: Box | None):
+    def _prepare(self, data: bytes, faces: FaceSelection, box: Box | None):
+        """Decode, locate the faces (timed for the metrics when detected) and crop them."""
+        image = self.pipeline.decode(data)
         started = time.perf_counter()
-        try:
-            return self.pipeline.locate(image, faces, box)
-        finally:
-            if box is None:
-                self.metrics.detection.observe(time.perf_counter() - started)
+        boxes, scores = self.pipeline.locate(image, faces, box)
+        if box is None:
+            self.metrics.detection.observe(time.perf_counter() - started)
+        crops, transforms = self.reconstructor.crop(image, boxes)
+        return image, boxes, scores, crops, transforms
 
     async def reconstruct(self, data: bytes, *, faces: FaceSelection = "largest",
                           box: Box | None = None) -> ImageReconstruction:
         """Decode the upload, find its faces (or use ``box``) and reconstruct them."""
-        image = await self.run_cpu(self.pipeline.decode, data)
-        boxes, scores = await self.run_cpu(self._locate, image, faces, box)
-        crops, transforms = await self.run_cpu(self.reconstructor.crop, image, boxes)
-        self.metrics.queue_depth.set(self.batcher.depth + 1)
-        outputs = await self.batcher.submit(crops)
+        self.upstream += 1
+        try:
+            image, boxes, scores, crops, transforms = await self.run_cpu(self._prepare, data, faces, box)
+            self.metrics.queue_depth.set(self.batcher.depth + 1)
+            outputs = await self.batcher.submit(crops)
+        finally:
+            self.upstream -= 1
         self.metrics.queue_depth.set(self.batcher.depth)
         rec = self.pipeline.assemble(image, boxes, scores, transforms, outputs)
         self.metrics.faces_per_image.observe(len(rec.faces))

@@ -27,7 +27,8 @@ class ServiceSettings(BaseSettings):
     detector_path: Path = DEFAULT_DETECTOR
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="auto: CUDA when ONNX Runtime offers it, else CPU")
-    threads: int | None = Field(None, ge=1, description="CPU threads per ONNX Runtime session (default: the usable cores)")
+    threads: int | None = Field(None, ge=1, description="CPU threads of the reconstruction network's session (default: the usable cores)")
+    detector_threads: int = Field(1, ge=1, description="CPU threads of the face detector's session (small networks: 1 is fastest)")
     workers: int | None = Field(None, ge=1, description="threads for decoding, detection and mesh encoding (default: the usable cores)")
 
     max_upload_bytes: int = Field(15 * 1024 * 1024, ge=1024, description="request body limit, enforced while it streams in")
