@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -67,16 +68,40 @@ def onnx_model(face_model, tmp_path_factory) -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def rendered_face() -> tuple[np.ndarray, np.ndarray]:
+    """A frontal render of the template face (skin, dark eyes and brows, red lips, Lambert
+    shading) on a plain background, which the face detector finds: a face photo for machines
+    without ../shared. -> image (256, 256, 3) uint8, its 68 landmarks (68, 2) in pixels."""
+    torch = pytest.importorskip("torch")
+    from model.geometry import euler_to_matrix, ndc_to_screen, pose_transform, vertex_normals
+    from model.renderer import render
+    from model.topology import REGION_NAMES, FaceTopology
+
+    topology = FaceTopology.load()
+    colours = {name: (0.85, 0.66, 0.55) for name in REGION_NAMES}
+    colours.update({"eye_left": (0.15, 0.1, 0.1), "eye_right": (0.15, 0.1, 0.1), "brow_left": (0.3, 0.2, 0.15),
+                    "brow_right": (0.3, 0.2, 0.15), "upper_lip": (0.7, 0.35, 0.35),
+                    "lower_lip": (0.7, 0.35, 0.35), "mouth": (0.3, 0.1, 0.1)})
+    palette = torch.tensor([colours[name] for name in REGION_NAMES])
+    faces = torch.as_tensor(topology.faces)
+    posed = pose_transform(torch.as_tensor(topology.vertices)[None], euler_to_matrix(*torch.zeros(3, 1)),
+                           torch.zeros(1, 3), torch.tensor([7.0]))
+    shading = 0.3 + 0.7 * vertex_normals(posed, faces)[..., 2:].clamp(min=0.25)
+    screen = ndc_to_screen(posed, 256)
+    out = render(screen, faces, palette[torch.as_tensor(topology.regions)][None] * shading,
+                 torch.as_tensor(topology.regions), 256, 256)
+    image = out.image * out.mask + torch.tensor([0.35, 0.45, 0.55]).view(1, 3, 1, 1) * (1 - out.mask)
+    landmarks = screen[0, torch.as_tensor(topology.landmarks68), :2].numpy()
+    return (image[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8), landmarks
+
+
 @pytest.fixture
 def face_photo() -> np.ndarray:
-    """A real face photo when ../shared is present, else a synthetic face-like picture."""
+    """A real face photo when ../shared is present, else :func:`rendered_face`."""
     from PIL import Image
 
     path = AFLW_DEV / "images" / "image00050.jpg"
     if path.is_file():
         return np.asarray(Image.open(path).convert("RGB"))
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:240, 0:200]
-    face = ((xx - 100) / 70.0) ** 2 + ((yy - 120) / 95.0) ** 2 < 1
-    image = np.where(face[..., None], np.array([205, 160, 135]), np.array([60, 90, 120])).astype(np.float32)
-    return np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+    return rendered_face()[0].copy()

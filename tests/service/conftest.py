@@ -13,7 +13,7 @@ from model.face_detector import DEFAULT_DETECTOR
 from model.inference import DEFAULT_MODEL
 from service.app import create_app
 from service.settings import ServiceSettings
-from tests.conftest import AFLW_DEV
+from tests.conftest import AFLW_DEV, rendered_face
 
 if not (DEFAULT_MODEL.is_file() and DEFAULT_DETECTOR.is_file()):
     pytest.skip("the shipped models are missing from model/weights", allow_module_level=True)
@@ -60,8 +60,8 @@ def photo_box(face_photo) -> str:
 
         sample = next(s for s in load_aflw(AFLW_DEV) if s.name == "image00050.jpg")
         return ",".join(f"{v:.1f}" for v in gt_box(sample.points))
-    height, width = face_photo.shape[:2]
-    return f"{0.2 * width:.1f},{0.15 * height:.1f},{0.8 * width:.1f},{0.9 * height:.1f}"
+    landmarks = rendered_face()[1]
+    return ",".join(f"{v:.1f}" for v in (*landmarks.min(axis=0), *landmarks.max(axis=0)))
 
 
 @pytest.fixture

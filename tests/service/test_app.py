@@ -266,7 +266,7 @@ def test_uploads_never_touch_the_disk(client, face_photo, photo_box, monkeypatch
 
     for name in ("TemporaryFile", "NamedTemporaryFile", "mkstemp"):
         monkeypatch.setattr(tempfile, name, refuse)
-    noisy = np.clip(face_photo.astype(np.int16) + np.random.default_rng(1).integers(-3, 4, face_photo.shape), 0, 255)
+    noisy = np.clip(face_photo.astype(np.int16) + np.random.default_rng(1).integers(-24, 25, face_photo.shape), 0, 255)
     large = _encoded(Image.fromarray(noisy.astype(np.uint8)).resize((1600, 1600)), "PNG")
     assert len(large) > 1.5 * 1024 * 1024  # past Starlette's default 1 MB spooling threshold
     scale = 1600 / face_photo.shape[1]
@@ -392,3 +392,22 @@ def test_openapi_documents_options_media_types_and_errors(client):
     assert all(properties[name].get("description") for name in properties)
     assert "/reconstruct" in schema["paths"] and "/v1/reconstruct/batch" in schema["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def test_detects_a_rendered_face_anywhere_in_a_photo(client):
+    """Runs without ../shared: the detector finds the rendered template face, wherever it is."""
+    from tests.conftest import rendered_face
+
+    face, landmarks = rendered_face()
+    for left, top in [(40, 30), (340, 200)]:
+        canvas = np.full((480, 640, 3), 200, np.uint8)
+        canvas[top:top + 256, left:left + 256] = face
+        body = _post(client, jpeg_bytes(canvas), format="json").json()
+        (found,) = body["faces"]
+        truth = np.concatenate([landmarks.min(axis=0), landmarks.max(axis=0)]) + [left, top, left, top]
+        box = np.array(found["box"])
+        inter = np.clip(np.minimum(truth[2:], box[2:]) - np.maximum(truth[:2], box[:2]), 0, None).prod()
+        union = np.prod(truth[2:] - truth[:2]) + np.prod(box[2:] - box[:2]) - inter
+        assert inter / union > 0.5 and found["score"] > 0.5
+        predicted = np.array(found["landmarks_2d"])
+        assert np.abs(predicted - (landmarks + [left, top])).mean() < 0.1 * (truth[2] - truth[0])

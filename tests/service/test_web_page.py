@@ -26,7 +26,7 @@ from PIL import Image
 from service.app import create_app
 from service.settings import ServiceSettings
 from service.web import STATIC_DIR
-from tests.conftest import AFLW_DEV
+
 
 SCREENSHOT = Path("/tmp/facerecon_page.png")  # for a person to look at
 BACKGROUND = np.array([29, 35, 42])  # the 3D view's clear colour (viewer.js BACKGROUND)
@@ -97,10 +97,9 @@ def server_url():
 
 
 @pytest.fixture
-def face_photo_file() -> Path:
-    path = AFLW_DEV / "images" / "image00050.jpg"
-    if not path.is_file():
-        pytest.skip(f"the real face photo {path} is missing")
+def face_photo_file(face_photo, tmp_path) -> Path:
+    path = tmp_path / "face.jpg"
+    Image.fromarray(face_photo).save(path, quality=92)
     return path
 
 
