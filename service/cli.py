@@ -130,10 +130,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(f"bad config {args.config}: {err}") from None
     try:
         metrics = train(args.data, config, args.out, max_samples=args.max_samples)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None
     if metrics:
         print(f"finished {args.out}: {metrics}")
+    return 0
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    import json
+
+    from model.topology import FaceTopology
+    from training.contact_sheet import write_contact_sheet
+    from training.synthesize import SceneBuilder, SourceFaces, SynthesisConfig, load_reconstructor, synthesize_dataset
+
+    if args.per_image < 1 or args.yaw_max <= 0 or (args.limit is not None and args.limit < 1):
+        raise CLIError("--per-image and --limit must be at least 1 and --yaw-max positive")
+    if args.out.resolve() == args.data.resolve():
+        raise CLIError("--out must be another folder than --data")
+    config = SynthesisConfig(yaw_max=args.yaw_max, per_image=args.per_image, limit=args.limit, seed=args.seed)
+    topology = FaceTopology.load()
+    try:
+        model = load_reconstructor(args.model, topology)
+        if args.contact_sheet is not None:
+            write_contact_sheet(args.contact_sheet, SourceFaces(args.data), SceneBuilder(model, topology, config),
+                                config, args.sheet_faces)
+            print(f"wrote {args.contact_sheet}", file=sys.stderr)
+        manifest = synthesize_dataset(args.data, args.out, model, config, topology=topology,
+                                      show_progress=not args.quiet)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+        raise CLIError(str(err)) from None
+    print(json.dumps({k: manifest[k] for k in ("images", "sources", "images_per_second", "yaw_histogram")}))
     return 0
 
 
@@ -251,11 +278,25 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=cmd_prepare)
 
     trn = sub.add_parser("train", help="train the face model on prepared data (torchrun for several GPUs)")
-    trn.add_argument("--data", type=Path, required=True, metavar="DATA")
+    trn.add_argument("--data", type=Path, required=True, action="append", metavar="DATA",
+                     help="prepared data folder; repeat to mix several (validation uses the first)")
     trn.add_argument("--config", type=Path, required=True, metavar="CONFIG", help="TOML file (training/configs/)")
     trn.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder; an existing run resumes")
     trn.add_argument("--max-samples", type=int, help="use only the first N training samples (smoke tests)")
     trn.set_defaults(func=cmd_train)
+
+    syn = sub.add_parser("synthesize", help="turn prepared faces to new yaws: a large-pose training set")
+    syn.add_argument("--data", type=Path, required=True, metavar="DATA", help="prepared data folder to read")
+    syn.add_argument("--out", type=Path, required=True, metavar="DATA_POSED", help="folder for the new shards")
+    syn.add_argument("--yaw-max", type=float, default=90.0, help="target yaws spread over [-yaw-max, yaw-max]")
+    syn.add_argument("--per-image", type=int, default=2, help="turned views per source face")
+    syn.add_argument("--limit", type=int, help="use a random subset of this many source faces")
+    syn.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx or training checkpoint .pt")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--contact-sheet", type=Path, metavar="PNG", help="also draw sample faces at yaws -90..90")
+    syn.add_argument("--sheet-faces", type=int, default=8, help="source faces on the contact sheet")
+    syn.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    syn.set_defaults(func=cmd_synthesize)
 
     ev = sub.add_parser("evaluate", help="AFLW2000-3D 68-point NME of an exported model, per yaw bin")
     ev.add_argument("--aflw2000", type=Path, required=True, metavar="DIR", help="DIR/images and DIR/gt.npz")

@@ -63,7 +63,7 @@ def crop_matrix(landmarks: np.ndarray, face_box_points: np.ndarray, size: int, m
     )
 
 
-def _random_background(rng: np.random.Generator, size: int) -> np.ndarray:
+def random_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Smooth random colour field (size, size, 3) uint8."""
     cells = int(rng.integers(2, 9))
     low = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
@@ -96,7 +96,7 @@ def _occluder(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarr
     else:
         p0, p1 = (centre - axes).astype(int), (centre + axes).astype(int)
         cv2.rectangle(mask, (int(p0[0]), int(p0[1])), (int(p1[0]), int(p1[1])), 1, -1)
-    return mask.astype(bool), _random_background(rng, size)
+    return mask.astype(bool), random_background(rng, size)
 
 
 def augment(stored: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, mirror: np.ndarray,
@@ -124,7 +124,7 @@ def augment(stored: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, mirror
     target = points @ matrix[:, :2].T + matrix[:, 2]
     if train:
         if not photo_mask.all():
-            image = np.where(photo_mask[..., None], image, _random_background(rng, size))
+            image = np.where(photo_mask[..., None], image, random_background(rng, size))
         if rng.random() < config.mirror_probability:
             image = image[:, ::-1].copy()
             photo_mask = photo_mask[:, ::-1].copy()

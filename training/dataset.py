@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from torch.utils.data import Dataset
 
 from model.topology import NUM_BASE_VERTICES, FaceTopology
 from training.augment import AugmentConfig, augment
+from training.pose_sampling import estimate_yaw
 from training.topology_builder import IBUG68_FROM_MEDIAPIPE
 
 
@@ -23,23 +25,26 @@ class _Shard:
 
 
 class PreparedFaces(Dataset):
-    """Samples of one split (``train`` or ``val``) of a prepared data folder.
+    """Samples of one split (``train`` or ``val``) of one or more prepared data folders.
 
     Items: ``image`` (3, S, S) float in [0, 1], ``landmarks`` (468, 2) crop pixels,
-    ``photo_mask`` (S, S) float (1 where the real, unoccluded photo shows).
+    ``photo_mask`` (S, S) float (1 where the real, unoccluded photo shows). ``yaw`` (N,) holds
+    each sample's yaw in degrees: stored in the shard (``facerecon synthesize``), else estimated
+    from its landmarks.
     """
 
-    def __init__(self, root: str | Path, split: str, topology: FaceTopology, config: AugmentConfig,
-                 seed: int = 0, limit: int | None = None) -> None:
-        root = Path(root)
-        paths = sorted(root.glob("shard_*.npz"))
-        paths = [p for p in paths if not p.name.endswith(".tmp.npz")]
+    def __init__(self, root: str | Path | Sequence[str | Path], split: str, topology: FaceTopology,
+                 config: AugmentConfig, seed: int = 0, limit: int | None = None) -> None:
+        roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+        paths = [p for r in roots for p in sorted(r.glob("shard_*.npz")) if not p.name.endswith(".tmp.npz")]
         if not paths:
-            raise FileNotFoundError(f"no prepared shards in {root}: run `facerecon prepare` first")
+            folders = ", ".join(map(str, roots))
+            raise FileNotFoundError(f"no prepared shards in {folders}: run `facerecon prepare` first")
         if split not in ("train", "val"):
             raise ValueError(f"split must be train or val, not {split!r}")
         self.shards: list[_Shard] = []
-        index, landmarks, valid = [], [], []
+        template = topology.vertices[:NUM_BASE_VERTICES]
+        index, landmarks, valid, yaw = [], [], [], []
         for shard_id, path in enumerate(paths):
             with np.load(path) as data:
                 keep = np.flatnonzero(data["is_val"] == (split == "val"))
@@ -47,11 +52,14 @@ class PreparedFaces(Dataset):
                 index.append(np.stack([np.full(len(keep), shard_id), keep], axis=1))
                 landmarks.append(data["landmarks"][keep])
                 valid.append(data["valid"][keep])
+                yaw.append(data["yaw"][keep] if "yaw" in data.files else estimate_yaw(landmarks[-1], template))
         self.index = np.concatenate(index)
         self.landmarks = np.concatenate(landmarks)
         self.valid = np.concatenate(valid)
+        self.yaw = np.concatenate(yaw)
         if limit is not None:
             self.index, self.landmarks, self.valid = self.index[:limit], self.landmarks[:limit], self.valid[:limit]
+            self.yaw = self.yaw[:limit]
         self.train = split == "train"
         self.config = config
         self.seed = seed

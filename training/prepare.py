@@ -125,7 +125,9 @@ def _label_task(args: tuple[Path, int]) -> tuple[str, dict | None]:
     return label_one(*args)
 
 
-def write_shard(path: Path, samples: list[dict], names: list[str], val: list[bool]) -> None:
+def write_shard(path: Path, samples: list[dict], names: list[str], val: list[bool],
+                extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write one shard; ``extra`` holds more per-sample arrays (N, ...) to store beside the standard ones."""
     jpegs = [s["jpeg"] for s in samples]
     offsets = np.cumsum([0] + [len(j) for j in jpegs]).astype(np.int64)
     tmp = path.with_suffix(".tmp.npz")
@@ -137,6 +139,7 @@ def write_shard(path: Path, samples: list[dict], names: list[str], val: list[boo
         valid=np.stack([s["valid"] for s in samples]) if samples else np.zeros((0, 4), np.float32),
         names=np.array(names, dtype=str),
         is_val=np.array(val, dtype=bool),
+        **(extra or {}),
     )
     tmp.replace(path)
 

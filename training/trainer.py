@@ -1,8 +1,11 @@
-"""The trainer: ``facerecon train --data DATA --config CONFIG --out RUN``.
+"""The trainer: ``facerecon train --data DATA [--data MORE ...] --config CONFIG --out RUN``.
 
 AdamW with linear warm-up and cosine decay, mixed precision on CUDA, checkpoints with resume
 (``RUN/last.pt``), TensorBoard logs (``RUN/tb``), a progress line with the losses, and
 DistributedDataParallel when started by ``torchrun`` (one process per GPU, any number of nodes).
+Several data folders train as one set (e.g. prepared photos and ``facerecon synthesize``'s
+turned faces); validation uses the first. ``[sampling] pose_balanced`` draws the training faces
+so the yaw histogram is flat (see :mod:`training.pose_sampling`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -28,6 +31,7 @@ from training.augment import AugmentConfig
 from training.checkpoint import model_config_from_dict, save_checkpoint
 from training.dataset import PreparedFaces
 from training.losses import FaceLoss, LossWeights
+from training.pose_sampling import SamplingConfig, WeightedStream, pose_balanced_weights
 from training.progress import Progress
 
 
@@ -50,6 +54,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     seed: int = 0
     workers: int = 2
     threads: int = 0  # torch CPU threads; 0 = torch's default
@@ -66,7 +71,7 @@ class TrainConfig:
         model = model_config_from_dict({**dataclasses.asdict(ModelConfig()), **data.get("model", {}),
                                         "encoder": {**dataclasses.asdict(ModelConfig().encoder),
                                                     **data.get("model", {}).get("encoder", {})}})
-        sections = {"augment": AugmentConfig, "loss": LossWeights, "optim": OptimConfig}
+        sections = {"augment": AugmentConfig, "loss": LossWeights, "optim": OptimConfig, "sampling": SamplingConfig}
         values = {name: kind(**data.get(name, {})) for name, kind in sections.items()}
         scalars = {k: v for k, v in data.items() if k not in ("model", *sections)}
         return cls(model=model, **values, **scalars)
@@ -122,9 +127,12 @@ def landmark_nme(model: FaceReconstructionModel, dataset: PreparedFaces, device:
     return float(torch.cat(errors).mean() * 100)
 
 
-def train(data: Path, config: TrainConfig, out: Path, *, topology: FaceTopology | None = None,
+def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topology: FaceTopology | None = None,
           max_samples: int | None = None) -> dict[str, float]:
-    """Train (or resume) a run in ``out``; returns the final metrics."""
+    """Train (or resume) a run in ``out`` on one or more data folders; returns the final metrics."""
+    roots = [data] if isinstance(data, (str, Path)) else list(data)
+    if config.sampling.pose_balanced and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("pose-balanced sampling runs in a single process, not under torchrun")
     dist_info = _setup_distributed()
     device = torch.device(f"cuda:{dist_info.local_rank}" if torch.cuda.is_available() else "cpu")
     if config.threads:
@@ -133,8 +141,8 @@ def train(data: Path, config: TrainConfig, out: Path, *, topology: FaceTopology 
     topology = topology or FaceTopology.load()
     out.mkdir(parents=True, exist_ok=True)
 
-    train_set = PreparedFaces(data, "train", topology, config.augment, seed=config.seed, limit=max_samples)
-    val_set = PreparedFaces(data, "val", topology, config.augment, seed=config.seed, limit=config.val_samples)
+    train_set = PreparedFaces(roots, "train", topology, config.augment, seed=config.seed, limit=max_samples)
+    val_set = PreparedFaces(roots[0], "val", topology, config.augment, seed=config.seed, limit=config.val_samples)
     model = FaceReconstructionModel(topology, config.model).to(device)
     criterion = FaceLoss(topology, config.loss, model.image_size).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.optim.learning_rate,
@@ -158,9 +166,13 @@ def train(data: Path, config: TrainConfig, out: Path, *, topology: FaceTopology 
     if dist_info.world_size > 1:
         net = DistributedDataParallel(model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
 
-    sampler = (DistributedSampler(train_set, seed=config.seed) if dist_info.world_size > 1
-               else RandomSampler(train_set, replacement=True, num_samples=10**9,
-                                  generator=torch.Generator().manual_seed(config.seed + step)))
+    generator = torch.Generator().manual_seed(config.seed + step)
+    if dist_info.world_size > 1:
+        sampler = DistributedSampler(train_set, seed=config.seed)
+    elif config.sampling.pose_balanced:
+        sampler = WeightedStream(pose_balanced_weights(train_set.yaw, config.sampling), 10**9, generator)
+    else:
+        sampler = RandomSampler(train_set, replacement=True, num_samples=10**9, generator=generator)
     loader = DataLoader(train_set, batch_size=config.optim.batch_size, sampler=sampler, num_workers=config.workers,
                         drop_last=True, pin_memory=device.type == "cuda", persistent_workers=config.workers > 0)
     writer = None

@@ -72,3 +72,13 @@ def test_crop_matrix_maps_the_box_centre_to_the_crop_centre():
     matrix = crop_matrix(points, points, 128, 1.3, angle_deg=30.0)
     centre = matrix[:, :2] @ np.array([30.0, 60.0]) + matrix[:, 2]
     np.testing.assert_allclose(centre, [64, 64], atol=1e-9)
+
+
+def test_several_folders_load_as_one_set_with_a_yaw_per_sample(synthetic_data, topology):
+    one = PreparedFaces(synthetic_data, "train", topology, AugmentConfig())
+    both = PreparedFaces([synthetic_data, synthetic_data], "train", topology, AugmentConfig())
+    assert len(both) == 2 * len(one)
+    np.testing.assert_array_equal(both.landmarks[len(one):], one.landmarks)
+    np.testing.assert_array_equal(both.yaw, np.tile(one.yaw, 2))
+    # The fixture's faces turn up to 0.4 rad (23 degrees) each way; shards without a yaw get it estimated.
+    assert np.abs(one.yaw).max() < 30 and np.abs(one.yaw).max() > 5

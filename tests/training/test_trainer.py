@@ -42,3 +42,16 @@ def test_a_few_cpu_steps_reduce_the_loss_and_resume(synthetic_data, tmp_path):
     # Resuming a finished run trains no further.
     again = train(synthetic_data, config, run, max_samples=8)
     assert again["steps"] == 30
+
+
+def test_the_command_trains_on_several_folders_with_pose_balanced_sampling(synthetic_data, tmp_path):
+    from service.cli import main
+
+    config = tmp_path / "mix.toml"
+    config.write_text("workers = 0\nthreads = 1\nlog_every = 2\nval_samples = 2\n"
+                      "[optim]\nsteps = 4\nbatch_size = 4\nwarmup_steps = 1\n[sampling]\npose_balanced = true\n")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(synthetic_data), "--data", str(synthetic_data), "--config", str(config),
+                 "--out", str(run)]) == 0
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 4
+    assert json.loads((run / "config.json").read_text())["sampling"]["pose_balanced"] is True
