@@ -4,7 +4,7 @@ The template is the project's own: the mean of similarity-aligned MediaPipe 3D l
 over a few thousand training photos, made exactly left/right symmetric. The triangulation is
 the Delaunay triangulation of the template's frontal projection restricted to the face oval
 (a disk: 468 vertices, the 36 oval points as its only boundary, 898 triangles), then midpoint
-subdivided twice with the new vertices smoothed. Regions come from MediaPipe's named contours.
+subdivided twice with the new vertices placed on the smoothest surface through the 468. Regions come from MediaPipe's named contours.
 
 Regenerate with::
 
@@ -61,7 +61,6 @@ class TopologyBuildConfig:
     max_images: int = 3000
     seed: int = 0
     subdivisions: int = 2
-    smoothing_iterations: int = 20
 
 
 def find_images(dirs: list[Path]) -> list[Path]:
@@ -214,21 +213,24 @@ def boundary_vertices(faces: np.ndarray) -> np.ndarray:
     return np.unique(unique[counts == 1])
 
 
-def smooth_new_vertices(
-    vertices: np.ndarray, faces: np.ndarray, num_fixed: int, iterations: int
-) -> np.ndarray:
-    """Uniform Laplacian smoothing of interior vertices past index ``num_fixed``."""
+def fair_new_vertices(vertices: np.ndarray, faces: np.ndarray, num_fixed: int) -> np.ndarray:
+    """Place the vertices past index ``num_fixed`` on the smoothest surface through the fixed ones.
+
+    Minimises the squared uniform Laplacian of all positions (thin-plate energy) with the first
+    ``num_fixed`` vertices held, a sparse linear solve. Unlike repeated Laplacian smoothing of the
+    new vertices (membrane energy), this does not shrink them toward the fixed ones' chords, which
+    left every fixed vertex standing out as a bump.
+    """
     n = len(vertices)
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     adjacency = sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
     adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64).tocsr()
-    averaging = sparse.diags(1.0 / np.asarray(adjacency.sum(axis=1)).ravel()) @ adjacency
-    movable = np.zeros(n, dtype=bool)
-    movable[num_fixed:] = True
-    movable[boundary_vertices(faces)] = False
-    out = vertices.copy()
-    for _ in range(iterations):
-        out[movable] = 0.5 * out[movable] + 0.5 * (averaging @ out)[movable]
+    laplacian = sparse.diags(np.asarray(adjacency.sum(axis=1)).ravel()) - adjacency
+    energy = (laplacian.T @ laplacian).tocsr()
+    free = np.arange(n) >= num_fixed
+    out = vertices.astype(np.float64).copy()
+    rhs = -(energy[free][:, ~free] @ out[~free])
+    out[free] = spsolve(energy[free][:, free].tocsc(), rhs)
     return out
 
 
@@ -416,7 +418,7 @@ def build_topology(landmark_sets: np.ndarray, config: TopologyBuildConfig) -> Fa
         vertices, faces, level_parents = subdivide(vertices, faces)
         mirror = extend_mirror(mirror, level_parents, vertices)
         parents.append(level_parents)
-    vertices = smooth_new_vertices(vertices, faces, NUM_BASE_VERTICES, config.smoothing_iterations)
+    vertices = fair_new_vertices(vertices, faces, NUM_BASE_VERTICES)
     vertices = symmetrise(vertices, mirror)
     edge_parents = np.concatenate(parents) if parents else np.zeros((0, 2), dtype=np.int64)
 
