@@ -38,6 +38,8 @@ test: $(VENV)/.train node_modules/.package-lock.json chromium
 bench: $(VENV)/.train
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_renderer.py
+	$(BIN)/python benchmarks/bench_detector.py
+	$(BIN)/python benchmarks/bench_service.py
 
 clean:
 	rm -rf $(VENV) node_modules
