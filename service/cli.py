@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 log = logging.getLogger("facerecon")
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from service.cli import main
-from training.evaluate import convert_aflw2000, gt_box, load_aflw, nme, summarise
+from training.evaluate import gt_box, load_aflw, nme, summarise
 
 
 def test_nme_normalises_by_the_box_and_centres_depth():
