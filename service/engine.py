@@ -35,7 +35,7 @@ class ReconstructionEngine:
         reconstructor = FaceReconstructor(settings.model_path, providers=providers, threads=settings.threads)
         detector = FaceDetector(settings.detector_path, providers=providers, threads=settings.detector_threads)
         self.pipeline = FacePipeline(reconstructor, detector, max_faces=settings.max_faces,
-                                     max_pixels=settings.max_pixels)
+                                     max_pixels=settings.max_pixels, refine=settings.refine_crop)
         self.reconstructor = reconstructor
         self.topology = reconstructor.topology
         self.uv_map = UVRasterMap.build(self.topology.uvs, self.topology.faces, settings.texture_size)
@@ -81,6 +81,14 @@ class ReconstructionEngine:
         crops, transforms = self.reconstructor.crop(image, boxes)
         return image, boxes, scores, crops, transforms
 
+    def _recrop(self, image: np.ndarray, boxes, transforms, outputs):
+        """The second pass's boxes and crops for detected faces, or None without refinement."""
+        refined = self.pipeline.refined_boxes(boxes, transforms, outputs)
+        if refined is None:
+            return None
+        crops, transforms = self.reconstructor.crop(image, refined)
+        return refined, crops, transforms
+
     async def reconstruct(self, data: bytes, *, faces: FaceSelection = "largest",
                           box: Box | None = None) -> ImageReconstruction:
         """Decode the upload, find its faces (or use ``box``) and reconstruct them."""
@@ -89,6 +97,11 @@ class ReconstructionEngine:
             image, boxes, scores, crops, transforms = await self.run_cpu(self._prepare, data, faces, box)
             self.metrics.queue_depth.set(self.batcher.depth + 1)
             outputs = await self.batcher.submit(crops)
+            if box is None:
+                refined = await self.run_cpu(self._recrop, image, boxes, transforms, outputs)
+                if refined is not None:
+                    boxes, crops, transforms = refined
+                    outputs = await self.batcher.submit(crops)
         finally:
             self.upstream -= 1
         self.metrics.queue_depth.set(self.batcher.depth)

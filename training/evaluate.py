@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from model.face_detector import FaceDetector, box_iou
 from model.inference import FaceReconstructor, FaceResult
+from model.pipeline import landmark_box
 from model.topology import FaceTopology
 
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 91.0))
@@ -124,11 +125,13 @@ def draw_overlay(image: np.ndarray, face: FaceResult, truth: np.ndarray, topolog
 
 
 def evaluate_aflw(root: Path, reconstructor: FaceReconstructor, *, boxes: str = "gt",
-                  overlays: Path | None = None, detector: FaceDetector | None = None) -> dict[str, float | int]:
+                  overlays: Path | None = None, detector: FaceDetector | None = None,
+                  refine: bool = False) -> dict[str, float | int]:
     """Evaluate every image of ``root``; images that cannot be read count as missing.
 
-    ``boxes="gt"`` crops around the ground-truth 68-point box; ``boxes="detect"`` around the face
-    detector's best detection (``detector``, default the shipped one), and an image where that
+    ``boxes="gt"`` crops around the ground-truth 68-point box; ``boxes="detect"`` runs the
+    service's path: the face detector's best detection (``detector``, default the shipped one),
+    with ``refine`` a second pass around the first pass's 68 landmarks; an image where that
     detection is not the annotated face (IoU < 0.5 with its 68-point box) or no face is found
     counts as missing.
     """
@@ -154,6 +157,9 @@ def evaluate_aflw(root: Path, reconstructor: FaceReconstructor, *, boxes: str = 
                 missing += 1
                 continue
             box = faces[0].box
+            if refine:  # as the service does with refine_crop: a second pass around the landmarks
+                (first,) = reconstructor.reconstruct(image, [box])
+                box = landmark_box(first)
         (face,) = reconstructor.reconstruct(image, [box])
         predicted = face.image_points[topology.landmarks68]
         e2, e3 = nme(predicted, sample.points)
