@@ -82,10 +82,8 @@ class ReconstructionEngine:
         return image, boxes, scores, crops, transforms
 
     def _recrop(self, image: np.ndarray, boxes, transforms, outputs):
-        """The second pass's boxes and crops for detected faces, or None without refinement."""
+        """The second pass's boxes, crops and crop maps for detected faces (refinement on)."""
         refined = self.pipeline.refined_boxes(boxes, transforms, outputs)
-        if refined is None:
-            return None
         crops, transforms = self.reconstructor.crop(image, refined)
         return refined, crops, transforms
 
@@ -97,11 +95,9 @@ class ReconstructionEngine:
             image, boxes, scores, crops, transforms = await self.run_cpu(self._prepare, data, faces, box)
             self.metrics.queue_depth.set(self.batcher.depth + 1)
             outputs = await self.batcher.submit(crops)
-            if box is None:
-                refined = await self.run_cpu(self._recrop, image, boxes, transforms, outputs)
-                if refined is not None:
-                    boxes, crops, transforms = refined
-                    outputs = await self.batcher.submit(crops)
+            if box is None and self.pipeline.refine:
+                boxes, crops, transforms = await self.run_cpu(self._recrop, image, boxes, transforms, outputs)
+                outputs = await self.batcher.submit(crops)
         finally:
             self.upstream -= 1
         self.metrics.queue_depth.set(self.batcher.depth)
