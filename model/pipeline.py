@@ -51,11 +51,16 @@ def _box_area(box: Box) -> float:
     return (box[2] - box[0]) * (box[3] - box[1])
 
 
+def points_box(points: np.ndarray) -> Box:
+    """Bounding box (x1, y1, x2, y2) of points (N, 2)."""
+    (x1, y1), (x2, y2) = points.min(axis=0), points.max(axis=0)
+    return float(x1), float(y1), float(x2), float(y2)
+
+
 def landmark_box(result: FaceResult) -> Box:
     """The box of a reconstruction's 68 landmarks (hidden ones included), photo pixels: the box
     the network's training crops were centred on."""
-    (x1, y1), (x2, y2) = result.landmarks_2d.min(axis=0), result.landmarks_2d.max(axis=0)
-    return float(x1), float(y1), float(x2), float(y2)
+    return points_box(result.landmarks_2d)
 
 
 class FacePipeline:
@@ -103,16 +108,11 @@ class FacePipeline:
         results = self.reconstructor.results(boxes, transforms, outputs)
         return ImageReconstruction(image, [ReconstructedFace(b, s, r) for b, s, r in zip(boxes, scores, results)])
 
-    def refined_boxes(self, boxes: Sequence[Box], transforms, outputs: dict[str, np.ndarray]) -> list[Box] | None:
-        """Boxes for the second pass (None when no second pass is due)."""
-        if not self.refine:
-            return None
-        refined = []
-        for transform, landmarks in zip(transforms, outputs["landmarks_2d"]):
-            points = transform.to_image(landmarks.copy())
-            (x1, y1), (x2, y2) = points.min(axis=0), points.max(axis=0)
-            refined.append((float(x1), float(y1), float(x2), float(y2)))
-        return refined
+    @staticmethod
+    def refined_boxes(transforms, outputs: dict[str, np.ndarray]) -> list[Box]:
+        """Second-pass boxes: the first pass's 68-landmark boxes, photo pixels."""
+        return [points_box(transform.to_image(landmarks.copy()))
+                for transform, landmarks in zip(transforms, outputs["landmarks_2d"])]
 
     def reconstruct(self, image: np.ndarray, faces: FaceSelection = "largest", box: Box | None = None) -> ImageReconstruction:
         """Every step in this thread, the faces of one image in one network batch (two passes
@@ -120,9 +120,8 @@ class FacePipeline:
         boxes, scores = self.locate(image, faces, box)
         crops, transforms = self.reconstructor.crop(image, boxes)
         outputs = self.reconstructor.run(crops)
-        refined = self.refined_boxes(boxes, transforms, outputs) if box is None else None
-        if refined is not None:
-            boxes = refined
+        if box is None and self.refine:
+            boxes = self.refined_boxes(transforms, outputs)
             crops, transforms = self.reconstructor.crop(image, boxes)
             outputs = self.reconstructor.run(crops)
         return self.assemble(image, boxes, scores, transforms, outputs)

@@ -25,7 +25,7 @@ from model.pipeline import ImageReconstruction, InvalidBox, NoFaceFound
 from service.engine import ReconstructionEngine
 from service.metrics import ServiceMetrics
 from service.middleware import AdmissionMiddleware, RequestContextMiddleware, UploadLimitMiddleware
-from service.problems import (PROBLEM_MEDIA_TYPE, Problem, ProblemError, bad_image, image_too_large,
+from service.problems import (PROBLEM_MEDIA_TYPE, TYPE_PREFIX, Problem, ProblemError, bad_image, image_too_large,
                               install_problem_handlers, invalid_options, no_face, problem_response,
                               unsupported_media_type)
 from service.schemas import (BOX_HELP, FACES_HELP, FORMAT_HELP, MEDIA_TYPES, SPACE_HELP, TEXTURE_HELP, BatchItemJSON,
@@ -261,7 +261,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         items, files = [], {}
         for index, (upload, outcome) in enumerate(zip(images, outcomes)):
             if isinstance(outcome, ProblemError):
-                problem = Problem(type="urn:facerecon:problem:" + outcome.slug, title=outcome.title,
+                problem = Problem(type=TYPE_PREFIX + outcome.slug, title=outcome.title,
                                   status=outcome.status, detail=outcome.detail)
                 items.append(BatchItemJSON(index=index, filename=upload.filename, status=outcome.status,
                                            error=problem.model_dump(exclude_none=True)))

@@ -81,9 +81,9 @@ class ReconstructionEngine:
         crops, transforms = self.reconstructor.crop(image, boxes)
         return image, boxes, scores, crops, transforms
 
-    def _recrop(self, image: np.ndarray, boxes, transforms, outputs):
+    def _recrop(self, image: np.ndarray, transforms, outputs):
         """The second pass's boxes, crops and crop maps for detected faces (refinement on)."""
-        refined = self.pipeline.refined_boxes(boxes, transforms, outputs)
+        refined = self.pipeline.refined_boxes(transforms, outputs)
         crops, transforms = self.reconstructor.crop(image, refined)
         return refined, crops, transforms
 
@@ -96,7 +96,7 @@ class ReconstructionEngine:
             self.metrics.queue_depth.set(self.batcher.depth + 1)
             outputs = await self.batcher.submit(crops)
             if box is None and self.pipeline.refine:
-                boxes, crops, transforms = await self.run_cpu(self._recrop, image, boxes, transforms, outputs)
+                boxes, crops, transforms = await self.run_cpu(self._recrop, image, transforms, outputs)
                 outputs = await self.batcher.submit(crops)
         finally:
             self.upstream -= 1

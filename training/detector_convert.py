@@ -37,6 +37,7 @@ from model.face_detector import (
 )
 from training.blazeface import BlazeFace, Source
 from training.detector_calibration import FITTED_CALIBRATIONS, CalibrationFit, fit_calibration
+from training.export_onnx import write_onnx_metadata
 
 log = logging.getLogger(__name__)
 
@@ -135,17 +136,8 @@ def export_detector(models: dict[Source, BlazeFace], out: str | Path,
         source_licence=SOURCE_LICENCE,
         decoding=DECODING,
     )
-    write_metadata(out, metadata)
+    write_onnx_metadata(out, metadata.to_properties())
     return metadata
-
-
-def write_metadata(path: Path, metadata: DetectorMetadata) -> None:
-    graph = onnx.load(str(path))
-    onnx.checker.check_model(graph)
-    del graph.metadata_props[:]
-    for key, value in metadata.to_properties().items():
-        graph.metadata_props.add(key=key, value=value)
-    onnx.save(graph, str(path))
 
 
 def verification_images() -> list[np.ndarray]:
@@ -222,7 +214,7 @@ def build_detector(choice: Choice, out: str | Path, calibration_dirs: list[Path]
     fits = fit_calibration(FaceDetector(out), calibration_dirs, calibration_photos, seed)
     metadata = replace(metadata, branches=tuple(replace(b, calibration=fits[b.name].calibration)
                                                 for b in metadata.branches))
-    write_metadata(Path(out), metadata)
+    write_onnx_metadata(Path(out), metadata.to_properties())
     return metadata, verifications, fits
 
 

@@ -57,13 +57,18 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
         num_vertices=int(model.faces.max()) + 1,
         num_faces=int(model.faces.shape[0]),
     )
-    graph = onnx.load(str(out))
+    write_onnx_metadata(out, metadata.to_properties())
+    return metadata
+
+
+def write_onnx_metadata(path: Path, properties: dict[str, str]) -> None:
+    """Check the ONNX file at ``path`` and replace its metadata_props with ``properties``."""
+    graph = onnx.load(str(path))
     onnx.checker.check_model(graph)
     del graph.metadata_props[:]
-    for key, value in metadata.to_properties().items():
+    for key, value in properties.items():
         graph.metadata_props.add(key=key, value=value)
-    onnx.save(graph, str(out))
-    return metadata
+    onnx.save(graph, str(path))
 
 
 def metadata_json(metadata: ModelMetadata) -> str:
