@@ -43,7 +43,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise CLIError(f"output {args.out} exists and is not a folder")
     try:
-        reconstructor = FaceReconstructor(args.model)
+        reconstructor = FaceReconstructor(args.model, mirror_average=args.mirror_average)
         detector = FaceDetector(args.detector)
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None
@@ -176,7 +176,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise CLIError(str(err)) from None
         print(f"converted {count} AFLW2000-3D images into {args.aflw2000}", file=sys.stderr)
     try:
-        reconstructor = FaceReconstructor(args.model)
+        reconstructor = FaceReconstructor(args.model, mirror_average=args.mirror_average)
         metrics = evaluate_aflw(args.aflw2000, reconstructor, boxes=args.boxes, overlays=args.save_overlays,
                                 refine=args.refine)
     except (FileNotFoundError, ValueError) as err:
@@ -253,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--refine", action="store_true",
                      help="reconstruct detected faces twice, re-cropped around the first pass's landmarks "
                           "(more accurate, one more network run)")
+    rec.add_argument("--mirror-average", action="store_true",
+                     help="also reconstruct each face from its mirror image and average the two (more accurate, "
+                          "twice the network's work)")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=cmd_reconstruct)
 
@@ -306,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--boxes", choices=("gt", "detect"), default="gt")
     ev.add_argument("--refine", action="store_true",
                     help="with --boxes detect: a second pass cropped around the first pass's landmarks")
+    ev.add_argument("--mirror-average", action="store_true",
+                    help="average each face's reconstruction with that of its mirror image")
     ev.add_argument("--save-overlays", type=Path, metavar="OUT", help="write the mesh and landmarks over each photo")
     ev.add_argument("--convert-from", type=Path, metavar="ORIG",
                     help="first convert the original release (images + .mat) from ORIG into DIR")

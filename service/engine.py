@@ -32,7 +32,8 @@ class ReconstructionEngine:
         self.settings = settings
         self.metrics = metrics or ServiceMetrics()
         providers = execution_providers(settings.device)
-        reconstructor = FaceReconstructor(settings.model_path, providers=providers, threads=settings.threads)
+        reconstructor = FaceReconstructor(settings.model_path, providers=providers, threads=settings.threads,
+                                          mirror_average=settings.mirror_average)
         detector = FaceDetector(settings.detector_path, providers=providers, threads=settings.detector_threads)
         self.pipeline = FacePipeline(reconstructor, detector, max_faces=settings.max_faces,
                                      max_pixels=settings.max_pixels, refine=settings.refine_crop)

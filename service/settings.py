@@ -38,6 +38,7 @@ class ServiceSettings(BaseSettings):
     texture_size: int = Field(512, ge=64, le=4096, description="side of the baked UV texture (texture=uv)")
 
     refine_crop: bool = Field(False, description="reconstruct detected faces a second time, cropped around the first pass's landmarks (more accurate, ~5 ms slower)")
+    mirror_average: bool = Field(False, description="also reconstruct each face from its mirror image and average the two (more accurate, twice the network's work)")
     max_batch: int = Field(16, ge=1, description="faces per reconstruction-network run at most")
     max_wait_ms: float = Field(4.0, ge=0.0, description="how long the first face of a batch waits for others")
     max_in_flight: int = Field(32, ge=1, description="reconstruction requests admitted at once; beyond: 503")

@@ -425,3 +425,22 @@ def test_refine_crop_recrops_detected_faces_around_their_landmarks(client, make_
     # the refined box is the first pass's landmark box; the detection score is kept
     np.testing.assert_allclose(twice["box"], [*first_landmarks.min(axis=0), *first_landmarks.max(axis=0)], atol=0.02)
     assert twice["score"] == once["score"]
+
+
+def test_mirror_average_setting_averages_each_face_with_its_mirror_image(make_client):
+    from model.inference import DEFAULT_MODEL, FaceReconstructor
+    from tests.conftest import rendered_face
+
+    face, landmarks = rendered_face()
+    canvas = np.full((480, 640, 3), 200, np.uint8)
+    canvas[100:356, 300:556] = face
+    box = (*(landmarks.min(axis=0) + [300, 100]), *(landmarks.max(axis=0) + [300, 100]))
+    data = jpeg_bytes(canvas)
+    box_option = ",".join(f"{v:.2f}" for v in box)
+    (served,) = _post(make_client(mirror_average=True), data, format="json", box=box_option).json()["faces"]
+    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    parsed_box = tuple(float(f"{v:.2f}") for v in box)
+    (direct,) = FaceReconstructor(DEFAULT_MODEL, threads=1, mirror_average=True).reconstruct(decoded, [parsed_box])
+    (plain,) = FaceReconstructor(DEFAULT_MODEL, threads=1).reconstruct(decoded, [parsed_box])
+    np.testing.assert_allclose(served["landmarks_2d"], direct.landmarks_2d, atol=0.01)
+    assert np.abs(direct.landmarks_2d - plain.landmarks_2d).max() > 0.05

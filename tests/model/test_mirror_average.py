@@ -1,0 +1,71 @@
+"""Mirror averaging: outputs of mirrored crops mapped back, and the averaged reconstruction's symmetry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.inference import DEFAULT_MODEL, FaceReconstructor
+from model.mirror_average import mirror_outputs
+from tests.conftest import rendered_face
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="the shipped model is missing from model/weights")
+
+
+@pytest.fixture(scope="module")
+def reconstructors():
+    return (FaceReconstructor(DEFAULT_MODEL, threads=1),
+            FaceReconstructor(DEFAULT_MODEL, threads=1, mirror_average=True))
+
+
+def _asymmetric_photo() -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The rendered face off-centre on a canvas, a dark patch over its right cheek, and its box."""
+    face, landmarks = rendered_face()
+    canvas = np.full((300, 420, 3), 190, np.uint8)
+    canvas[20:276, 40:296] = face
+    canvas[150:200, 90:130] = (60, 40, 30)
+    points = landmarks + [40, 20]
+    return canvas, (*points.min(axis=0), *points.max(axis=0))
+
+
+def test_mirroring_outputs_twice_gives_them_back(reconstructors):
+    plain, _ = reconstructors
+    image, box = _asymmetric_photo()
+    crops, _ = plain.crop(image, [box])
+    out = plain.run(crops)
+    twice = mirror_outputs(mirror_outputs(out, plain.topology, plain.input_size), plain.topology, plain.input_size)
+    for name, value in out.items():
+        np.testing.assert_allclose(twice[name], value, atol=1e-4, err_msg=name)
+
+
+def test_a_mirrored_crops_outputs_land_on_the_mirrored_face(reconstructors):
+    """The network's answer for a mirrored crop, mapped back, is close to its answer for the crop
+    (the face off-centre in the crop, so the unmapped answers differ)."""
+    plain, _ = reconstructors
+    image, (x1, y1, x2, y2) = _asymmetric_photo()
+    shift = 0.2 * (x2 - x1)
+    crops, _ = plain.crop(image, [(x1 + shift, y1, x2 + shift, y2)])
+    out = plain.run(crops)
+    back = mirror_outputs(plain.run(np.ascontiguousarray(crops[:, :, ::-1])), plain.topology, plain.input_size)
+    spread = np.abs(back["vertices_2d"] - out["vertices_2d"]).mean()
+    unmapped = np.abs(plain.run(np.ascontiguousarray(crops[:, :, ::-1]))["vertices_2d"] - out["vertices_2d"]).mean()
+    assert spread < 2.0 and unmapped > 4 * spread  # crop pixels
+    np.testing.assert_allclose(back["rotation"], out["rotation"], atol=0.05)
+    np.testing.assert_allclose(back["euler_degrees"], out["euler_degrees"], atol=3.0)
+
+
+def test_mirror_averaged_reconstruction_of_a_mirrored_photo_is_the_mirrored_reconstruction(reconstructors):
+    _, averaged = reconstructors
+    image, (x1, y1, x2, y2) = _asymmetric_photo()
+    width = image.shape[1]
+    (face,) = averaged.reconstruct(image, [(x1, y1, x2, y2)])
+    (flipped,) = averaged.reconstruct(np.ascontiguousarray(image[:, ::-1]), [(width - x2, y1, width - x1, y2)])
+    mirror = averaged.topology.mirror
+    expected = face.image_points[mirror] * [-1, 1, 1] + [width, 0, 0]
+    np.testing.assert_allclose(flipped.image_points, expected, atol=0.05)
+    np.testing.assert_allclose(flipped.euler_degrees, face.euler_degrees * [-1, 1, -1], atol=0.05)
+    np.testing.assert_allclose(flipped.expressive_vertices, face.expressive_vertices[mirror] * [-1, 1, 1], atol=1e-4)
+    np.testing.assert_allclose(flipped.rotation @ flipped.rotation.T, np.eye(3), atol=1e-5)
+    assert np.linalg.det(flipped.rotation) == pytest.approx(1.0, abs=1e-5)
+    (plain_face,) = reconstructors[0].reconstruct(image, [(x1, y1, x2, y2)])
+    assert not np.allclose(plain_face.image_points, face.image_points, atol=0.05)  # averaging changed the answer
