@@ -8,6 +8,8 @@ Layout read: ``DIR/images/*.jpg`` and ``DIR/gt.npz`` with ``names`` (N,), ``pts6
 Protocol (3DDFA benchmarks): NME of one image = mean 2D distance over the 68 points divided by
 sqrt(w * h) of the ground-truth 68-point box; reported per |yaw| bin [0, 30), [30, 60), [60, 90]
 with the mean of the bin means and the plain mean. 3D NME subtracts each set's mean z first.
+``nme2d_by_region`` splits the 2D figure by iBUG region (jaw, brows, nose, eyes, mouth) and bin:
+where the error comes from.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from model.pipeline import landmark_box
 from model.topology import FaceTopology
 
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 91.0))
+# iBUG 68-point regions: the mean over a region's points, normalised as the NME.
+REGIONS_68 = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
+              "mouth": range(48, 68)}
 DETECTED_IOU = 0.5  # a detection is the annotated face when its box overlaps the 68-point box this much
 
 
@@ -78,20 +83,28 @@ def gt_box(points: np.ndarray) -> tuple[float, float, float, float]:
     return float(x1), float(y1), float(x2), float(y2)
 
 
+def point_errors(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(68, 3) predicted and true points -> (68,) 2D distances as fractions of sqrt(box area)."""
+    x1, y1, x2, y2 = gt_box(truth)
+    return np.linalg.norm(predicted[:, :2] - truth[:, :2], axis=1) / math.sqrt((x2 - x1) * (y2 - y1))
+
+
 def nme(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(68, 3) predicted and true points -> (2D NME, 3D NME) as fractions of sqrt(box area)."""
     x1, y1, x2, y2 = gt_box(truth)
     norm = math.sqrt((x2 - x1) * (y2 - y1))
-    error_2d = np.linalg.norm(predicted[:, :2] - truth[:, :2], axis=1).mean() / norm
     centred_p = predicted - np.array([0, 0, predicted[:, 2].mean()])
     centred_t = truth - np.array([0, 0, truth[:, 2].mean()])
     error_3d = np.linalg.norm(centred_p - centred_t, axis=1).mean() / norm
-    return float(error_2d), float(error_3d)
+    return float(point_errors(predicted, truth).mean()), float(error_3d)
 
 
-def summarise(errors_2d: list[float], errors_3d: list[float], yaws: list[float], missing: int) -> dict[str, float | int]:
+def summarise(errors_2d: list[float], errors_3d: list[float], yaws: list[float], missing: int,
+              points_2d: list[np.ndarray] | None = None) -> dict:
+    """Per-bin figures (percent) of per-image NMEs; with ``points_2d`` (each image's (68,)
+    :func:`point_errors`) also ``nme2d_by_region``: region -> bin -> NME."""
     e2, e3, yaw = np.array(errors_2d), np.array(errors_3d), np.abs(np.array(yaws))
-    out: dict[str, float | int] = {"n": int(len(e2)), "missing": missing}
+    out: dict = {"n": int(len(e2)), "missing": missing}
     bin_means = []
     for lo, hi in YAW_BINS:
         key = f"nme2d_{int(lo)}_{int(hi)}"
@@ -103,6 +116,13 @@ def summarise(errors_2d: list[float], errors_3d: list[float], yaws: list[float],
     out["nme2d_binmean"] = round(float(np.nanmean(bin_means)), 3)
     out["nme2d_mean"] = round(float(e2.mean() * 100), 3) if len(e2) else float("nan")
     out["nme3d_mean"] = round(float(e3.mean() * 100), 3) if len(e3) else float("nan")
+    if points_2d is not None and len(points_2d):
+        points = np.stack(points_2d)
+        out["nme2d_by_region"] = {
+            region: {f"{int(lo)}_{int(hi)}": round(float(points[(yaw >= lo) & (yaw < hi)][:, list(index)].mean() * 100), 3)
+                     for lo, hi in YAW_BINS if ((yaw >= lo) & (yaw < hi)).any()}
+            for region, index in REGIONS_68.items()
+        }
     return out
 
 
@@ -141,7 +161,7 @@ def evaluate_aflw(root: Path, reconstructor: FaceReconstructor, *, boxes: str = 
 
     finder = (detector or FaceDetector()) if boxes == "detect" else None
     topology = reconstructor.topology
-    errors_2d, errors_3d, yaws, missing = [], [], [], 0
+    errors_2d, errors_3d, points_2d, yaws, missing = [], [], [], [], 0
     if overlays is not None:
         overlays.mkdir(parents=True, exist_ok=True)
     for sample in load_aflw(root):
@@ -165,7 +185,8 @@ def evaluate_aflw(root: Path, reconstructor: FaceReconstructor, *, boxes: str = 
         e2, e3 = nme(predicted, sample.points)
         errors_2d.append(e2)
         errors_3d.append(e3)
+        points_2d.append(point_errors(predicted, sample.points))
         yaws.append(sample.yaw_deg)
         if overlays is not None:
             draw_overlay(image, face, sample.points, topology).save(overlays / f"{Path(sample.name).stem}.png")
-    return summarise(errors_2d, errors_3d, yaws, missing)
+    return summarise(errors_2d, errors_3d, yaws, missing, points_2d)

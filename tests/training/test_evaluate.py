@@ -27,6 +27,21 @@ def test_summary_bins_by_absolute_yaw():
     assert out["nme2d_0_30"] == pytest.approx(1.0) and out["nme2d_60_91"] == pytest.approx(6.0)
     assert out["nme2d_binmean"] == pytest.approx((1.0 + 3.0 + 6.0) / 3, abs=1e-3)
     assert out["nme2d_mean"] == pytest.approx(4.0)
+    assert "nme2d_by_region" not in out
+
+
+def test_summary_splits_the_error_by_region():
+    points = [np.zeros(68), np.zeros(68)]
+    points[0][0:17] = 0.08  # jaw off in the frontal face only
+    points[1][48:68] = 0.04  # mouth off in the profile only
+    out = summarise([p.mean() for p in points], [0.0, 0.0], [5.0, -80.0], missing=0, points_2d=points)
+    regions = out["nme2d_by_region"]
+    assert regions["jaw"] == {"0_30": pytest.approx(8.0), "60_91": pytest.approx(0.0)}
+    assert regions["mouth"] == {"0_30": pytest.approx(0.0), "60_91": pytest.approx(4.0)}
+    assert regions["eyes"]["0_30"] == 0.0 and "30_60" not in regions["eyes"]
+    # the regions partition the 68 points: their point-weighted mean is the NME
+    sizes = {"jaw": 17, "brows": 10, "nose": 9, "eyes": 12, "mouth": 20}
+    assert sum(regions[r]["0_30"] * n for r, n in sizes.items()) / 68 == pytest.approx(out["nme2d_0_30"], abs=1e-3)
 
 
 @pytest.fixture
@@ -58,6 +73,10 @@ def test_converter_and_cli_evaluation(aflw_like, tmp_path, onnx_model, capsys):
         assert key in metrics
     assert metrics["n"] == 3 and metrics["missing"] == 0
     assert sorted(p.name for p in overlays.iterdir()) == ["image00000.png", "image00001.png", "image00002.png"]
+    assert set(metrics["nme2d_by_region"]) == {"jaw", "brows", "nose", "eyes", "mouth"}
+    assert main(["evaluate", "--aflw2000", str(converted), "--model", str(onnx_model), "--mirror-average"]) == 0
+    averaged = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert averaged["n"] == 3 and averaged["nme2d_mean"] != metrics["nme2d_mean"]
 
 
 def test_missing_ground_truth_is_a_clear_error(tmp_path, onnx_model, capsys):
