@@ -1,5 +1,6 @@
-"""Prints ONNX Runtime forward time per face (CPU), at 1 and 2 threads, batch 1 and 8,
-plus the model's size. Usage: python benchmarks/bench_inference.py [--model PATH]"""
+"""Prints ONNX Runtime forward time per face (CPU), at 1 and 2 threads, batch 1 and 8, the model's
+size, and what mirror averaging costs (FaceReconstructor.run with and without it, one face, the
+usable cores). Usage: python benchmarks/bench_inference.py [--model PATH]"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from model.inference import DEFAULT_MODEL
+from model.inference import DEFAULT_MODEL, FaceReconstructor
 from model.onnx_metadata import ModelMetadata
 
 
@@ -24,6 +25,18 @@ def time_session(session: ort.InferenceSession, batch: np.ndarray, repeats: int)
     for _ in range(repeats):
         start = time.perf_counter()
         session.run(None, {"image": batch})
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def time_run(reconstructor: FaceReconstructor, crops: np.ndarray, repeats: int) -> float:
+    """Median seconds of reconstructor.run(crops) after a warm-up (network + output merging)."""
+    for _ in range(5):
+        reconstructor.run(crops)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        reconstructor.run(crops)
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
 
@@ -51,6 +64,10 @@ def main() -> None:
             seconds = time_session(session, batch, args.repeats)
             print(f"onnxruntime {ort.__version__} CPU threads={threads} batch={batch_size}: "
                   f"{seconds * 1e3 / batch_size:.2f} ms/face ({seconds * 1e3:.2f} ms/batch)")
+    crops = rng.integers(0, 256, (1, meta.input_size, meta.input_size, 3), dtype=np.uint8)
+    for mirror_average in (False, True):
+        seconds = time_run(FaceReconstructor(args.model, mirror_average=mirror_average), crops, args.repeats)
+        print(f"FaceReconstructor.run, one face, mirror_average={mirror_average}: {seconds * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         except (ValueError, KeyError, RuntimeError) as err:
             raise CLIError(f"cannot load {args.checkpoint}: {err}") from None
         steps = int(data["steps"])
-    metadata = export_onnx(model, args.out, trained=not args.untrained, steps=steps)
+    metadata = export_onnx(model, args.out, trained=not args.untrained, steps=steps, half_weights=args.half_weights)
     print(f"wrote {args.out}\n{metadata_json(metadata)}")
     return 0
 
@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--untrained", action="store_true", help="export a randomly initialised model (placeholder)")
     exp.add_argument("--seed", type=int, default=0)
     exp.add_argument("--out", type=Path, default=DEFAULT_MODEL)
+    exp.add_argument("--half-weights", action="store_true",
+                     help="store the weights as float16 (half the file; computed in float32)")
     exp.set_defaults(func=cmd_export)
 
     topo = sub.add_parser("build-topology", help="regenerate the face topology asset from photos")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from model.face_model import FaceReconstruction, FaceReconstructionModel
 from model.onnx_metadata import ModelMetadata
 
 OPSET = 17
+HALF_MIN_ELEMENTS = 1024  # smaller float tensors (biases, constants) stay float32
 
 
 class _TupleOutputs(nn.Module):
@@ -27,8 +30,13 @@ class _TupleOutputs(nn.Module):
         return tuple(getattr(result, name) for name in FaceReconstruction.OUTPUT_NAMES)
 
 
-def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: bool, steps: int = 0) -> ModelMetadata:
-    """Write ``out`` (an .onnx file with the service's metadata embedded) and return the metadata."""
+def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: bool, steps: int = 0,
+                half_weights: bool = False) -> ModelMetadata:
+    """Write ``out`` (an .onnx file with the service's metadata embedded) and return the metadata.
+
+    ``half_weights`` stores the weights as float16 (half the file), cast to float32 when the
+    session loads: the computation stays float32.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     size = model.image_size
@@ -57,8 +65,28 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
         num_vertices=int(model.faces.max()) + 1,
         num_faces=int(model.faces.shape[0]),
     )
+    if half_weights:
+        store_weights_as_float16(out)
     write_onnx_metadata(out, metadata.to_properties())
     return metadata
+
+
+def store_weights_as_float16(path: Path) -> None:
+    """Rewrite the ONNX file at ``path`` with its float32 weight tensors stored as float16, each
+    read through a Cast to float32 under its old name (ONNX Runtime folds the casts at load)."""
+    graph = onnx.load(str(path))
+    casts = []
+    for tensor in list(graph.graph.initializer):
+        if tensor.data_type != TensorProto.FLOAT or int(np.prod(tensor.dims)) < HALF_MIN_ELEMENTS:
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), f"{tensor.name}_float16")
+        graph.graph.initializer.remove(tensor)
+        graph.graph.initializer.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [tensor.name], to=TensorProto.FLOAT))
+    nodes = casts + list(graph.graph.node)
+    del graph.graph.node[:]
+    graph.graph.node.extend(nodes)
+    onnx.save(graph, str(path))
 
 
 def write_onnx_metadata(path: Path, properties: dict[str, str]) -> None:

@@ -3,6 +3,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
 
 from model.face_model import FaceReconstruction  # noqa: E402
 from model.onnx_metadata import ModelMetadata  # noqa: E402
@@ -24,6 +25,25 @@ def test_onnx_matches_pytorch_on_every_output(face_model, onnx_model):
             unit = {"vertices_2d": size, "landmarks_2d": size, "landmarks_3d": size, "euler_degrees": 180.0,
                     "scale": face_model.config.base_scale}.get(name, 1.0)
             assert np.abs(got - want).max() / unit < 1e-4, name
+
+
+def test_half_weights_halve_the_file_and_keep_the_outputs(face_model, onnx_model, tmp_path):
+    from training.export_onnx import export_onnx
+
+    half = tmp_path / "half.onnx"
+    export_onnx(face_model, half, trained=False, half_weights=True)
+    assert half.stat().st_size < 0.55 * onnx_model.stat().st_size
+    images = np.random.default_rng(0).random((2, 3, face_model.image_size, face_model.image_size), dtype=np.float32)
+    full_out = ort.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"]).run(None, {"image": images})
+    half_out = ort.InferenceSession(str(half), providers=["CPUExecutionProvider"]).run(None, {"image": images})
+    for name, a, b in zip(FaceReconstruction.OUTPUT_NAMES, full_out, half_out):
+        assert a.dtype == b.dtype == np.float32, name
+        unit = {"vertices_2d": face_model.image_size, "landmarks_2d": face_model.image_size,
+                "landmarks_3d": face_model.image_size, "euler_degrees": 180.0,
+                "scale": face_model.config.base_scale}.get(name, 1.0)
+        assert np.abs(a - b).max() / unit < 5e-3, name
+    properties = {p.key: p.value for p in onnx.load(str(half)).metadata_props}
+    assert ModelMetadata.from_properties(properties).num_vertices == face_model.faces.max() + 1
 
 
 def test_metadata_travels_with_the_graph(face_model, onnx_model, topology):
