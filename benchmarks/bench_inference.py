@@ -8,6 +8,7 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -17,26 +18,14 @@ from model.inference import DEFAULT_MODEL, FaceReconstructor
 from model.onnx_metadata import ModelMetadata
 
 
-def time_session(session: ort.InferenceSession, batch: np.ndarray, repeats: int) -> float:
+def median_seconds(call: Callable[[], object], repeats: int) -> float:
     """Median seconds per call after a warm-up."""
     for _ in range(5):
-        session.run(None, {"image": batch})
+        call()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
-        session.run(None, {"image": batch})
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
-def time_run(reconstructor: FaceReconstructor, crops: np.ndarray, repeats: int) -> float:
-    """Median seconds of reconstructor.run(crops) after a warm-up (network + output merging)."""
-    for _ in range(5):
-        reconstructor.run(crops)
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        reconstructor.run(crops)
+        call()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
 
@@ -61,12 +50,13 @@ def main() -> None:
         session = ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"])
         for batch_size in (1, 8):
             batch = rng.random((batch_size, 3, meta.input_size, meta.input_size), dtype=np.float32)
-            seconds = time_session(session, batch, args.repeats)
+            seconds = median_seconds(lambda: session.run(None, {"image": batch}), args.repeats)
             print(f"onnxruntime {ort.__version__} CPU threads={threads} batch={batch_size}: "
                   f"{seconds * 1e3 / batch_size:.2f} ms/face ({seconds * 1e3:.2f} ms/batch)")
     crops = rng.integers(0, 256, (1, meta.input_size, meta.input_size, 3), dtype=np.uint8)
     for mirror_average in (False, True):
-        seconds = time_run(FaceReconstructor(args.model, mirror_average=mirror_average), crops, args.repeats)
+        reconstructor = FaceReconstructor(args.model, mirror_average=mirror_average)
+        seconds = median_seconds(lambda: reconstructor.run(crops), args.repeats)
         print(f"FaceReconstructor.run, one face, mirror_average={mirror_average}: {seconds * 1e3:.2f} ms")
 
 

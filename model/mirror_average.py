@@ -19,6 +19,7 @@ import numpy as np
 from model.topology import FaceTopology
 
 VERTEX_OUTPUTS = ("neutral_vertices", "expressive_vertices", "posed_vertices")
+LANDMARK_OUTPUTS = ("landmarks_2d", "landmarks_3d")  # read off the vertices, not averaged themselves
 SH_ODD_IN_X = (3, 4, 7)  # model.appearance.sh_basis terms x, xy and xz
 FLIP_X = np.array([-1.0, 1.0, 1.0], dtype=np.float32)
 
@@ -47,7 +48,8 @@ def average_with_mirror(out: dict[str, np.ndarray], mirrored_crop_out: dict[str,
     landmarks are read off the averaged vertices, as the network does.
     """
     mirrored = mirror_outputs(mirrored_crop_out, topology, size)
-    mean = {name: ((out[name] + mirrored[name]) / 2.0).astype(out[name].dtype) for name in mirrored}
+    mean = {name: ((out[name] + mirrored[name]) / 2.0).astype(out[name].dtype)
+            for name in mirrored if name not in LANDMARK_OUTPUTS}
     left, _, right = np.linalg.svd(mean["rotation"])
     sign = np.sign(np.linalg.det(left @ right))
     left[:, :, -1] *= sign[:, None]

@@ -9,6 +9,13 @@ from model.face_model import FaceReconstruction  # noqa: E402
 from model.onnx_metadata import ModelMetadata  # noqa: E402
 
 
+def _unit(name: str, face_model) -> float:
+    """Scale of an output for unit-scale comparisons: pixels and degrees are divided by their range."""
+    size = face_model.image_size
+    return {"vertices_2d": size, "landmarks_2d": size, "landmarks_3d": size, "euler_degrees": 180.0,
+            "scale": face_model.config.base_scale}.get(name, 1.0)
+
+
 def test_onnx_matches_pytorch_on_every_output(face_model, onnx_model):
     session = ort.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == list(FaceReconstruction.OUTPUT_NAMES)
@@ -21,10 +28,7 @@ def test_onnx_matches_pytorch_on_every_output(face_model, onnx_model):
         for name, got in zip(FaceReconstruction.OUTPUT_NAMES, outputs):
             want = getattr(expected, name).numpy()
             assert got.shape == want.shape, name
-            # Unit-scale comparison: pixels and degrees are divided by their range.
-            unit = {"vertices_2d": size, "landmarks_2d": size, "landmarks_3d": size, "euler_degrees": 180.0,
-                    "scale": face_model.config.base_scale}.get(name, 1.0)
-            assert np.abs(got - want).max() / unit < 1e-4, name
+            assert np.abs(got - want).max() / _unit(name, face_model) < 1e-4, name
 
 
 def test_half_weights_halve_the_file_and_keep_the_outputs(face_model, onnx_model, tmp_path):
@@ -38,10 +42,7 @@ def test_half_weights_halve_the_file_and_keep_the_outputs(face_model, onnx_model
     half_out = ort.InferenceSession(str(half), providers=["CPUExecutionProvider"]).run(None, {"image": images})
     for name, a, b in zip(FaceReconstruction.OUTPUT_NAMES, full_out, half_out):
         assert a.dtype == b.dtype == np.float32, name
-        unit = {"vertices_2d": face_model.image_size, "landmarks_2d": face_model.image_size,
-                "landmarks_3d": face_model.image_size, "euler_degrees": 180.0,
-                "scale": face_model.config.base_scale}.get(name, 1.0)
-        assert np.abs(a - b).max() / unit < 5e-3, name
+        assert np.abs(a - b).max() / _unit(name, face_model) < 5e-3, name
     properties = {p.key: p.value for p in onnx.load(str(half)).metadata_props}
     assert ModelMetadata.from_properties(properties).num_vertices == face_model.faces.max() + 1
 
