@@ -40,7 +40,7 @@ class FaceReconstruction:
     expressive_vertices: torch.Tensor  # (B, V, 3) metres: identity + expression, frontal
     posed_vertices: torch.Tensor  # (B, V, 3) NDC
     vertices_2d: torch.Tensor  # (B, V, 2) crop pixels
-    landmarks_2d: torch.Tensor  # (B, 68, 2) crop pixels
+    landmarks_2d: torch.Tensor  # (B, 68, 2) crop pixels: each landmark vertex plus its calibrated offset, posed
     landmarks_3d: torch.Tensor  # (B, 68, 3) crop pixels x, y and depth z in pixel units (larger nearer)
     rotation: torch.Tensor  # (B, 3, 3)
     euler_degrees: torch.Tensor  # (B, 3) yaw, pitch, roll
@@ -78,6 +78,9 @@ class FaceReconstructionModel(nn.Module):
         self.albedo_decoder = VertexDecoder(enc.albedo_dim, config.decoder_hidden, upsampler)
         self.register_buffer("faces", torch.as_tensor(topology.faces), persistent=False)
         self.register_buffer("landmark_vertices", torch.as_tensor(topology.landmarks68), persistent=False)
+        # (68, 3) metres in the model frame from each landmark's vertex to the landmark: zero until
+        # `facerecon calibrate-landmarks` fits them in the exported graph (training.landmark_calibration).
+        self.register_buffer("landmark_offsets", torch.zeros(len(topology.landmarks68), 3), persistent=False)
 
     @property
     def image_size(self) -> int:
@@ -93,8 +96,9 @@ class FaceReconstructionModel(nn.Module):
         scale = self.config.base_scale * torch.exp(codes.pose[:, 9])
         posed = pose_transform(expressive, rotation, translation, scale)
         vertices_2d = project_to_pixels(posed, size)
-        landmarks_posed = posed[:, self.landmark_vertices]
-        landmarks_2d = vertices_2d[:, self.landmark_vertices]
+        landmarks = expressive[:, self.landmark_vertices] + self.landmark_offsets
+        landmarks_posed = pose_transform(landmarks, rotation, translation, scale)
+        landmarks_2d = project_to_pixels(landmarks_posed, size)
         return FaceReconstruction(
             neutral_vertices=neutral,
             expressive_vertices=expressive,

@@ -7,7 +7,8 @@ dev, see the README's model card) for one more crop per network run. Outputs are
 (see :class:`model.face_model.FaceReconstruction`), each (B, ...) over B crops of S x S pixels.
 
 Mirroring about the crop's vertical centre line maps, per output: vertices (frontal metres and
-crop NDC) x -> -x with the left/right vertex permutation; crop pixels x -> S - x; a rotation R
+crop NDC) x -> -x with the left/right vertex permutation; crop pixels x -> S - x, landmarks
+with the left/right landmark permutation; a rotation R
 -> F R F with F = diag(-1, 1, 1), i.e. yaw and roll change sign; translation x -> -x; per-vertex
 albedo is permuted; the spherical-harmonics light terms odd in x change sign.
 """
@@ -19,7 +20,6 @@ import numpy as np
 from model.topology import FaceTopology
 
 VERTEX_OUTPUTS = ("neutral_vertices", "expressive_vertices", "posed_vertices")
-LANDMARK_OUTPUTS = ("landmarks_2d", "landmarks_3d")  # read off the vertices, not averaged themselves
 SH_ODD_IN_X = (3, 4, 7)  # model.appearance.sh_basis terms x, xy and xz
 FLIP_X = np.array([-1.0, 1.0, 1.0], dtype=np.float32)
 
@@ -29,6 +29,9 @@ def mirror_outputs(out: dict[str, np.ndarray], topology: FaceTopology, size: int
     mirror = topology.mirror
     mirrored = {name: out[name][:, mirror] * FLIP_X for name in VERTEX_OUTPUTS}
     mirrored["vertices_2d"] = out["vertices_2d"][:, mirror] * FLIP_X[:2] + np.array([size, 0.0], np.float32)
+    partner = topology.landmark_mirror
+    mirrored["landmarks_2d"] = out["landmarks_2d"][:, partner] * FLIP_X[:2] + np.array([size, 0.0], np.float32)
+    mirrored["landmarks_3d"] = out["landmarks_3d"][:, partner] * FLIP_X + np.array([size, 0.0, 0.0], np.float32)
     mirrored["rotation"] = out["rotation"] * FLIP_X[:, None] * FLIP_X[None, :]
     mirrored["euler_degrees"] = out["euler_degrees"] * np.array([-1.0, 1.0, -1.0], np.float32)  # yaw, pitch, roll
     mirrored["translation"] = out["translation"] * FLIP_X
@@ -37,30 +40,21 @@ def mirror_outputs(out: dict[str, np.ndarray], topology: FaceTopology, size: int
     lighting = out["lighting"].copy()
     lighting[:, list(SH_ODD_IN_X)] *= -1.0
     mirrored["lighting"] = lighting
-    return _with_landmarks(mirrored, topology, size)
+    return mirrored
 
 
 def average_with_mirror(out: dict[str, np.ndarray], mirrored_crop_out: dict[str, np.ndarray],
                         topology: FaceTopology, size: int) -> dict[str, np.ndarray]:
     """Mean of the outputs for crops (B, ...) and those for the same crops mirrored (B, ...).
 
-    Rotations are averaged, then projected back onto the rotations (the nearest one, by SVD);
-    landmarks are read off the averaged vertices, as the network does.
+    Rotations are averaged, then projected back onto the rotations (the nearest one, by SVD).
     """
     mirrored = mirror_outputs(mirrored_crop_out, topology, size)
     mean = {name: ((out[name] + mirrored[name]) / 2.0).astype(out[name].dtype)
-            for name in mirrored if name not in LANDMARK_OUTPUTS}
+            for name in mirrored}
     left, _, right = np.linalg.svd(mean["rotation"])
     sign = np.sign(np.linalg.det(left @ right))
     left[:, :, -1] *= sign[:, None]
     mean["rotation"] = (left @ right).astype(out["rotation"].dtype)
-    return _with_landmarks(mean, topology, size)
+    return mean
 
-
-def _with_landmarks(out: dict[str, np.ndarray], topology: FaceTopology, size: int) -> dict[str, np.ndarray]:
-    """Add the 68 landmarks (B, 68, 2) and (B, 68, 3) read off the vertices, as the network gives them."""
-    landmarks = topology.landmarks68
-    out["landmarks_2d"] = out["vertices_2d"][:, landmarks]
-    out["landmarks_3d"] = np.concatenate(
-        [out["landmarks_2d"], out["posed_vertices"][:, landmarks, 2:] * (size / 2.0)], axis=-1)
-    return out

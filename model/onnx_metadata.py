@@ -22,6 +22,7 @@ class ModelMetadata:
     training_steps: int
     num_vertices: int
     num_faces: int
+    landmark_calibration: str = "none"  # what the landmark offsets were fitted on (training.landmark_calibration)
     input_range: str = "rgb float32 in [0, 1], NCHW"
     format_version: str = "1"
 

@@ -90,6 +90,12 @@ class FaceTopology:
         return sizes
 
     @property
+    def landmark_mirror(self) -> np.ndarray:
+        """(68,) int64: the landmark each of the 68 becomes in the mirror image."""
+        position = {int(v): i for i, v in enumerate(self.landmarks68)}
+        return np.array([position[int(self.mirror[v])] for v in self.landmarks68], dtype=np.int64)
+
+    @property
     def region_names(self) -> tuple[str, ...]:
         return REGION_NAMES
 

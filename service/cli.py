@@ -187,6 +187,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate_landmarks(args: argparse.Namespace) -> int:
+    import json
+
+    from model.inference import FaceReconstructor
+    from training.landmark_calibration import calibrate, collect_samples, read_offsets, write_calibrated_model
+
+    try:
+        reconstructor = FaceReconstructor(args.model)
+        samples = collect_samples(args.aflw2000, reconstructor)
+        report = calibrate(samples, reconstructor.topology, read_offsets(args.model), args.folds, args.seed)
+        source = args.source or f"{args.aflw2000.name} ({len(samples)} images)"
+        write_calibrated_model(args.model, report.offsets, args.out, source)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    print(json.dumps({"images": len(samples), "folds": report.folds, "uncalibrated": report.uncalibrated,
+                      "before": report.before, "in_sample": report.in_sample, "held_out": report.held_out}))
+    print(f"wrote {args.out} (landmark calibration: {source})", file=sys.stderr)
+    return 0
+
+
 def cmd_build_detector(args: argparse.Namespace) -> int:
     from training.detector_convert import build_detector, metadata_json
 
@@ -318,6 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first convert the original release (images + .mat) from ORIG into DIR")
     ev.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ev.set_defaults(func=cmd_evaluate)
+
+    cal = sub.add_parser("calibrate-landmarks",
+                         help="fit where the 68 landmarks sit on the mesh to 3D-annotated images (AFLW2000-3D layout)")
+    cal.add_argument("--aflw2000", type=Path, required=True, metavar="DIR", help="DIR/images and DIR/gt.npz")
+    cal.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx to calibrate")
+    cal.add_argument("--out", type=Path, required=True, help="where to write the calibrated .onnx (may be --model)")
+    cal.add_argument("--folds", type=int, default=10, help="folds of the held-out figure (each image scored by a "
+                                                           "fit without its fold)")
+    cal.add_argument("--source", help="how the metadata names the calibration data (default: DIR's name and count)")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.set_defaults(func=cmd_calibrate_landmarks)
 
     det = sub.add_parser("build-detector", help="convert MediaPipe's BlazeFace face detector to ONNX")
     det.add_argument("--source", choices=("short", "full", "both"), default="both",

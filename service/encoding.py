@@ -98,6 +98,7 @@ def reconstruction_json(rec: ImageReconstruction, space: MeshSpace, topology: Fa
             yaw=round(yaw, 2), pitch=round(pitch, 2), roll=round(roll, 2),
             landmarks_2d=_rounded(face.result.landmarks_2d, 2),
             landmarks_3d=_rounded(face.result.landmarks_3d, 2),
+            metres_per_pixel=float(f"{face.result.metres_per_pixel:.6g}"),
             vertices=_rounded(face_vertices(face, space, rec.size), 5) if include_mesh else None,
             triangles=topology.faces.tolist() if include_mesh else None,
         ))

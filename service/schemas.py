@@ -62,6 +62,8 @@ class FaceJSON(BaseModel):
     roll: float = Field(description="degrees, positive: the head tilts to the subject's left")
     landmarks_2d: list[list[float]] = Field(description="(68, 2) iBUG 68-point landmarks, pixels")
     landmarks_3d: list[list[float]] = Field(description="(68, 3) x, y in pixels and depth in pixels (larger: nearer)")
+    metres_per_pixel: float = Field(description="size of one photo pixel on the face: image-space vertices are "
+                                                "(x - width/2, height/2 - y, depth) in pixels times this")
     vertices: list[list[float]] | None = Field(None, description="(V, 3) mesh vertices in metres in the requested space (include_mesh=true)")
     triangles: list[list[int]] | None = Field(None, description="(F, 3) vertex indices, counter-clockwise seen from outside (include_mesh=true)")
 

@@ -139,7 +139,7 @@ def draw_overlay(image: np.ndarray, face: FaceResult, truth: np.ndarray, topolog
     radius = max(1.5, canvas.width / 250)
     for x, y in truth[:, :2]:
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(40, 255, 40, 230))
-    for x, y in face.image_points[topology.landmarks68, :2]:
+    for x, y in face.landmarks_2d:
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(255, 40, 40, 230))
     return canvas
 
@@ -181,7 +181,7 @@ def evaluate_aflw(root: Path, reconstructor: FaceReconstructor, *, boxes: str = 
                 (first,) = reconstructor.reconstruct(image, [box])
                 box = landmark_box(first)
         (face,) = reconstructor.reconstruct(image, [box])
-        predicted = face.image_points[topology.landmarks68]
+        predicted = face.landmarks_3d
         e2, e3 = nme(predicted, sample.points)
         errors_2d.append(e2)
         errors_3d.append(e3)

@@ -16,6 +16,7 @@ from model.onnx_metadata import ModelMetadata
 
 OPSET = 17
 HALF_MIN_ELEMENTS = 1024  # smaller float tensors (biases, constants) stay float32
+LANDMARK_OFFSETS = "landmark_offsets"  # (68, 3) initializer that `facerecon calibrate-landmarks` rewrites
 
 
 class _TupleOutputs(nn.Module):
@@ -57,6 +58,7 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
         dynamo=False,
     )
     model.train(was_training)
+    name_landmark_offsets(out, model.landmark_offsets.detach().cpu().numpy())
     metadata = ModelMetadata(
         topology_version=model.topology_version,
         input_size=size,
@@ -69,6 +71,25 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
         store_weights_as_float16(out)
     write_onnx_metadata(out, metadata.to_properties())
     return metadata
+
+
+def name_landmark_offsets(path: Path, offsets: np.ndarray) -> None:
+    """Turn the exporter's anonymous constant holding the landmark offsets (68, 3) into the
+    initializer :data:`LANDMARK_OFFSETS`, so that a calibration can find and replace it."""
+    graph = onnx.load(str(path))
+    found = [node for node in graph.graph.node if node.op_type == "Constant"
+             and list(numpy_helper.to_array(node.attribute[0].t).shape) == list(offsets.shape)
+             and np.array_equal(numpy_helper.to_array(node.attribute[0].t), offsets)]
+    if len(found) != 1:
+        raise RuntimeError(f"expected one landmark-offset constant in the exported graph, found {len(found)}")
+    (node,) = found
+    for consumer in graph.graph.node:
+        for k, name in enumerate(consumer.input):
+            if name == node.output[0]:
+                consumer.input[k] = LANDMARK_OFFSETS
+    graph.graph.initializer.append(numpy_helper.from_array(offsets.astype(np.float32), LANDMARK_OFFSETS))
+    graph.graph.node.remove(node)
+    onnx.save(graph, str(path))
 
 
 def store_weights_as_float16(path: Path) -> None:

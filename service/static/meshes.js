@@ -1,49 +1,9 @@
 // The API's JSON faces -> what the viewer draws: positions, normals, photo UVs, triangles, edges.
 //
-// Image-space vertices are photo pixels times a per-face metres-per-pixel scale (origin at the
-// photo centre, +Y up). The API does not send that scale, but the 68 landmarks are mesh vertices,
-// so it is found here as the one scale that puts every landmark onto a vertex.
+// Image-space vertices are photo pixels times each face's `metres_per_pixel` (origin at the
+// photo centre, +Y up), as the API sends it.
 
 const SIDE_BY_SIDE_GAP = 0.2; // metres between faces shown frontal, as in the API's mesh files
-const RAY_TOLERANCE = 2e-4; // metres: how far off a landmark's ray a candidate vertex may lie
-
-/** Landmarks in metres-per-pixel units: pixel offsets from the photo centre, y up. */
-function centredLandmarks(landmarks, width, height) {
-  return landmarks.map(([x, y]) => [x - width / 2, height / 2 - y]);
-}
-
-/** Squared distance from (x, y) to the nearest vertex, in the xy plane. */
-function nearestSquared(vertices, x, y) {
-  let best = Infinity;
-  for (const [vx, vy] of vertices) best = Math.min(best, (vx - x) ** 2 + (vy - y) ** 2);
-  return best;
-}
-
-/** Metres per photo pixel of one face in image space.
- *
- * The landmark farthest from the photo centre fixes a ray from the origin; each vertex on that
- * ray gives a candidate scale, and the candidate that lands all 68 landmarks nearest to vertices
- * wins. */
-function metresPerPixel(vertices, landmarks, width, height) {
-  const offsets = centredLandmarks(landmarks, width, height);
-  const [ax, ay] = offsets.reduce((far, p) => (Math.hypot(...p) > Math.hypot(...far) ? p : far));
-  const length = Math.hypot(ax, ay);
-  const [ux, uy] = [ax / length, ay / length];
-  let best = { scale: NaN, error: Infinity };
-  for (const [vx, vy] of vertices) {
-    const along = vx * ux + vy * uy;
-    if (along <= 0 || Math.abs(vx * uy - vy * ux) > RAY_TOLERANCE) continue;
-    const scale = along / length;
-    let error = 0;
-    for (const [px, py] of offsets) {
-      error += nearestSquared(vertices, px * scale, py * scale);
-      if (error >= best.error) break;
-    }
-    if (error < best.error) best = { scale, error };
-  }
-  if (!(best.scale > 0)) throw new Error("could not line the mesh up with the photo");
-  return best.scale;
-}
 
 /** Area-weighted unit vertex normals (+Z where a vertex has none). */
 function vertexNormals(positions, triangles) {
@@ -94,7 +54,7 @@ function photoUvs(vertices, scale, width, height) {
  * `scale` being the first face's; `faceScales` holds every face's own. */
 export function photoPlacement(imageResult) {
   const { width, height } = imageResult;
-  const faceScales = imageResult.faces.map((face) => metresPerPixel(face.vertices, face.landmarks_2d, width, height));
+  const faceScales = imageResult.faces.map((face) => face.metres_per_pixel);
   return { width, height, scale: faceScales[0], faceScales };
 }
 

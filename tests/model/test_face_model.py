@@ -39,13 +39,39 @@ def test_untrained_model_starts_from_the_template_facing_the_camera(topology):
     assert 0 < xy.min() and xy.max() < model.image_size
 
 
-def test_expression_decoder_reads_the_identity_shape(face_model, topology):
-    decoder = face_model.expression_decoder
-    expression = torch.randn(1, face_model.config.encoder.expression_dim)
+def test_landmark_offsets_move_the_landmarks_in_the_face_frame(topology):
+    """On the untrained model's frontal face, an offset back (-z) moves a landmark in depth only,
+    and one to the subject's left (+x) moves it right in the crop by offset x scale pixels."""
+    torch.manual_seed(0)
+    model = FaceReconstructionModel(topology).eval()
+    images = torch.rand(1, 3, model.image_size, model.image_size)
+    half = model.image_size / 2.0
+    with torch.no_grad():
+        plain = model(images)
+        model.landmark_offsets[:, 2] = -0.02
+        back = model(images)
+        model.landmark_offsets.zero_()
+        model.landmark_offsets[:, 0] = 0.01
+        left = model(images)
+    pixels_per_metre = float(plain.scale[0]) * half
+    torch.testing.assert_close(back.landmarks_2d, plain.landmarks_2d, atol=1e-3, rtol=0)
+    torch.testing.assert_close(back.landmarks_3d[..., 2], plain.landmarks_3d[..., 2] - 0.02 * pixels_per_metre,
+                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(left.landmarks_2d[..., 0], plain.landmarks_2d[..., 0] + 0.01 * pixels_per_metre,
+                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(left.vertices_2d, plain.vertices_2d)
+
+
+def test_expression_decoder_reads_the_identity_shape(topology):
+    torch.manual_seed(0)
+    model = FaceReconstructionModel(topology)  # its own: the shared fixture must stay as exported
+    decoder = model.expression_decoder
+    expression = torch.randn(1, model.config.encoder.expression_dim)
     template = torch.as_tensor(topology.vertices)[None]
     other = template * torch.tensor([1.1, 0.95, 1.0])
     with torch.no_grad():
         torch.nn.init.normal_(decoder.shape_encoder.weight, std=0.05)
+        torch.nn.init.normal_(decoder.offsets.mlp[-1].weight, std=0.02)  # zero-initialised output layer
         _, offsets_a = decoder(expression, template)
         _, offsets_b = decoder(expression, other)
     assert (offsets_a - offsets_b).abs().max() > 1e-6

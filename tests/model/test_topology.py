@@ -103,6 +103,14 @@ def test_landmarks68_are_mirror_consistent_and_in_their_regions(topology: FaceTo
     assert y[19] > y[37] > y[30] > y[51] > y[57] > y[8]
 
 
+def test_landmark_mirror_pairs_the_ibug_points(topology: FaceTopology):
+    partner = topology.landmark_mirror
+    assert (partner[partner] == np.arange(68)).all()
+    pairs = {0: 16, 4: 12, 17: 26, 31: 35, 36: 45, 39: 42, 48: 54, 60: 64}
+    assert all(partner[a] == b for a, b in pairs.items())
+    assert all(partner[i] == i for i in (8, 27, 30, 33, 51, 57, 62, 66))
+
+
 def test_uvs_are_an_unfolded_layout(topology: FaceTopology):
     uv = topology.uvs
     assert uv.min() >= 0.0 and uv.max() <= 1.0

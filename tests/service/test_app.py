@@ -94,6 +94,18 @@ def test_json_gives_landmarks_pose_and_optionally_the_mesh(client, photo_jpeg, p
     assert 0.1 < np.ptp(vertices[:, 0]) < 0.25  # a face about 15 cm wide
 
 
+def test_metres_per_pixel_lays_the_image_space_mesh_onto_the_photo(client, photo_jpeg, photo_box, topology):
+    body = _post(client, photo_jpeg, box=photo_box, format="json", include_mesh="true", space="image").json()
+    face = body["faces"][0]
+    vertices = np.array(face["vertices"])
+    pixels = vertices[:, :2] / face["metres_per_pixel"] * [1, -1] + [body["width"] / 2, body["height"] / 2]
+    # The chin and the inner-face landmarks sit within a few millimetres of their vertices.
+    inner = [8, *range(27, 68)]
+    landmarks = np.array(face["landmarks_2d"])[inner]
+    x1, y1, x2, y2 = (float(v) for v in photo_box.split(","))
+    assert np.abs(pixels[topology.landmarks68[inner]] - landmarks).mean() < 0.05 * (x2 - x1)
+
+
 def test_spaces_differ_as_documented(client, photo_jpeg, photo_box):
     def vertices(space: str) -> np.ndarray:
         body = _post(client, photo_jpeg, box=photo_box, format="json", include_mesh="true", space=space).json()
