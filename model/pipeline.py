@@ -57,10 +57,10 @@ def points_box(points: np.ndarray) -> Box:
     return float(x1), float(y1), float(x2), float(y2)
 
 
-def landmark_box(result: FaceResult) -> Box:
-    """The box of a reconstruction's 68 landmarks (hidden ones included), photo pixels: the box
-    the network's training crops were centred on."""
-    return points_box(result.landmarks_2d)
+def landmark_box(result: FaceResult, landmark_vertices: np.ndarray) -> Box:
+    """The box of a reconstruction's 68 landmark vertices (hidden ones included; without the
+    landmarks' calibrated offsets), photo pixels: the box the network's training crops were centred on."""
+    return points_box(result.image_points[landmark_vertices, :2])
 
 
 class FacePipeline:
@@ -108,11 +108,11 @@ class FacePipeline:
         results = self.reconstructor.results(boxes, transforms, outputs)
         return ImageReconstruction(image, [ReconstructedFace(b, s, r) for b, s, r in zip(boxes, scores, results)])
 
-    @staticmethod
-    def refined_boxes(transforms, outputs: dict[str, np.ndarray]) -> list[Box]:
-        """Second-pass boxes: the first pass's 68-landmark boxes, photo pixels."""
-        return [points_box(transform.to_image(landmarks.copy()))
-                for transform, landmarks in zip(transforms, outputs["landmarks_2d"])]
+    def refined_boxes(self, transforms, outputs: dict[str, np.ndarray]) -> list[Box]:
+        """Second-pass boxes: the first pass's 68-landmark-vertex boxes (see :func:`landmark_box`), photo pixels."""
+        landmark_vertices = self.reconstructor.topology.landmarks68
+        return [points_box(transform.to_image(vertices[landmark_vertices]))
+                for transform, vertices in zip(transforms, outputs["vertices_2d"])]
 
     def reconstruct(self, image: np.ndarray, faces: FaceSelection = "largest", box: Box | None = None) -> ImageReconstruction:
         """Every step in this thread, the faces of one image in one network batch (two passes

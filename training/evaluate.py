@@ -179,7 +179,7 @@ def evaluate_aflw(root: Path, reconstructor: FaceReconstructor, *, boxes: str = 
             box = faces[0].box
             if refine:  # as the service does with refine_crop: a second pass around the landmarks
                 (first,) = reconstructor.reconstruct(image, [box])
-                box = landmark_box(first)
+                box = landmark_box(first, topology.landmarks68)
         (face,) = reconstructor.reconstruct(image, [box])
         predicted = face.landmarks_3d
         e2, e3 = nme(predicted, sample.points)
