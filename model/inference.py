@@ -9,6 +9,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
 
 from model.crop import DEFAULT_MARGIN, CropTransform, crop_face
 from model.mirror_average import average_with_mirror
@@ -130,9 +131,12 @@ class FaceReconstructor:
                 f"no model at {model_path}: export one with `facerecon export --checkpoint CKPT --out {model_path}` "
                 "(or `make model` for an untrained placeholder)"
             )
-        self.session = ort.InferenceSession(
-            str(model_path), session_options(threads), providers=list(providers or ["CPUExecutionProvider"])
-        )
+        try:
+            self.session = ort.InferenceSession(
+                str(model_path), session_options(threads), providers=list(providers or ["CPUExecutionProvider"])
+            )
+        except (InvalidProtobuf, InvalidGraph, Fail) as err:
+            raise ValueError(f"{model_path} is not a loadable ONNX model: {err}") from None
         self.metadata = ModelMetadata.from_properties(self.session.get_modelmeta().custom_metadata_map)
         self.topology = topology or FaceTopology.load()
         if self.metadata.topology_version != self.topology.version:

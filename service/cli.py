@@ -199,7 +199,7 @@ def cmd_calibrate_landmarks(args: argparse.Namespace) -> int:
         report = calibrate(samples, reconstructor.topology, read_offsets(args.model), args.folds, args.seed)
         source = args.source or f"{args.aflw2000.name} ({len(samples)} images)"
         write_calibrated_model(args.model, report.offsets, args.out, source)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:
         raise CLIError(str(err)) from None
     print(json.dumps({"images": len(samples), "folds": report.folds, "uncalibrated": report.uncalibrated,
                       "before": report.before, "in_sample": report.in_sample, "held_out": report.held_out}))

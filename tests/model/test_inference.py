@@ -48,6 +48,18 @@ def test_missing_model_says_how_to_make_one(tmp_path):
         FaceReconstructor(tmp_path / "none.onnx")
 
 
+def test_a_file_that_is_no_onnx_model_is_a_value_error(tmp_path, capsys):
+    from service.cli import main
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not a model")
+    with pytest.raises(ValueError, match="not a loadable ONNX model"):
+        FaceReconstructor(bad)
+    assert main(["calibrate-landmarks", "--aflw2000", str(tmp_path), "--model", str(bad),
+                 "--out", str(tmp_path / "out.onnx")]) == 2
+    assert "not a loadable ONNX model" in capsys.readouterr().err
+
+
 def test_model_for_another_topology_is_refused(onnx_model, topology):
     import dataclasses
 
