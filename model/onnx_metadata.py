@@ -31,11 +31,13 @@ class ModelMetadata:
 
     @classmethod
     def from_properties(cls, props: dict[str, str]) -> "ModelMetadata":
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        """Fields with a default may be missing (exports from before the field existed)."""
         values: dict[str, object] = {}
-        for name, kind in fields.items():
-            raw = props.get(f"facerecon.{name}")
+        for field in dataclasses.fields(cls):
+            raw = props.get(f"facerecon.{field.name}")
             if raw is None:
-                raise ValueError(f"model metadata lacks facerecon.{name}: not a facerecon export")
-            values[name] = raw == "True" if kind == "bool" else int(raw) if kind == "int" else raw
+                if field.default is not dataclasses.MISSING:
+                    continue
+                raise ValueError(f"model metadata lacks facerecon.{field.name}: not a facerecon export")
+            values[field.name] = raw == "True" if field.type == "bool" else int(raw) if field.type == "int" else raw
         return cls(**values)  # type: ignore[arg-type]

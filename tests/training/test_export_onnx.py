@@ -58,6 +58,16 @@ def test_metadata_travels_with_the_graph(face_model, onnx_model, topology):
     assert opset[""] >= 17
 
 
+def test_metadata_of_earlier_exports_takes_the_newer_fields_defaults(onnx_model):
+    session = ort.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    del props["facerecon.landmark_calibration"]
+    assert ModelMetadata.from_properties(props).landmark_calibration == "none"
+    del props["facerecon.input_size"]
+    with pytest.raises(ValueError, match="lacks facerecon.input_size"):
+        ModelMetadata.from_properties(props)
+
+
 def test_metadata_rejects_foreign_models():
     with pytest.raises(ValueError, match="not a facerecon export"):
         ModelMetadata.from_properties({"producer": "someone else"})
