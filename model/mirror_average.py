@@ -7,10 +7,10 @@ dev, see the README's model card) for one more crop per network run. Outputs are
 (see :class:`model.face_model.FaceReconstruction`), each (B, ...) over B crops of S x S pixels.
 
 Mirroring about the crop's vertical centre line maps, per output: vertices (frontal metres and
-crop NDC) x -> -x with the left/right vertex permutation; crop pixels x -> S - x, landmarks
-with the left/right landmark permutation; a rotation R
--> F R F with F = diag(-1, 1, 1), i.e. yaw and roll change sign; translation x -> -x; per-vertex
-albedo is permuted; the spherical-harmonics light terms odd in x change sign.
+crop NDC) x -> -x with the left/right vertex permutation; crop pixels x -> S - x, with the vertex
+permutation for vertices and the iBUG left/right pairs for landmarks; a rotation R -> F R F with
+F = diag(-1, 1, 1), i.e. yaw and roll change sign; translation x -> -x; per-vertex albedo is
+permuted; the spherical-harmonics light terms odd in x change sign.
 """
 
 from __future__ import annotations
