@@ -22,7 +22,6 @@ from typing import Literal
 import numpy as np
 import onnx
 import torch
-from onnx import helper, numpy_helper
 from torch import nn
 
 from model.face_detector import (
@@ -37,7 +36,7 @@ from model.face_detector import (
 )
 from training.blazeface import BlazeFace, Source
 from training.detector_calibration import FITTED_CALIBRATIONS, CalibrationFit, fit_calibration
-from training.export_onnx import write_onnx_metadata
+from training.export_onnx import set_onnx_metadata, store_weights_as_float16, write_onnx_metadata
 
 log = logging.getLogger(__name__)
 
@@ -91,24 +90,6 @@ def branch_metadata(model: BlazeFace, source: Source, calibration: BoxCalibratio
     )
 
 
-def store_weights_as_float16(graph: onnx.ModelProto) -> None:
-    """Store each float32 initializer that float16 holds exactly as float16 plus a Cast back."""
-    casts = []
-    for init in graph.graph.initializer:
-        if init.data_type != onnx.TensorProto.FLOAT:
-            continue
-        values = numpy_helper.to_array(init)
-        half = values.astype(np.float16)
-        if values.size < 16 or not np.array_equal(half.astype(np.float32), values):
-            continue
-        name = init.name
-        init.CopyFrom(numpy_helper.from_array(half, f"{name}.float16"))
-        casts.append(helper.make_node("Cast", [init.name], [name], to=onnx.TensorProto.FLOAT, name=f"{name}.widen"))
-    nodes = casts + list(graph.graph.node)
-    del graph.graph.node[:]
-    graph.graph.node.extend(nodes)
-
-
 def export_detector(models: dict[Source, BlazeFace], out: str | Path,
                     calibrations: dict[Source, BoxCalibration]) -> DetectorMetadata:
     """Write ``out`` (.onnx with the metadata) and return the metadata."""
@@ -128,15 +109,15 @@ def export_detector(models: dict[Source, BlazeFace], out: str | Path,
         opset_version=OPSET,
         dynamo=False,
     )
-    graph = onnx.load(str(out))
-    store_weights_as_float16(graph)
-    onnx.save(graph, str(out))
     metadata = DetectorMetadata(
         branches=tuple(branch_metadata(m, n, calibrations[n]) for n, m in models.items()),
         source_licence=SOURCE_LICENCE,
         decoding=DECODING,
     )
-    write_onnx_metadata(out, metadata.to_properties())
+    graph = onnx.load(str(out))
+    store_weights_as_float16(graph, min_elements=16, exact_only=True)
+    set_onnx_metadata(graph, metadata.to_properties())
+    onnx.save(graph, str(out))
     return metadata
 
 

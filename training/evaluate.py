@@ -83,16 +83,20 @@ def gt_box(points: np.ndarray) -> tuple[float, float, float, float]:
     return float(x1), float(y1), float(x2), float(y2)
 
 
+def box_norm(truth: np.ndarray) -> float:
+    """The NME's normaliser: sqrt(w * h) of the box of the true points (68, 2 or 3)."""
+    x1, y1, x2, y2 = gt_box(truth)
+    return math.sqrt((x2 - x1) * (y2 - y1))
+
+
 def point_errors(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """(68, 3) predicted and true points -> (68,) 2D distances as fractions of sqrt(box area)."""
-    x1, y1, x2, y2 = gt_box(truth)
-    return np.linalg.norm(predicted[:, :2] - truth[:, :2], axis=1) / math.sqrt((x2 - x1) * (y2 - y1))
+    return np.linalg.norm(predicted[:, :2] - truth[:, :2], axis=1) / box_norm(truth)
 
 
 def nme(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(68, 3) predicted and true points -> (2D NME, 3D NME) as fractions of sqrt(box area)."""
-    x1, y1, x2, y2 = gt_box(truth)
-    norm = math.sqrt((x2 - x1) * (y2 - y1))
+    norm = box_norm(truth)
     centred_p = predicted - np.array([0, 0, predicted[:, 2].mean()])
     centred_t = truth - np.array([0, 0, truth[:, 2].mean()])
     error_3d = np.linalg.norm(centred_p - centred_t, axis=1).mean() / norm

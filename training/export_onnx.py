@@ -58,7 +58,6 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
         dynamo=False,
     )
     model.train(was_training)
-    name_landmark_offsets(out, model.landmark_offsets.detach().cpu().numpy())
     metadata = ModelMetadata(
         topology_version=model.topology_version,
         input_size=size,
@@ -67,19 +66,25 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
         num_vertices=int(model.faces.max()) + 1,
         num_faces=int(model.faces.shape[0]),
     )
+    graph = onnx.load(str(out))
+    name_landmark_offsets(graph, model.landmark_offsets.detach().cpu().numpy())
     if half_weights:
-        store_weights_as_float16(out)
-    write_onnx_metadata(out, metadata.to_properties())
+        store_weights_as_float16(graph, min_elements=HALF_MIN_ELEMENTS, exact_only=False)
+    set_onnx_metadata(graph, metadata.to_properties())
+    onnx.save(graph, str(out))
     return metadata
 
 
-def name_landmark_offsets(path: Path, offsets: np.ndarray) -> None:
+def name_landmark_offsets(graph: onnx.ModelProto, offsets: np.ndarray) -> None:
     """Turn the exporter's anonymous constant holding the landmark offsets (68, 3) into the
     initializer :data:`LANDMARK_OFFSETS`, so that a calibration can find and replace it."""
-    graph = onnx.load(str(path))
-    found = [node for node in graph.graph.node if node.op_type == "Constant"
-             and list(numpy_helper.to_array(node.attribute[0].t).shape) == list(offsets.shape)
-             and np.array_equal(numpy_helper.to_array(node.attribute[0].t), offsets)]
+    def holds_offsets(node: onnx.NodeProto) -> bool:
+        if node.op_type != "Constant":
+            return False
+        value = numpy_helper.to_array(node.attribute[0].t)
+        return value.shape == offsets.shape and np.array_equal(value, offsets)
+
+    found = [node for node in graph.graph.node if holds_offsets(node)]
     if len(found) != 1:
         raise RuntimeError(f"expected one landmark-offset constant in the exported graph, found {len(found)}")
     (node,) = found
@@ -89,34 +94,40 @@ def name_landmark_offsets(path: Path, offsets: np.ndarray) -> None:
                 consumer.input[k] = LANDMARK_OFFSETS
     graph.graph.initializer.append(numpy_helper.from_array(offsets.astype(np.float32), LANDMARK_OFFSETS))
     graph.graph.node.remove(node)
-    onnx.save(graph, str(path))
 
 
-def store_weights_as_float16(path: Path) -> None:
-    """Rewrite the ONNX file at ``path`` with its float32 weight tensors stored as float16, each
-    read through a Cast to float32 under its old name (ONNX Runtime folds the casts at load)."""
-    graph = onnx.load(str(path))
+def store_weights_as_float16(graph: onnx.ModelProto, *, min_elements: int, exact_only: bool) -> None:
+    """Store float32 initializers of at least ``min_elements`` values as float16, each read through
+    a Cast back to float32 under its old name (ONNX Runtime folds the casts at load). With
+    ``exact_only`` only those that float16 holds exactly (a lossless file)."""
     casts = []
-    for tensor in list(graph.graph.initializer):
-        if tensor.data_type != TensorProto.FLOAT or int(np.prod(tensor.dims)) < HALF_MIN_ELEMENTS:
+    for init in graph.graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
             continue
-        half = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), f"{tensor.name}_float16")
-        graph.graph.initializer.remove(tensor)
-        graph.graph.initializer.append(half)
-        casts.append(helper.make_node("Cast", [half.name], [tensor.name], to=TensorProto.FLOAT))
+        values = numpy_helper.to_array(init)
+        half = values.astype(np.float16)
+        if values.size < min_elements or (exact_only and not np.array_equal(half.astype(np.float32), values)):
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(half, f"{name}.float16"))
+        casts.append(helper.make_node("Cast", [init.name], [name], to=TensorProto.FLOAT, name=f"{name}.widen"))
     nodes = casts + list(graph.graph.node)
     del graph.graph.node[:]
     graph.graph.node.extend(nodes)
-    onnx.save(graph, str(path))
+
+
+def set_onnx_metadata(graph: onnx.ModelProto, properties: dict[str, str]) -> None:
+    """Check ``graph`` and replace its metadata_props with ``properties``."""
+    onnx.checker.check_model(graph)
+    del graph.metadata_props[:]
+    for key, value in properties.items():
+        graph.metadata_props.add(key=key, value=value)
 
 
 def write_onnx_metadata(path: Path, properties: dict[str, str]) -> None:
     """Check the ONNX file at ``path`` and replace its metadata_props with ``properties``."""
     graph = onnx.load(str(path))
-    onnx.checker.check_model(graph)
-    del graph.metadata_props[:]
-    for key, value in properties.items():
-        graph.metadata_props.add(key=key, value=value)
+    set_onnx_metadata(graph, properties)
     onnx.save(graph, str(path))
 
 

@@ -16,7 +16,6 @@ fitted without it: the calibration's accuracy on images it has not seen.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +26,8 @@ from onnx import numpy_helper
 from model.inference import FaceReconstructor
 from model.onnx_metadata import ModelMetadata
 from model.topology import FaceTopology
-from training.evaluate import gt_box, load_aflw, nme, point_errors, summarise
-from training.export_onnx import LANDMARK_OFFSETS, write_onnx_metadata
+from training.evaluate import box_norm, gt_box, load_aflw, nme, point_errors, summarise
+from training.export_onnx import LANDMARK_OFFSETS, set_onnx_metadata
 
 IRLS_ITERATIONS = 6
 MIN_DISTANCE = 1e-4  # NME units: caps an IRLS weight
@@ -39,7 +38,7 @@ class CalibrationSample:
     """One annotated face as the current model sees it (photo pixels)."""
 
     landmarks: np.ndarray  # (68, 3) the model's landmarks: x, y and depth (larger nearer)
-    jacobian: np.ndarray  # (68, 3, 3) landmark change per metre of offset, model frame
+    jacobian: np.ndarray  # (3, 3) change of every landmark (x, y, depth) per metre of its offset, model frame
     truth: np.ndarray  # (68, 3) annotated x, y, z
     yaw_deg: float
 
@@ -66,9 +65,7 @@ def collect_samples(root: Path, reconstructor: FaceReconstructor) -> list[Calibr
         pixels_per_metre = face.scale * face.crop.side / 2.0
         # posed = scale * R @ v + t; pixel x follows +x, pixel y follows -y, depth follows +z.
         jacobian = pixels_per_metre * face.rotation * np.array([1.0, -1.0, 1.0])[:, None]
-        samples.append(CalibrationSample(face.landmarks_3d.astype(np.float64),
-                                         np.broadcast_to(jacobian, (68, 3, 3)).copy(),
-                                         sample.points, sample.yaw_deg))
+        samples.append(CalibrationSample(face.landmarks_3d.astype(np.float64), jacobian, sample.points, sample.yaw_deg))
     return samples
 
 
@@ -95,8 +92,8 @@ def fit_offsets(samples: list[CalibrationSample], basis: np.ndarray) -> np.ndarr
     normalised 2D distance to the annotations."""
     rows, targets = [], []
     for s in samples:
-        norm = _box_norm(s.truth)
-        rows.append(np.einsum("kab,pkb->kap", s.jacobian[:, :2], basis).reshape(-1, len(basis)) / norm)
+        norm = box_norm(s.truth)
+        rows.append(np.einsum("ab,pkb->kap", s.jacobian[:2], basis).reshape(-1, len(basis)) / norm)
         targets.append(((s.truth[:, :2] - s.landmarks[:, :2]) / norm).reshape(-1))
     a, b = np.concatenate(rows), np.concatenate(targets)
     weights = np.ones(len(b) // 2)
@@ -112,7 +109,7 @@ def figures(samples: list[CalibrationSample], offsets: list[np.ndarray]) -> dict
     """Evaluate-style figures with ``offsets[i]`` (68, 3) added to sample i's landmarks."""
     errors_2d, errors_3d, points = [], [], []
     for s, offset in zip(samples, offsets):
-        predicted = s.landmarks + np.einsum("kab,kb->ka", s.jacobian, offset)
+        predicted = s.landmarks + offset @ s.jacobian.T
         e2, e3 = nme(predicted, s.truth)
         errors_2d.append(e2)
         errors_3d.append(e3)
@@ -129,8 +126,7 @@ def calibrate(samples: list[CalibrationSample], topology: FaceTopology, current:
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
     folds = min(folds, len(samples))
-    uncalibrated = [dataclasses.replace(s, landmarks=s.landmarks - np.einsum("kab,kb->ka", s.jacobian, current))
-                    for s in samples]
+    uncalibrated = [dataclasses.replace(s, landmarks=s.landmarks - current @ s.jacobian.T) for s in samples]
     basis = symmetric_basis(topology)
     offsets = fit_offsets(uncalibrated, basis)
     fold_of = np.random.default_rng(seed).permutation(len(samples)) % folds
@@ -161,11 +157,11 @@ def write_calibrated_model(model_path: Path, offsets: np.ndarray, out: Path, sou
     graph = onnx.load(str(model_path))
     tensor = _offsets_initializer(graph)
     tensor.CopyFrom(numpy_helper.from_array(offsets.astype(np.float32), LANDMARK_OFFSETS))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(graph, str(out))
     properties = {p.key: p.value for p in graph.metadata_props}
     metadata = dataclasses.replace(ModelMetadata.from_properties(properties), landmark_calibration=source)
-    write_onnx_metadata(out, metadata.to_properties())
+    set_onnx_metadata(graph, metadata.to_properties())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(graph, str(out))
 
 
 def _offsets_initializer(graph: onnx.ModelProto) -> onnx.TensorProto:
@@ -174,7 +170,3 @@ def _offsets_initializer(graph: onnx.ModelProto) -> onnx.TensorProto:
             return tensor
     raise ValueError(f"the model has no {LANDMARK_OFFSETS!r} tensor: re-export it with this version of facerecon")
 
-
-def _box_norm(points: np.ndarray) -> float:
-    x1, y1, x2, y2 = gt_box(points)
-    return math.sqrt((x2 - x1) * (y2 - y1))

@@ -38,9 +38,8 @@ def _samples(true_offsets: np.ndarray, count: int, noise_px: float, seed: int = 
     for yaw in np.linspace(-85, 85, count):
         pixels_per_metre = rng.uniform(800, 1500)
         jacobian = pixels_per_metre * _rotation(yaw, rng.uniform(-20, 20)) * np.array([1.0, -1.0, 1.0])[:, None]
-        jacobian = np.broadcast_to(jacobian, (68, 3, 3)).copy()
         landmarks = np.concatenate([rng.uniform(100, 300, (68, 2)), rng.normal(0, 20, (68, 1))], axis=1)
-        truth = landmarks + np.einsum("kab,kb->ka", jacobian, true_offsets)
+        truth = landmarks + true_offsets @ jacobian.T
         truth[:, :2] += rng.normal(0, noise_px, (68, 2))
         samples.append(CalibrationSample(landmarks, jacobian, truth, float(yaw)))
     return samples
