@@ -22,8 +22,9 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from model.face_detector import DEFAULT_DETECTOR, FaceDetector, box_iou
-from training.evaluate import DETECTED_IOU, YAW_BINS, gt_box, load_aflw
+from model.runtime.detector import DEFAULT_DETECTOR, FaceDetector, box_iou
+from model.conventions import points_box
+from training.evaluate import DETECTED_IOU, YAW_BINS, load_aflw
 
 REPO = Path(__file__).resolve().parents[1]
 AFLW_DEV = REPO.parent / "shared" / "data" / "eval" / "aflw2000-3d-dev"
@@ -73,7 +74,7 @@ def main() -> None:
     if (args.aflw2000 / "gt.npz").is_file():
         samples = load_aflw(args.aflw2000)
         images = [np.asarray(Image.open(s.path).convert("RGB")) for s in samples]
-        truths = [np.array(gt_box(s.points)) for s in samples]
+        truths = [np.array(points_box(s.points)) for s in samples]
         ious = np.array([best_iou(detector, image, truth) for image, truth in zip(images, truths)])
         yaw = np.abs([s.yaw_deg for s in samples])
         rows = []

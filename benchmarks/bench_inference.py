@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from model.inference import DEFAULT_MODEL, FaceReconstructor
-from model.onnx_metadata import ModelMetadata
+from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
+from model.onnx_contract import ModelMetadata
 
 
 def median_seconds(call: Callable[[], object], repeats: int) -> float:

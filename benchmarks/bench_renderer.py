@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from model.geometry import euler_to_matrix, ndc_to_screen, pose_transform
-from model.renderer import render
+from model.nn.geometry import euler_to_matrix, ndc_to_screen, pose_transform
+from model.nn.renderer import render
 from model.topology import FaceTopology
 
 

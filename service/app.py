@@ -18,10 +18,10 @@ from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.formparsers import MultiPartParser
 
-from model.image_io import ImageDecodeError, ImageTooLarge, UnsupportedImageFormat
-from model.inference import Box
+from model.conventions import Box, FaceSelection, MeshSpace, parse_box as parse_box_text
+from model.runtime.image_io import ImageDecodeError, ImageTooLarge, UnsupportedImageFormat
+from model.runtime.pipeline import ImageReconstruction, InvalidBox, NoFaceFound
 from service.encoding import build_meshes, mesh_files, mesh_payload, reconstruction_json, zip_files
-from model.pipeline import ImageReconstruction, InvalidBox, NoFaceFound
 from service.engine import ReconstructionEngine
 from service.metrics import ServiceMetrics
 from service.middleware import AdmissionMiddleware, RequestContextMiddleware, UploadLimitMiddleware
@@ -29,13 +29,12 @@ from service.problems import (PROBLEM_MEDIA_TYPE, TYPE_PREFIX, Problem, ProblemE
                               install_problem_handlers, invalid_options, no_face, problem_response,
                               unsupported_media_type)
 from service.schemas import (BOX_HELP, FACES_HELP, FORMAT_HELP, MEDIA_TYPES, SPACE_HELP, TEXTURE_HELP, BatchItemJSON,
-                             BatchJSON, FaceSelection, InfoJSON, MeshSpace, OutputFormat, ReadyJSON,
+                             BatchJSON, InfoJSON, OutputFormat, ReadyJSON,
                              ReconstructionJSON, TextureMode)
 from service.settings import ServiceSettings
 from service.web import install_web_page
 
 RECONSTRUCT_PATHS = ("/v1/reconstruct", "/reconstruct", "/v1/reconstruct/batch")
-_BOX = re.compile(r"\s*-?[0-9.]+\s*(,\s*-?[0-9.]+\s*){3}")
 _SAFE_STEM = re.compile(r"[^A-Za-z0-9_-]+")
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -91,12 +90,10 @@ def require_api_key(request: Request, key: Annotated[str | None, Security(api_ke
 def parse_box(text: str | None) -> Box | None:
     if text is None or not text.strip():
         return None
-    if not _BOX.fullmatch(text):
-        raise invalid_options(f"box must be four numbers 'x1,y1,x2,y2', got {text[:64]!r}")
-    x1, y1, x2, y2 = (float(v) for v in text.split(","))
-    if not (x2 > x1 and y2 > y1):
-        raise invalid_options(f"box needs x1 < x2 and y1 < y2, got {text[:64]!r}")
-    return x1, y1, x2, y2
+    try:
+        return parse_box_text(text)
+    except ValueError as err:
+        raise invalid_options(str(err)) from None
 
 
 def _stem(filename: str | None, fallback: str) -> str:
@@ -110,7 +107,7 @@ async def reconstruct_upload(engine: ReconstructionEngine, data: bytes, faces: F
     if not data:
         raise bad_image("the image file is empty")
     try:
-        return await engine.reconstruct(data, faces=faces.value, box=box)
+        return await engine.reconstruct(data, faces=faces, box=box)
     except UnsupportedImageFormat as err:
         raise unsupported_media_type(str(err)) from None
     except ImageTooLarge as err:

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from model.image_io import ImageDecodeError
-from model.inference import Box
-from model.pipeline import FacePipeline, InvalidBox, NoFaceFound
-from model.texture_bake import UVRasterMap
+from tqdm import tqdm
+
+from model.conventions import Box, FaceSelection, MeshSpace
+from model.runtime.image_io import ImageDecodeError
+from model.runtime.pipeline import FacePipeline, InvalidBox, NoFaceFound
+from model.mesh.texture_bake import UVRasterMap
 from service.encoding import build_meshes, mesh_files, reconstruction_json
-from service.schemas import FaceSelection, MeshSpace, OutputFormat, TextureMode
-from training.progress import Progress
+from service.schemas import OutputFormat, TextureMode
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
@@ -79,12 +80,12 @@ def reconstruct_files(pipeline: FacePipeline, jobs: Sequence[tuple[Path, Path]],
     """Reconstruct every job; a file that fails is skipped with its reason, the rest go on."""
     summary = BatchSummary()
     topology = pipeline.reconstructor.topology
-    progress = Progress(len(jobs), "reconstruct") if show_progress else None
+    progress = tqdm(total=len(jobs), desc="reconstruct", unit="image", disable=not show_progress)
     started = time.perf_counter()
     for done, (source, stem) in enumerate(jobs, start=1):
         try:
             image = pipeline.decode(source.read_bytes())
-            rec = pipeline.reconstruct(image, options.faces.value, options.box)
+            rec = pipeline.reconstruct(image, options.faces, options.box)
         except (OSError, ImageDecodeError, NoFaceFound, InvalidBox) as err:
             summary.skipped.append((str(source), _reason(err)))
         else:
@@ -100,10 +101,9 @@ def reconstruct_files(pipeline: FacePipeline, jobs: Sequence[tuple[Path, Path]],
             target.with_name(f"{stem.name}.json").write_text(json.dumps(sidecar, indent=1))
             summary.processed += 1
             summary.faces += len(rec.faces)
-        if progress is not None:
-            progress.update(done, f"faces {summary.faces}, skipped {len(summary.skipped)}")
-    if progress is not None:
-        progress.close()
+        progress.set_postfix_str(f"faces {summary.faces}, skipped {len(summary.skipped)}", refresh=False)
+        progress.update(1)
+    progress.close()
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.mesh_export import ExportMesh, export_glb, export_obj, export_obj_zip, export_ply
-from model.texture_bake import UVRasterMap, bake_uv_texture, sample_vertex_colors
+from model.mesh.export import ExportMesh, export_glb, export_obj, export_obj_zip, export_ply
+from model.mesh.texture_bake import UVRasterMap, bake_uv_texture, sample_vertex_colors
+from model.conventions import MeshSpace
 from model.topology import FaceTopology
-from model.pipeline import ImageReconstruction, ReconstructedFace
-from service.schemas import MEDIA_TYPES, FaceJSON, MeshSpace, OutputFormat, ReconstructionJSON, TextureMode
+from model.runtime.pipeline import ImageReconstruction, ReconstructedFace
+from service.schemas import MEDIA_TYPES, FaceJSON, OutputFormat, ReconstructionJSON, TextureMode
 
 SIDE_BY_SIDE_GAP = 0.2  # metres between faces' centres when several are shown frontal
 
@@ -26,7 +27,7 @@ class Payload:
 
 def face_vertices(face: ReconstructedFace, space: MeshSpace, image_size: tuple[int, int]) -> np.ndarray:
     """(V, 3) float32 metres in ``space``."""
-    return face.result.vertices(space.value, image_size)
+    return face.result.vertices(space, image_size)
 
 
 def build_meshes(rec: ImageReconstruction, topology: FaceTopology, space: MeshSpace, texture: TextureMode,

@@ -1,4 +1,4 @@
-"""The service's side of the pipeline: model/pipeline.py's steps run off the event loop.
+"""The service's side of the one pipeline: :meth:`model.runtime.pipeline.FacePipeline.steps` run off the event loop.
 
 CPU work (decoding, detection, cropping, mesh encoding) runs on a small thread pool sized to
 the machine; the reconstruction network runs on its own thread, fed by the
@@ -14,10 +14,12 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from model.face_detector import FaceDetector
-from model.inference import Box, FaceReconstructor, default_threads, execution_providers
-from model.pipeline import FacePipeline, FaceSelection, ImageReconstruction
-from model.texture_bake import UVRasterMap
+from model.conventions import Box, FaceSelection
+from model.mesh.texture_bake import UVRasterMap
+from model.runtime.detector import FaceDetector
+from model.runtime.pipeline import FacePipeline, ImageReconstruction, NetworkOutputs, PipelineSteps
+from model.runtime.reconstructor import FaceReconstructor
+from model.runtime.sessions import default_threads, execution_providers
 from service.batching import MicroBatcher
 from service.metrics import ServiceMetrics
 from service.settings import ServiceSettings
@@ -72,36 +74,31 @@ class ReconstructionEngine:
     async def run_cpu(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.cpu_pool, function, *args)
 
-    def _prepare(self, data: bytes, faces: FaceSelection, box: Box | None):
-        """Decode, locate the faces (timed for the metrics when detected) and crop them."""
-        image = self.pipeline.decode(data)
-        started = time.perf_counter()
-        boxes, scores = self.pipeline.locate(image, faces, box)
-        if box is None:
-            self.metrics.detection.observe(time.perf_counter() - started)
-        crops, transforms = self.reconstructor.crop(image, boxes)
-        return image, boxes, scores, crops, transforms
+    def _advance(self, steps: PipelineSteps, outputs: NetworkOutputs | None) -> np.ndarray | ImageReconstruction:
+        """Run the pipeline's CPU work up to its next network batch (its crops) or to its answer."""
+        try:
+            return next(steps) if outputs is None else steps.send(outputs)
+        except StopIteration as done:
+            return done.value
 
-    def _recrop(self, image: np.ndarray, transforms, outputs):
-        """The second pass's boxes, crops and crop maps for detected faces (refinement on)."""
-        refined = self.pipeline.refined_boxes(transforms, outputs)
-        crops, transforms = self.reconstructor.crop(image, refined)
-        return refined, crops, transforms
+    def _begin(self, data: bytes, faces: FaceSelection, box: Box | None) -> tuple[PipelineSteps, np.ndarray | ImageReconstruction]:
+        """Decode the upload and run the pipeline up to its first network batch."""
+        steps = self.pipeline.steps(self.pipeline.decode(data), faces, box, on_detection=self.metrics.detection.observe)
+        return steps, self._advance(steps, None)
 
-    async def reconstruct(self, data: bytes, *, faces: FaceSelection = "largest",
+    async def reconstruct(self, data: bytes, *, faces: FaceSelection = FaceSelection.largest,
                           box: Box | None = None) -> ImageReconstruction:
-        """Decode the upload, find its faces (or use ``box``) and reconstruct them."""
+        """Decode the upload, find its faces (or use ``box``) and reconstruct them: the pipeline's
+        CPU steps on the thread pool, its network batches through the micro-batcher."""
         self.upstream += 1
         try:
-            image, boxes, scores, crops, transforms = await self.run_cpu(self._prepare, data, faces, box)
-            self.metrics.queue_depth.set(self.batcher.depth + 1)
-            outputs = await self.batcher.submit(crops)
-            if box is None and self.pipeline.refine:
-                boxes, crops, transforms = await self.run_cpu(self._recrop, image, transforms, outputs)
-                outputs = await self.batcher.submit(crops)
+            steps, step = await self.run_cpu(self._begin, data, faces, box)
+            while isinstance(step, np.ndarray):
+                self.metrics.queue_depth.set(self.batcher.depth + 1)
+                outputs = await self.batcher.submit(step)
+                step = await self.run_cpu(self._advance, steps, outputs)
         finally:
             self.upstream -= 1
         self.metrics.queue_depth.set(self.batcher.depth)
-        rec = self.pipeline.assemble(image, boxes, scores, transforms, outputs)
-        self.metrics.faces_per_image.observe(len(rec.faces))
-        return rec
+        self.metrics.faces_per_image.observe(len(step.faces))
+        return step

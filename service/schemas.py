@@ -6,6 +6,8 @@ from enum import Enum
 
 from pydantic import BaseModel, Field
 
+from model.conventions import MeshSpace
+
 
 class OutputFormat(str, Enum):
     glb = "glb"
@@ -18,17 +20,6 @@ class TextureMode(str, Enum):
     none = "none"
     vertex = "vertex"
     uv = "uv"
-
-
-class MeshSpace(str, Enum):
-    image = "image"
-    canonical = "canonical"
-    neutral = "neutral"
-
-
-class FaceSelection(str, Enum):
-    largest = "largest"
-    all = "all"
 
 
 MEDIA_TYPES = {

@@ -8,9 +8,9 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model.face_detector import DEFAULT_DETECTOR
-from model.image_io import DEFAULT_MAX_PIXELS
-from model.inference import DEFAULT_MODEL
+from model.runtime.detector import DEFAULT_DETECTOR
+from model.runtime.image_io import DEFAULT_MAX_PIXELS
+from model.runtime.reconstructor import DEFAULT_MODEL
 
 
 class ServiceSettings(BaseSettings):

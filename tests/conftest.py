@@ -49,7 +49,7 @@ def topology():
 def face_model(topology):
     """A randomly initialised model whose decoders are nudged off zero, so outputs vary per image."""
     torch = pytest.importorskip("torch")
-    from model.face_model import FaceReconstructionModel
+    from model.nn.face_model import FaceReconstructionModel
 
     torch.manual_seed(0)
     model = FaceReconstructionModel(topology)
@@ -61,7 +61,7 @@ def face_model(topology):
 
 @pytest.fixture(scope="session")
 def onnx_model(face_model, tmp_path_factory) -> Path:
-    from training.export_onnx import export_onnx
+    from training.export.onnx_export import export_onnx
 
     path = tmp_path_factory.mktemp("weights") / "facerecon.onnx"
     export_onnx(face_model, path, trained=False)
@@ -74,8 +74,8 @@ def rendered_face() -> tuple[np.ndarray, np.ndarray]:
     shading) on a plain background, which the face detector finds: a face photo for machines
     without ../shared. -> image (256, 256, 3) uint8, its 68 landmarks (68, 2) in pixels."""
     torch = pytest.importorskip("torch")
-    from model.geometry import euler_to_matrix, ndc_to_screen, pose_transform, vertex_normals
-    from model.renderer import render
+    from model.nn.geometry import euler_to_matrix, ndc_to_screen, pose_transform, vertex_normals
+    from model.nn.renderer import render
     from model.topology import REGION_NAMES, FaceTopology
 
     topology = FaceTopology.load()

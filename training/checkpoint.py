@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from model.encoders import EncoderConfig
-from model.face_model import FaceReconstructionModel, ModelConfig
+from model.nn.encoders import EncoderConfig
+from model.nn.face_model import FaceReconstructionModel, ModelConfig
 from model.topology import FaceTopology
 
 

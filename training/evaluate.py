@@ -1,4 +1,4 @@
-"""AFLW2000-3D evaluation of an exported model (the same ONNX graph the service runs).
+"""AFLW2000-3D evaluation of an exported model, through the runtime pipeline the service runs.
 
 Layout read: ``DIR/images/*.jpg`` and ``DIR/gt.npz`` with ``names`` (N,), ``pts68`` (N, 3, 68)
 (x, y, z in pixels of the image file; z larger = nearer, with an arbitrary offset) and
@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from model.face_detector import FaceDetector, box_iou
-from model.inference import FaceReconstructor, FaceResult
-from model.pipeline import landmark_box
+from model.conventions import points_box
+from model.runtime.detector import box_iou
+from model.runtime.image_io import ImageDecodeError
+from model.runtime.pipeline import FacePipeline, NoFaceFound
+from model.runtime.reconstructor import FaceResult
 from model.topology import FaceTopology
 
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 91.0))
@@ -77,15 +79,9 @@ def convert_aflw2000(source: Path, out: Path) -> int:
     return len(names)
 
 
-def gt_box(points: np.ndarray) -> tuple[float, float, float, float]:
-    x1, y1 = points[:, :2].min(axis=0)
-    x2, y2 = points[:, :2].max(axis=0)
-    return float(x1), float(y1), float(x2), float(y2)
-
-
 def box_norm(truth: np.ndarray) -> float:
     """The NME's normaliser: sqrt(w * h) of the box of the true points (68, 2 or 3)."""
-    x1, y1, x2, y2 = gt_box(truth)
+    x1, y1, x2, y2 = points_box(truth)
     return math.sqrt((x2 - x1) * (y2 - y1))
 
 
@@ -148,49 +144,43 @@ def draw_overlay(image: np.ndarray, face: FaceResult, truth: np.ndarray, topolog
     return canvas
 
 
-def evaluate_aflw(root: Path, reconstructor: FaceReconstructor, *, boxes: str = "gt",
-                  overlays: Path | None = None, detector: FaceDetector | None = None,
-                  refine: bool = False) -> dict[str, float | int]:
-    """Evaluate every image of ``root``; images that cannot be read count as missing.
+def evaluate_aflw(root: Path, pipeline: FacePipeline, *, boxes: str = "gt",
+                  overlays: Path | None = None) -> dict[str, float | int]:
+    """Evaluate every image of ``root`` through the runtime's one pipeline (as the service and the
+    CLI run it, with the pipeline's refine and mirror-averaging settings); images that cannot be
+    read count as missing.
 
-    ``boxes="gt"`` crops around the ground-truth 68-point box; ``boxes="detect"`` runs the
-    service's path: the face detector's best detection (``detector``, default the shipped one),
-    with ``refine`` a second pass around the first pass's 68 landmarks; an image where that
-    detection is not the annotated face (IoU < 0.5 with its 68-point box) or no face is found
-    counts as missing.
+    ``boxes="gt"`` gives the pipeline the ground-truth 68-point box; ``boxes="detect"`` lets it
+    detect and take the face the service takes (the largest); an image where that face is not the
+    annotated one (IoU < 0.5 with its 68-point box) or no face is found counts as missing.
     """
     if boxes not in ("gt", "detect"):
         raise ValueError(f"boxes must be gt or detect, not {boxes!r}")
-    from model.image_io import ImageDecodeError, load_rgb
-
-    finder = (detector or FaceDetector()) if boxes == "detect" else None
-    topology = reconstructor.topology
+    topology = pipeline.reconstructor.topology
     errors_2d, errors_3d, points_2d, yaws, missing = [], [], [], [], 0
     if overlays is not None:
         overlays.mkdir(parents=True, exist_ok=True)
     for sample in load_aflw(root):
         try:
-            image = load_rgb(sample.path.read_bytes())
+            image = pipeline.decode(sample.path.read_bytes())
         except (OSError, ImageDecodeError):
             missing += 1
             continue
-        box = gt_box(sample.points)
-        if finder is not None:
-            faces = finder.detect(image)
-            if not faces or box_iou(np.array(box), np.array([faces[0].box]))[0] < DETECTED_IOU:
-                missing += 1
-                continue
-            box = faces[0].box
-            if refine:  # as the service does with refine_crop: a second pass around the landmarks
-                (first,) = reconstructor.reconstruct(image, [box])
-                box = landmark_box(first, topology.landmarks68)
-        (face,) = reconstructor.reconstruct(image, [box])
-        predicted = face.landmarks_3d
+        truth_box = points_box(sample.points)
+        try:
+            (face,) = pipeline.reconstruct(image, box=truth_box if boxes == "gt" else None).faces
+        except NoFaceFound:
+            missing += 1
+            continue
+        if boxes == "detect" and box_iou(np.array(truth_box), np.array([face.box]))[0] < DETECTED_IOU:
+            missing += 1
+            continue
+        predicted = face.result.landmarks_3d
         e2, e3 = nme(predicted, sample.points)
         errors_2d.append(e2)
         errors_3d.append(e3)
         points_2d.append(point_errors(predicted, sample.points))
         yaws.append(sample.yaw_deg)
         if overlays is not None:
-            draw_overlay(image, face, sample.points, topology).save(overlays / f"{Path(sample.name).stem}.png")
+            draw_overlay(image, face.result, sample.points, topology).save(overlays / f"{Path(sample.name).stem}.png")
     return summarise(errors_2d, errors_3d, yaws, missing, points_2d)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.appearance import shade
-from model.face_model import FaceReconstruction
-from model.geometry import ndc_to_screen, vertex_normals
-from model.renderer import render
+from model.nn.shading import shade
+from model.nn.face_model import FaceReconstruction
+from model.nn.geometry import ndc_to_screen, vertex_normals
+from model.nn.renderer import render
 from model.topology import NUM_BASE_VERTICES, REGION_NAMES, FaceTopology
 
 

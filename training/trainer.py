@@ -5,7 +5,7 @@ AdamW with linear warm-up and cosine decay, mixed precision on CUDA, checkpoints
 DistributedDataParallel when started by ``torchrun`` (one process per GPU, any number of nodes).
 Several data folders train as one set (e.g. prepared photos and ``facerecon synthesize``'s
 turned faces); validation uses the first. ``[sampling] pose_balanced`` draws the training faces
-so the yaw histogram is flat (see :mod:`training.pose_sampling`).
+so the yaw histogram is flat (see :mod:`training.data.pose_sampling`).
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
 
-from model.face_model import FaceReconstructionModel, ModelConfig
+from model.nn.face_model import FaceReconstructionModel, ModelConfig
 from model.topology import NUM_BASE_VERTICES, FaceTopology
-from training.augment import AugmentConfig
+from training.data.augment import AugmentConfig
 from training.checkpoint import model_config_from_dict, save_checkpoint
-from training.dataset import PreparedFaces
+from training.data.dataset import PreparedFaces
 from training.losses import FaceLoss, LossWeights
-from training.pose_sampling import SamplingConfig, WeightedStream, pose_balanced_weights
-from training.progress import Progress
+from training.data.pose_sampling import SamplingConfig, WeightedStream, pose_balanced_weights
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tb"), purge_step=step)
-    progress = Progress(config.optim.steps, "train", initial=step) if dist_info.main else None
+    progress = tqdm(total=config.optim.steps, desc="train", initial=step, unit="step", disable=not dist_info.main)
 
     def checkpoint() -> None:
         if not dist_info.main:
@@ -217,16 +217,17 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
                 for name, value in terms.items():
                     writer.add_scalar(f"loss/{name}", value, step)
                 writer.add_scalar("lr", scheduler.get_last_lr()[0], step)
-            if progress is not None:
-                progress.update(step, f"loss {loss.item():.4f} lmk {terms['landmarks']:.4f}"
-                                + (f" img {terms['region_image']:.4f}" if "region_image" in terms else ""))
+            progress.set_postfix_str(f"loss {loss.item():.4f} lmk {terms['landmarks']:.4f}"
+                                     + (f" img {terms['region_image']:.4f}" if "region_image" in terms else ""),
+                                     refresh=False)
+            progress.update(1)
             if step % config.checkpoint_every == 0:
                 checkpoint()
         epoch += 1
     checkpoint()
     metrics = {}
+    progress.close()
     if dist_info.main:
-        progress.close()
         window = max(1, min(config.log_every, len(losses) // 2))
         metrics = {"val_nme468_percent": landmark_nme(model, val_set, device), "steps": float(step),
                    "train_minutes": (time.monotonic() - started) / 60}

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model.crop import crop_face, square_box
+from model.runtime.crop import crop_face, square_box
 
 
 def test_square_box_is_centred_with_margin():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.face_detector import (
+from model.runtime.detector import (
     DEFAULT_DETECTOR,
     BoxCalibration,
     DetectorBranch,

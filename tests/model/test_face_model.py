@@ -2,9 +2,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from model.appearance import shade  # noqa: E402
-from model.face_model import FaceReconstruction, FaceReconstructionModel  # noqa: E402
-from model.geometry import vertex_normals  # noqa: E402
+from model.nn.shading import shade  # noqa: E402
+from model.nn.face_model import FaceReconstruction, FaceReconstructionModel  # noqa: E402
+from model.nn.geometry import vertex_normals  # noqa: E402
 
 
 def test_forward_returns_every_output_with_documented_shapes(face_model, topology):

@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from model.geometry import (  # noqa: E402
+from model.nn.geometry import (  # noqa: E402
     euler_to_matrix,
     matrix_to_euler_degrees,
     ndc_to_screen,

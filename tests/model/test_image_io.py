@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.image_io import ImageDecodeError, load_rgb
+from model.runtime.image_io import ImageDecodeError, load_rgb
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model.inference import FaceReconstructor
+from model.runtime.reconstructor import FaceReconstructor
 
 
 @pytest.fixture(scope="module")

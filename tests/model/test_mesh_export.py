@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from model.mesh_export import ExportMesh, export_glb, export_obj, export_obj_zip, export_ply
-from model.texture_bake import sample_vertex_colors
+from model.mesh.export import ExportMesh, export_glb, export_obj, export_obj_zip, export_ply
+from model.mesh.texture_bake import sample_vertex_colors
 
 
 def _half_cylinder(rows: int = 50, cols: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.face_detector import DEFAULT_DETECTOR, FaceDetector
-from model.inference import DEFAULT_MODEL, FaceReconstructor
-from model.pipeline import FacePipeline, InvalidBox, NoFaceFound, landmark_box
+from model.runtime.detector import DEFAULT_DETECTOR, FaceDetector
+from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
+from model.runtime.pipeline import FacePipeline, InvalidBox, NoFaceFound, landmark_box
 from tests.conftest import rendered_face
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL.is_file() and DEFAULT_DETECTOR.is_file()),

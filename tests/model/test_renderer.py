@@ -3,8 +3,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import model.renderer as renderer  # noqa: E402
-from model.renderer import Fragments, interpolate, rasterize, render  # noqa: E402
+import model.nn.renderer as renderer  # noqa: E402
+from model.nn.renderer import Fragments, interpolate, rasterize, render  # noqa: E402
 
 TOLERANCE = 1e-5  # the renderer's edge tolerance, in barycentric units
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model.texture_bake import DILATE_TEXELS, UVRasterMap, bake_uv_texture, sample_vertex_colors
+from model.mesh.texture_bake import DILATE_TEXELS, UVRasterMap, bake_uv_texture, sample_vertex_colors
 
 
 def _manual_bilinear(image: np.ndarray, x: float, y: float) -> np.ndarray:

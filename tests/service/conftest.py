@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from model.face_detector import DEFAULT_DETECTOR
-from model.inference import DEFAULT_MODEL
+from model.runtime.detector import DEFAULT_DETECTOR
+from model.runtime.reconstructor import DEFAULT_MODEL
 from service.app import create_app
 from service.settings import ServiceSettings
 from tests.conftest import AFLW_DEV, rendered_face
@@ -56,10 +56,11 @@ def photo_jpeg(face_photo) -> bytes:
 def photo_box(face_photo) -> str:
     """Form value of a face box for face_photo (its 68-landmark box when the real photo is there)."""
     if (AFLW_DEV / "gt.npz").is_file():
-        from training.evaluate import gt_box, load_aflw
+        from model.conventions import points_box
+        from training.evaluate import load_aflw
 
         sample = next(s for s in load_aflw(AFLW_DEV) if s.name == "image00050.jpg")
-        return ",".join(f"{v:.1f}" for v in gt_box(sample.points))
+        return ",".join(f"{v:.1f}" for v in points_box(sample.points))
     landmarks = rendered_face()[1]
     return ",".join(f"{v:.1f}" for v in (*landmarks.min(axis=0), *landmarks.max(axis=0)))
 

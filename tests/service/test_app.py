@@ -143,7 +143,8 @@ def test_obj_and_ply_formats(client, photo_jpeg, photo_box, options, media_type,
 
 
 def test_detects_faces_without_a_box(client, real_photos):
-    from training.evaluate import gt_box, load_aflw
+    from model.conventions import points_box
+        from training.evaluate import load_aflw
 
     from tests.conftest import AFLW_DEV
 
@@ -155,7 +156,7 @@ def test_detects_faces_without_a_box(client, real_photos):
         body = _post(client, jpeg_bytes(photo), format="json").json()
         (face,) = body["faces"]
         assert 0.5 < face["score"] <= 1.0
-        truth = np.array(gt_box(samples[name].points))
+        truth = np.array(points_box(samples[name].points))
         found = np.array(face["box"])
         inter = np.clip(np.minimum(truth[2:], found[2:]) - np.maximum(truth[:2], found[:2]), 0, None).prod()
         union = np.prod(truth[2:] - truth[:2]) + np.prod(found[2:] - found[:2]) - inter
@@ -442,7 +443,7 @@ def test_refine_crop_recrops_detected_faces_around_their_landmark_vertices(clien
 
 
 def test_mirror_average_setting_averages_each_face_with_its_mirror_image(make_client):
-    from model.inference import DEFAULT_MODEL, FaceReconstructor
+    from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
     from tests.conftest import rendered_face
 
     face, landmarks = rendered_face()

@@ -131,6 +131,6 @@ def test_export_round_trip_from_a_checkpoint(face_model, tmp_path, capsys):
     out = tmp_path / "m.onnx"
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     assert '"facerecon.trained": "True"' in capsys.readouterr().out
-    from model.inference import FaceReconstructor
+    from model.runtime.reconstructor import FaceReconstructor
 
     assert FaceReconstructor(out).metadata.training_steps == 7

@@ -13,8 +13,8 @@ torch = pytest.importorskip("torch")
 
 def render_synthetic_faces(topology, count: int, size: int = 192, seed: int = 0):
     """Shaded renders of the template under random pose -> list of (image, landmarks (468, 3))."""
-    from model.geometry import euler_to_matrix, ndc_to_screen, pose_transform, vertex_normals
-    from model.renderer import render
+    from model.nn.geometry import euler_to_matrix, ndc_to_screen, pose_transform, vertex_normals
+    from model.nn.renderer import render
 
     rng = np.random.default_rng(seed)
     faces = torch.as_tensor(topology.faces)
@@ -39,7 +39,7 @@ def render_synthetic_faces(topology, count: int, size: int = 192, seed: int = 0)
 
 @pytest.fixture(scope="session")
 def synthetic_data(topology, tmp_path_factory):
-    from training.prepare import write_shard
+    from training.data.shards import write_shard
 
     root = tmp_path_factory.mktemp("prepared")
     samples = []

@@ -4,8 +4,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("cv2")
 
-from training.augment import AugmentConfig, augment, crop_matrix  # noqa: E402
-from training.dataset import PreparedFaces  # noqa: E402
+from training.data.augment import AugmentConfig, augment, crop_matrix  # noqa: E402
+from training.data.dataset import PreparedFaces  # noqa: E402
 
 
 def test_split_sizes_and_item_shapes(synthetic_data, topology):
@@ -24,7 +24,7 @@ def test_validation_crop_is_the_nominal_box_crop(synthetic_data, topology):
     val = PreparedFaces(synthetic_data, "val", topology, AugmentConfig())
     first, again = val[0], val[0]
     assert torch.equal(first["image"], again["image"])
-    from training.topology_builder import IBUG68_FROM_MEDIAPIPE
+    from training.tools.topology_builder import IBUG68_FROM_MEDIAPIPE
 
     box = first["landmarks"][IBUG68_FROM_MEDIAPIPE]
     side = (box.max(0).values - box.min(0).values).max()
@@ -33,7 +33,7 @@ def test_validation_crop_is_the_nominal_box_crop(synthetic_data, topology):
 
 def test_landmarks_follow_the_image_through_every_augmentation(topology):
     """A bright dot at one landmark must stay under that landmark's target."""
-    from training.topology_builder import IBUG68_FROM_MEDIAPIPE
+    from training.tools.topology_builder import IBUG68_FROM_MEDIAPIPE
 
     rng = np.random.default_rng(0)
     landmarks = np.zeros((468, 3), np.float32)
@@ -54,7 +54,7 @@ def test_landmarks_follow_the_image_through_every_augmentation(topology):
 
 
 def test_padding_is_replaced_and_masked(topology):
-    from training.topology_builder import IBUG68_FROM_MEDIAPIPE
+    from training.tools.topology_builder import IBUG68_FROM_MEDIAPIPE
 
     stored = np.full((192, 192, 3), 128, np.uint8)
     landmarks = np.zeros((468, 3), np.float32)

@@ -1,7 +1,7 @@
 import numpy as np
 
-from model.face_detector import BoxCalibration
-from training.detector_calibration import LabelledBoxes, fit_boxes, paste_into_canvas
+from model.runtime.detector import BoxCalibration
+from training.tools.detector_calibration import LabelledBoxes, fit_boxes, paste_into_canvas
 
 
 def test_fit_recovers_a_known_calibration_exactly():

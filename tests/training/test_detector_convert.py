@@ -11,7 +11,7 @@ pytest.importorskip("tflite")
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from model.face_detector import (  # noqa: E402
+from model.runtime.detector import (  # noqa: E402
     DEFAULT_DETECTOR,
     DetectorMetadata,
     FaceDetector,
@@ -20,9 +20,9 @@ from model.face_detector import (  # noqa: E402
     output_names,
 )
 from service.cli import main  # noqa: E402
-from training.blazeface import SPECS  # noqa: E402
-from training.detector_calibration import FITTED_CALIBRATIONS  # noqa: E402
-from training.detector_convert import VERIFY_PIXELS, build_detector, verification_images  # noqa: E402
+from training.tools.blazeface import SPECS  # noqa: E402
+from training.tools.detector_calibration import FITTED_CALIBRATIONS  # noqa: E402
+from training.tools.detector_convert import VERIFY_PIXELS, build_detector, verification_images  # noqa: E402
 
 
 def run_graph(path, image: np.ndarray) -> dict[str, np.ndarray]:

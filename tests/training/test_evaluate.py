@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from service.cli import main
-from training.evaluate import gt_box, load_aflw, nme, summarise
+from model.conventions import points_box
+from training.evaluate import load_aflw, nme, summarise
 
 
 def test_nme_normalises_by_the_box_and_centres_depth():
@@ -17,7 +18,7 @@ def test_nme_normalises_by_the_box_and_centres_depth():
     e2, e3 = nme(shifted, truth)
     assert e2 == pytest.approx(5.0 / 50.0)
     assert e3 == pytest.approx(5.0 / 50.0)
-    assert gt_box(truth) == (0.0, 0.0, 100.0, 25.0)
+    assert points_box(truth) == (0.0, 0.0, 100.0, 25.0)
 
 
 def test_summary_bins_by_absolute_yaw():
@@ -85,7 +86,7 @@ def test_missing_ground_truth_is_a_clear_error(tmp_path, onnx_model, capsys):
 
 
 def test_detect_boxes_count_photos_without_the_face_as_missing(tmp_path, onnx_model, capsys):
-    from model.face_detector import DEFAULT_DETECTOR
+    from model.runtime.detector import DEFAULT_DETECTOR
     from tests.conftest import AFLW_DEV
 
     if not (AFLW_DEV / "gt.npz").is_file() or not DEFAULT_DETECTOR.is_file():

@@ -5,8 +5,8 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from model.face_model import FaceReconstruction  # noqa: E402
-from model.onnx_metadata import ModelMetadata  # noqa: E402
+from model.nn.face_model import FaceReconstruction  # noqa: E402
+from model.onnx_contract import ModelMetadata  # noqa: E402
 
 
 def _unit(name: str, face_model) -> float:
@@ -32,7 +32,7 @@ def test_onnx_matches_pytorch_on_every_output(face_model, onnx_model):
 
 
 def test_half_weights_halve_the_file_and_keep_the_outputs(face_model, onnx_model, tmp_path):
-    from training.export_onnx import export_onnx
+    from training.export.onnx_export import export_onnx
 
     half = tmp_path / "half.onnx"
     export_onnx(face_model, half, trained=False, half_weights=True)

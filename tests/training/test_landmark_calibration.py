@@ -4,14 +4,14 @@ import numpy as np
 import onnx
 import pytest
 
-from model.crop import crop_face
-from model.inference import FaceReconstructor
-from model.onnx_metadata import ModelMetadata
+from model.runtime.crop import crop_face
+from model.runtime.reconstructor import FaceReconstructor
+from model.onnx_contract import ModelMetadata
 from service.cli import main
 from tests.conftest import rendered_face
 from training.evaluate import evaluate_aflw
-from training.export_onnx import LANDMARK_OFFSETS
-from training.landmark_calibration import (
+from model.onnx_contract import LANDMARK_OFFSETS
+from training.export.landmark_calibration import (
     CalibrationSample,
     calibrate,
     figures,

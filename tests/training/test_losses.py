@@ -3,7 +3,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("mediapipe")
 
-from model.face_model import FaceReconstructionModel  # noqa: E402
+from model.nn.face_model import FaceReconstructionModel  # noqa: E402
 from training.losses import FaceLoss, LossWeights, landmark_weights, uniform_laplacian  # noqa: E402
 
 
@@ -30,8 +30,8 @@ def test_laplacian_vanishes_on_flat_affine_data(topology):
 
 
 def test_perfect_landmarks_and_photo_give_lower_loss(topology, synthetic_data):
-    from training.augment import AugmentConfig
-    from training.dataset import PreparedFaces
+    from training.data.augment import AugmentConfig
+    from training.data.dataset import PreparedFaces
 
     torch.manual_seed(0)
     model = FaceReconstructionModel(topology).eval()
@@ -56,9 +56,9 @@ def test_region_loss_weighs_each_region_by_its_own_area(topology):
     criterion = FaceLoss(topology, LossWeights(), model.image_size)
     with torch.no_grad():
         result = model(torch.zeros(1, 3, 128, 128))
-        from model.appearance import shade
-        from model.geometry import ndc_to_screen, vertex_normals
-        from model.renderer import render
+        from model.nn.shading import shade
+        from model.nn.geometry import ndc_to_screen, vertex_normals
+        from model.nn.renderer import render
 
         colours = shade(result.albedo, vertex_normals(result.posed_vertices, criterion.faces), result.lighting)
         out = render(ndc_to_screen(result.posed_vertices, 128), criterion.faces, colours, criterion.regions, 128, 128)

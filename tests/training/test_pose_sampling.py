@@ -3,8 +3,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from model.geometry import euler_to_matrix, matrix_to_euler_degrees  # noqa: E402
-from training.pose_sampling import SamplingConfig, WeightedStream, estimate_yaw, pose_balanced_weights  # noqa: E402
+from model.nn.geometry import euler_to_matrix, matrix_to_euler_degrees  # noqa: E402
+from training.data.pose_sampling import SamplingConfig, WeightedStream, estimate_yaw, pose_balanced_weights  # noqa: E402
 
 
 def test_yaw_is_recovered_from_projected_template_landmarks(topology):

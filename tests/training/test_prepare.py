@@ -7,7 +7,7 @@ from PIL import Image
 pytest.importorskip("mediapipe")
 
 from tests.conftest import SHARED_DATA  # noqa: E402
-from training.prepare import PrepareConfig, is_validation, prepare_dataset, subject_key  # noqa: E402
+from training.data.prepare import PrepareConfig, is_validation, prepare_dataset, subject_key  # noqa: E402
 
 
 def test_split_is_by_subject_and_seeded(tmp_path):

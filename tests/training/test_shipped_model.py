@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from model.inference import DEFAULT_MODEL, FaceReconstructor
+from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
 from tests.conftest import AFLW_DEV
 from training.evaluate import evaluate_aflw
-from training.landmark_calibration import calibrate, collect_samples, read_offsets
+from training.export.landmark_calibration import calibrate, collect_samples, read_offsets
 
 # Measured when the model was shipped (README model card), plus a small allowance for
 # onnxruntime / numpy differences between machines.

@@ -7,12 +7,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("cv2")
 
-from model.geometry import euler_to_matrix  # noqa: E402
-from training.augment import AugmentConfig, augment  # noqa: E402
-from training.dataset import PreparedFaces  # noqa: E402
-from training.pose_sampling import estimate_yaw  # noqa: E402
-from training.prepare import write_shard  # noqa: E402
-from training.synthesize import (  # noqa: E402
+from model.nn.geometry import euler_to_matrix  # noqa: E402
+from training.data.augment import AugmentConfig, augment  # noqa: E402
+from training.data.dataset import PreparedFaces  # noqa: E402
+from training.data.pose_sampling import estimate_yaw  # noqa: E402
+from training.data.shards import write_shard  # noqa: E402
+from training.data.synthesize import (  # noqa: E402
     PosedFace,
     SynthesisConfig,
     build_scene,
@@ -23,7 +23,7 @@ from training.synthesize import (  # noqa: E402
     render_view,
     view_name,
 )
-from training.topology_builder import IBUG68_FROM_MEDIAPIPE  # noqa: E402
+from training.tools.topology_builder import IBUG68_FROM_MEDIAPIPE  # noqa: E402
 
 SIZE = 192
 FULL = np.array([0, 0, SIZE, SIZE], np.float32)

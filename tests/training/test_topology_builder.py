@@ -4,7 +4,7 @@ import pytest
 pytest.importorskip("scipy")
 
 from tests.conftest import SHARED_DATA  # noqa: E402
-from training.topology_builder import (  # noqa: E402
+from training.tools.topology_builder import (  # noqa: E402
     boundary_loop,
     mean_value_uvs,
     mirror_assignment,
@@ -88,7 +88,7 @@ def test_mean_value_uvs_do_not_fold():
 def test_builds_a_valid_topology_from_real_photos(tmp_path):
     pytest.importorskip("mediapipe")
     from model.topology import FaceTopology
-    from training.topology_builder import TopologyBuildConfig, build_topology_from_images
+    from training.tools.topology_builder import TopologyBuildConfig, build_topology_from_images
 
     out = tmp_path / "topo.npz"
     built = build_topology_from_images([SHARED_DATA / "train" / "lfw"], out, TopologyBuildConfig(max_images=40))

@@ -4,7 +4,7 @@ and the two answers are averaged.
 The network is not exactly left-right symmetric, so a face and its mirror image give slightly
 different meshes; mapped back into the unmirrored crop, their mean is more accurate (AFLW2000-3D
 dev, see the README's model card) for one more crop per network run. Outputs are the network's
-(see :class:`model.face_model.FaceReconstruction`), each (B, ...) over B crops of S x S pixels.
+(see :class:`model.nn.face_model.FaceReconstruction`), each (B, ...) over B crops of S x S pixels.
 
 Mirroring about the crop's vertical centre line maps, per output: vertices (frontal metres and
 crop NDC) x -> -x with the left/right vertex permutation; crop pixels x -> S - x, with the vertex
@@ -20,7 +20,7 @@ import numpy as np
 from model.topology import FaceTopology
 
 VERTEX_OUTPUTS = ("neutral_vertices", "expressive_vertices", "posed_vertices")
-SH_ODD_IN_X = (3, 4, 7)  # model.appearance.sh_basis terms x, xy and xz
+SH_ODD_IN_X = (3, 4, 7)  # model.nn.shading.sh_basis terms x, xy and xz
 FLIP_X = np.array([-1.0, 1.0, 1.0], dtype=np.float32)
 
 

@@ -2,12 +2,12 @@
 
 ``facerecon build-detector [--source short|full|both] [--out model/weights/face_detector.onnx]
 [--calibrate DIR ...]`` rebuilds each network in PyTorch from its .tflite graph
-(:mod:`training.blazeface`), checks it against MediaPipe's own FaceDetection solution on the
+(:mod:`training.tools.blazeface`), checks it against MediaPipe's own FaceDetection solution on the
 same input, bakes the anchor decoding into the graph and exports all chosen networks as one
 ONNX graph (opset 17; weights stored as float16, which is exactly what the .tflite files hold,
 and widened by a Cast that ONNX Runtime folds at load). The ``facedetector.*`` metadata records
 input sizes, anchors and decoding conventions, the source models and their licence, and the box
-calibration of each network (:mod:`training.detector_calibration`). Without ``--calibrate`` the
+calibration of each network (:mod:`training.tools.detector_calibration`). Without ``--calibrate`` the
 calibration is the one fitted when the shipped detector was built.
 """
 
@@ -24,7 +24,7 @@ import onnx
 import torch
 from torch import nn
 
-from model.face_detector import (
+from model.runtime.detector import (
     BoxCalibration,
     DetectorBranch,
     DetectorMetadata,
@@ -34,9 +34,9 @@ from model.face_detector import (
     output_names,
     weighted_nms,
 )
-from training.blazeface import BlazeFace, Source
-from training.detector_calibration import FITTED_CALIBRATIONS, CalibrationFit, fit_calibration
-from training.export_onnx import set_onnx_metadata, store_weights_as_float16, write_onnx_metadata
+from training.tools.blazeface import BlazeFace, Source
+from training.tools.detector_calibration import FITTED_CALIBRATIONS, CalibrationFit, fit_calibration
+from training.export.onnx_export import set_onnx_metadata, store_weights_as_float16, write_onnx_metadata
 
 log = logging.getLogger(__name__)
 

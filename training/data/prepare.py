@@ -26,17 +26,17 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
-from model.crop import crop_face
-from model.image_io import ImageDecodeError, load_rgb
-from training.landmarks import MediaPipeLabeler
-from training.progress import Progress
-from training.topology_builder import IBUG68_FROM_MEDIAPIPE, find_images
+from model.runtime.crop import crop_face
+from model.runtime.image_io import ImageDecodeError, load_rgb
+from training.data.landmarks import MediaPipeLabeler
+from training.data.shards import encode_jpeg, shard_path, write_shard
+from training.tools.topology_builder import IBUG68_FROM_MEDIAPIPE, find_images
 
 log = logging.getLogger(__name__)
 
 STORED_MARGIN = 1.8  # stored crop side / face box side: room for scale, shift and rotation jitter
-JPEG_QUALITY = 94
 
 
 @dataclass(frozen=True)
@@ -110,12 +110,10 @@ def label_one(path: Path, crop_size: int) -> tuple[str, dict | None]:
     crop, transform = crop_face(image, face_box(landmarks), crop_size, STORED_MARGIN)
     origin_x, origin_y, scale = transform.origin_x, transform.origin_y, 1.0 / transform.pixels_per_crop_pixel
     height, width = image.shape[:2]
-    buffer = io.BytesIO()
-    Image.fromarray(crop).save(buffer, "JPEG", quality=JPEG_QUALITY)
     points = (landmarks - np.array([origin_x, origin_y, 0.0], dtype=np.float32)) * scale
     valid = np.array([-origin_x, -origin_y, width - origin_x, height - origin_y], dtype=np.float32) * scale
     return "ok", {
-        "jpeg": np.frombuffer(buffer.getvalue(), dtype=np.uint8),
+        "jpeg": encode_jpeg(crop),
         "landmarks": points.astype(np.float32),
         "valid": np.clip(valid, 0, crop_size),
     }
@@ -124,24 +122,6 @@ def label_one(path: Path, crop_size: int) -> tuple[str, dict | None]:
 def _label_task(args: tuple[Path, int]) -> tuple[str, dict | None]:
     return label_one(*args)
 
-
-def write_shard(path: Path, samples: list[dict], names: list[str], val: list[bool],
-                extra: dict[str, np.ndarray] | None = None) -> None:
-    """Write one shard; ``extra`` holds more per-sample arrays (N, ...) to store beside the standard ones."""
-    jpegs = [s["jpeg"] for s in samples]
-    offsets = np.cumsum([0] + [len(j) for j in jpegs]).astype(np.int64)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
-        jpeg=np.concatenate(jpegs) if jpegs else np.zeros(0, np.uint8),
-        offsets=offsets,
-        landmarks=np.stack([s["landmarks"] for s in samples]) if samples else np.zeros((0, 468, 3), np.float32),
-        valid=np.stack([s["valid"] for s in samples]) if samples else np.zeros((0, 4), np.float32),
-        names=np.array(names, dtype=str),
-        is_val=np.array(val, dtype=bool),
-        **(extra or {}),
-    )
-    tmp.replace(path)
 
 
 def prepare_dataset(image_dirs: list[Path], out: Path, config: PrepareConfig = PrepareConfig()) -> dict:
@@ -152,12 +132,12 @@ def prepare_dataset(image_dirs: list[Path], out: Path, config: PrepareConfig = P
         raise FileNotFoundError(f"no images found in {', '.join(map(str, image_dirs))}")
     shards = [entries[i : i + config.shard_size] for i in range(0, len(entries), config.shard_size)]
     totals = ShardStats()
-    progress = Progress(len(entries), "prepare")
+    progress = tqdm(total=len(entries), desc="prepare", unit="image")
     done = 0
     context = multiprocessing.get_context("spawn")
     with context.Pool(config.workers, initializer=_init_worker) as pool:
         for index, shard in enumerate(shards):
-            path = out / f"shard_{index:05d}.npz"
+            path = shard_path(out, index)
             stats_path = path.with_suffix(".json")
             if path.is_file() and stats_path.is_file():
                 stats = ShardStats(**json.loads(stats_path.read_text()))
@@ -177,7 +157,8 @@ def prepare_dataset(image_dirs: list[Path], out: Path, config: PrepareConfig = P
                 stats_path.write_text(json.dumps(asdict(stats)))
             totals.add(stats)
             done += len(shard)
-            progress.update(done, f"faces {totals.faces_labelled}, skipped {sum(totals.skipped.values())}")
+            progress.set_postfix_str(f"faces {totals.faces_labelled}, skipped {sum(totals.skipped.values())}", refresh=False)
+            progress.update(done - progress.n)
     progress.close()
     manifest = {
         "images_found": len(entries),

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from training.synthesize import SceneBuilder, SourceFaces, SynthesisConfig, render_view
-from training.topology_builder import IBUG68_FROM_MEDIAPIPE
+from training.data.synthesize import SceneBuilder, SourceFaces, SynthesisConfig, render_view
+from training.tools.topology_builder import IBUG68_FROM_MEDIAPIPE
 
 SHEET_YAWS = (-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0)
 

@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import Delaunay
 
 from model.topology import NUM_BASE_VERTICES, REGION_NAMES, FaceTopology
-from training.landmarks import MediaPipeLabeler
+from training.data.landmarks import MediaPipeLabeler
 
 log = logging.getLogger(__name__)
 

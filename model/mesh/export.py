@@ -33,7 +33,7 @@ import trimesh
 from PIL import Image
 from trimesh.visual.material import SimpleMaterial
 
-from model.texture_bake import sample_vertex_colors
+from model.mesh.texture_bake import sample_vertex_colors
 
 GLB_JPEG_QUALITY = 90
 _ROUGHNESS = 0.8  # skin: non-metallic, mostly diffuse

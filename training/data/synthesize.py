@@ -16,7 +16,7 @@ and, for each stored face crop:
 3. turns the scene about the head centre (midway between the mesh's points beside the ears):
    the face and a band around it turn rigidly, the turn fades to nothing further out, so the
    background stays where it was and the crop stays covered;
-4. renders it with :mod:`model.renderer`, the face over the surround, framed as prepare frames
+4. renders it with :mod:`model.nn.renderer`, the face over the surround, framed as prepare frames
    a face (the stored margin around the turned 68-point box); pixels from outside the source's
    photo get a random background as training gives prepared crops' padding, and surfaces the
    photo never showed (on neither side of the face) or that now face away are inpainted.
@@ -42,16 +42,18 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
-from model.crop import square_box
-from model.decoders import SubdivisionUpsampler
-from model.geometry import euler_to_matrix, matrix_to_euler_degrees, vertex_normals
-from model.renderer import interpolate, rasterize
+from model.conventions import ndc_to_pixels
+from model.runtime.crop import square_box
+from model.nn.decoders import SubdivisionUpsampler
+from model.nn.geometry import euler_to_matrix, matrix_to_euler_degrees, vertex_normals
+from model.nn.renderer import interpolate, rasterize
 from model.topology import NUM_BASE_VERTICES, FaceTopology
-from training.augment import AugmentConfig, crop_matrix, random_background
-from training.prepare import JPEG_QUALITY, STORED_MARGIN, write_shard
-from training.progress import Progress
-from training.topology_builder import IBUG68_FROM_MEDIAPIPE
+from training.data.augment import AugmentConfig, crop_matrix, random_background
+from training.data.prepare import STORED_MARGIN
+from training.data.shards import decode_jpeg, encode_jpeg, read_shard, shard_path, shard_paths, write_shard
+from training.tools.topology_builder import IBUG68_FROM_MEDIAPIPE
 
 EAR_VERTICES = (234, 454)  # MediaPipe's face-oval points beside the ears: the head centre is midway
 BACKING_DEPTH = 1.5  # pixels the grid lies behind the face mesh's back-most layer inside the face
@@ -102,7 +104,7 @@ class Reconstructor:
 def load_reconstructor(path: Path, topology: FaceTopology) -> Reconstructor:
     """The model at ``path``: an exported ``.onnx`` or a training checkpoint."""
     if path.suffix == ".onnx":
-        from model.inference import FaceReconstructor
+        from model.runtime.reconstructor import FaceReconstructor
 
         onnx = FaceReconstructor(path, topology=topology)
 
@@ -127,7 +129,7 @@ def load_reconstructor(path: Path, topology: FaceTopology) -> Reconstructor:
 
 def network_crop(stored: np.ndarray, landmarks: np.ndarray, size: int,
                  margin: float = AugmentConfig.margin) -> tuple[np.ndarray, np.ndarray]:
-    """The trainer's un-jittered crop of a stored crop (as :func:`training.augment.augment` with
+    """The trainer's un-jittered crop of a stored crop (as :func:`training.data.augment.augment` with
     ``train=False``): image (size, size, 3) uint8 and its 2x3 map from stored-crop pixels."""
     points = landmarks[:, :2].astype(np.float64)
     matrix = crop_matrix(points, points[IBUG68_FROM_MEDIAPIPE], size, margin)
@@ -160,11 +162,10 @@ def face_in_stored_crop(posed: np.ndarray, rotation: np.ndarray, matrix: np.ndar
     """The network's posed vertices (V, 3) in the NDC of its crop (cut by ``matrix``, 2x3, from
     the stored crop) -> :class:`PosedFace` in stored-crop pixels, with the base vertices moved
     onto the labels (468, 2+) in x, y and the other vertices moved along by subdivision."""
-    half = size / 2.0
-    network = np.stack([(posed[:, 0] + 1.0) * half, (1.0 - posed[:, 1]) * half], axis=1)
+    network = ndc_to_pixels(posed, size)
     linear = matrix[:, :2]
-    xy = (network - matrix[:, 2]) @ np.linalg.inv(linear).T
-    depth = posed[:, 2] * half / math.sqrt(abs(np.linalg.det(linear)))
+    xy = (network[:, :2] - matrix[:, 2]) @ np.linalg.inv(linear).T
+    depth = network[:, 2] / math.sqrt(abs(np.linalg.det(linear)))
     offsets = torch.as_tensor(labels[:, :2] - xy[:NUM_BASE_VERTICES], dtype=torch.float32)
     xy = xy + upsampler(offsets[None])[0].numpy()
     return PosedFace(np.concatenate([xy, depth[:, None]], axis=1).astype(np.float32), rotation.astype(np.float32))
@@ -409,13 +410,12 @@ class SourceFaces:
     """Every face of a prepared data folder (both splits), read shard by shard."""
 
     def __init__(self, root: Path) -> None:
-        self.paths = sorted(p for p in root.glob("shard_*.npz") if not p.name.endswith(".tmp.npz"))
+        self.paths = shard_paths(root)
         if not self.paths:
             raise FileNotFoundError(f"no prepared shards in {root}: run `facerecon prepare` first")
         self.counts = []
         for path in self.paths:
-            with np.load(path) as data:
-                self.counts.append(len(data["names"]))
+            self.counts.append(len(read_shard(path, ["names"])["names"]))
         self.starts = np.cumsum([0] + self.counts)
         self._cached: tuple[int, dict[str, np.ndarray]] | None = None
 
@@ -424,18 +424,15 @@ class SourceFaces:
 
     def _shard(self, shard_id: int) -> dict[str, np.ndarray]:
         if self._cached is None or self._cached[0] != shard_id:
-            with np.load(self.paths[shard_id]) as data:
-                keys = ("jpeg", "offsets", "landmarks", "valid", "names", "is_val")
-                self._cached = shard_id, {k: data[k] for k in keys}
+            self._cached = shard_id, read_shard(self.paths[shard_id])
         return self._cached[1]
 
     def get(self, index: int) -> dict:
         """Face ``index``: image (S, S, 3) uint8, landmarks (468, 3), valid (4,), name, is_val."""
         shard_id = int(np.searchsorted(self.starts, index, side="right") - 1)
         data, row = self._shard(shard_id), index - int(self.starts[shard_id])
-        jpeg = data["jpeg"][data["offsets"][row] : data["offsets"][row + 1]]
         return {
-            "image": np.asarray(Image.open(io.BytesIO(jpeg.tobytes())).convert("RGB")),
+            "image": decode_jpeg(data["jpeg"], data["offsets"], row),
             "landmarks": data["landmarks"][row],
             "valid": data["valid"][row],
             "name": str(data["names"][row]),
@@ -469,11 +466,9 @@ def view_name(source_name: str, yaw: float) -> str:
 
 
 def encode_sample(view: View) -> dict[str, np.ndarray]:
-    """A view as one sample of :func:`training.prepare.write_shard` (the whole crop counts as photo)."""
+    """A view as one sample of :func:`training.data.shards.write_shard` (the whole crop counts as photo)."""
     size = view.image.shape[0]
-    buffer = io.BytesIO()
-    Image.fromarray(view.image).save(buffer, "JPEG", quality=JPEG_QUALITY)
-    return {"jpeg": np.frombuffer(buffer.getvalue(), dtype=np.uint8), "landmarks": view.landmarks.astype(np.float32),
+    return {"jpeg": encode_jpeg(view.image), "landmarks": view.landmarks.astype(np.float32),
             "valid": np.array([0, 0, size, size], np.float32)}
 
 
@@ -508,16 +503,15 @@ def synthesize_dataset(data: Path, out: Path, model: Reconstructor, config: Synt
     chosen = choose_sources(len(sources), config)
     per_shard = max(1, config.shard_size // config.per_image)
     runs = [chosen[first : first + per_shard] for first in range(0, len(chosen), per_shard)]
-    paths = [out / f"shard_{shard_id:05d}.npz" for shard_id in range(len(runs))]
+    paths = [shard_path(out, shard_id) for shard_id in range(len(runs))]
     builder = SceneBuilder(model, topology, config)
     out.mkdir(parents=True, exist_ok=True)
     kept = sum(len(run) for run, path in zip(runs, paths) if path.is_file())
-    progress = Progress(len(chosen), "synthesize", initial=kept) if show_progress else None
+    progress = tqdm(total=len(chosen), desc="synthesize", initial=kept, unit="face", disable=not show_progress)
     started, done, made, yaws, inpainted = time.monotonic(), kept, 0, [], []
     for run, path in zip(runs, paths):
         if path.is_file():
-            with np.load(path) as shard:
-                yaws.append(shard["yaw"])
+            yaws.append(read_shard(path, ["yaw"])["yaw"])
             continue
         samples, names, val, shard_yaw = [], [], [], []
         for batch in _batches(run, config.batch_size):
@@ -532,13 +526,12 @@ def synthesize_dataset(data: Path, out: Path, model: Reconstructor, config: Synt
                     shard_yaw.append(view.euler[0])
                     inpainted.append(view.inpainted)
             done += len(batch)
-            if progress is not None:
-                progress.update(done, f"images {made + len(samples)}")
+            progress.set_postfix_str(f"images {made + len(samples)}", refresh=False)
+            progress.update(done - progress.n)
         write_shard(path, samples, names, val, extra={"yaw": np.array(shard_yaw, np.float32)})
         made += len(samples)
         yaws.append(np.array(shard_yaw, np.float32))
-    if progress is not None:
-        progress.close()
+    progress.close()
     seconds = time.monotonic() - started
     all_yaws = np.concatenate(yaws) if yaws else np.zeros(0, np.float32)
     manifest = {

@@ -4,7 +4,7 @@ The ONNX graph holds one or more BlazeFace networks ("branches": the short-range
 for faces that fill much of the photo, and the full-range model, good for small faces). For
 each branch the photo is letterboxed into the network's square input (scaled to fit, centred,
 black border); the graph returns every anchor's score, box and keypoints decoded in input
-pixels (see :mod:`training.blazeface`). This module keeps the confident ones, merges
+pixels (see :mod:`training.tools.blazeface`). This module keeps the confident ones, merges
 overlapping candidates by score-weighted averaging (MediaPipe's weighted non-max suppression),
 maps them back to photo pixels, turns BlazeFace's box into the face box the reconstruction crop
 expects (:class:`BoxCalibration`), and pools the branches: where several found the same face
@@ -22,9 +22,9 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from model.inference import Provider, session_options
+from model.runtime.reconstructor import Provider, session_options
 
-DEFAULT_DETECTOR = Path(__file__).resolve().parent / "weights" / "face_detector.onnx"
+DEFAULT_DETECTOR = Path(__file__).resolve().parents[1] / "weights" / "face_detector.onnx"
 METADATA_PREFIX = "facedetector."
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_centre", "right_ear_tragion", "left_ear_tragion")
 
@@ -43,7 +43,7 @@ class BoxCalibration:
 
     With the detector box's centre (cx, cy) and side s = sqrt(w * h), the 68-point box has centre
     (cx + centre_x * s, cy + centre_y * s), width ``width`` * s and height ``height`` * s.
-    Fitted on training photos labelled with MediaPipe FaceMesh (:mod:`training.detector_calibration`).
+    Fitted on training photos labelled with MediaPipe FaceMesh (:mod:`training.tools.detector_calibration`).
     """
 
     centre_x: float = 0.0
@@ -126,7 +126,7 @@ class Detection:
     """One face in photo pixels.
 
     box: x1, y1, x2, y2, an estimate of the bounds of the face's 68 iBUG landmarks (the box
-    :func:`model.crop.crop_face` expects); score: detector confidence in [0, 1];
+    :func:`model.runtime.crop.crop_face` expects); score: detector confidence in [0, 1];
     keypoints: (6, 2) x, y of the eyes, nose tip, mouth centre and ear tragions
     (``KEYPOINT_NAMES``; right / left as the subject sees them).
     """

@@ -1,4 +1,5 @@
-"""Metadata that an exported ONNX model carries for the service and the CLI."""
+"""The contract between the exporter (torch) and the runtime (ONNX Runtime): the graph's input and
+output names and the metadata an exported model carries. Torch-free."""
 
 from __future__ import annotations
 
@@ -6,6 +7,24 @@ import dataclasses
 from dataclasses import dataclass
 
 INPUT_NAME = "image"
+# The graph's outputs, in order (B is the batch of crops, V mesh vertices, S the crop side):
+OUTPUT_NAMES = (
+    "neutral_vertices",  # (B, V, 3) metres, identity only, frontal
+    "expressive_vertices",  # (B, V, 3) metres, identity + expression, frontal
+    "posed_vertices",  # (B, V, 3) crop NDC
+    "vertices_2d",  # (B, V, 2) crop pixels
+    "landmarks_2d",  # (B, 68, 2) crop pixels
+    "landmarks_3d",  # (B, 68, 3) crop pixels x, y and depth (larger nearer)
+    "rotation",  # (B, 3, 3)
+    "euler_degrees",  # (B, 3) yaw, pitch, roll
+    "translation",  # (B, 3) crop NDC
+    "scale",  # (B,) NDC per metre
+    "albedo",  # (B, V, 3) in [0, 1]
+    "lighting",  # (B, 9, 3) spherical-harmonics coefficients
+)
+# (68, 3) initializer: each landmark's offset from its vertex, metres in the face frame
+# (`facerecon calibrate-landmarks` rewrites it).
+LANDMARK_OFFSETS = "landmark_offsets"
 
 
 @dataclass(frozen=True)
@@ -13,7 +32,7 @@ class ModelMetadata:
     """What a consumer of the ONNX graph needs besides the graph.
 
     The input is ``image`` (B, 3, input_size, input_size) float32 RGB in [0, 1] (the graph
-    normalises it); the crop is made by :mod:`model.crop`.
+    normalises it); the crop is made by :mod:`model.runtime.crop`.
     """
 
     topology_version: str
@@ -22,7 +41,7 @@ class ModelMetadata:
     training_steps: int
     num_vertices: int
     num_faces: int
-    landmark_calibration: str = "none"  # what the landmark offsets were fitted on (training.landmark_calibration)
+    landmark_calibration: str = "none"  # what the landmark offsets were fitted on (training.export.landmark_calibration)
     input_range: str = "rgb float32 in [0, 1], NCHW"
     format_version: str = "1"
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from model.decoders import ExpressionDecoder, IdentityDecoder, SubdivisionUpsampler, VertexDecoder
-from model.encoders import EncoderConfig, FaceEncoder
-from model.geometry import matrix_to_euler_degrees, pose_transform, project_to_pixels, rotation_6d_to_matrix
+from model.nn.decoders import ExpressionDecoder, IdentityDecoder, SubdivisionUpsampler, VertexDecoder
+from model.nn.encoders import EncoderConfig, FaceEncoder
+from model.nn.geometry import matrix_to_euler_degrees, pose_transform, project_to_pixels, rotation_6d_to_matrix
+from model.onnx_contract import OUTPUT_NAMES
 from model.topology import FaceTopology
 
 
@@ -33,7 +34,7 @@ class FaceReconstruction:
     """Everything one forward pass predicts for a batch of B face crops of S x S pixels.
 
     Shapes: V mesh vertices, 68 iBUG landmarks. Metres in the model frame (+X subject's left,
-    +Y up, +Z toward the camera); NDC in the crop (see :mod:`model.geometry`); pixels in the crop.
+    +Y up, +Z toward the camera); NDC in the crop (see :mod:`model.nn.geometry`); pixels in the crop.
     """
 
     neutral_vertices: torch.Tensor  # (B, V, 3) metres: identity only
@@ -51,10 +52,7 @@ class FaceReconstruction:
     identity_offsets: torch.Tensor  # (B, V, 3) metres, for regularisers
     expression_offsets: torch.Tensor  # (B, V, 3) metres, for regularisers
 
-    OUTPUT_NAMES = (
-        "neutral_vertices", "expressive_vertices", "posed_vertices", "vertices_2d", "landmarks_2d",
-        "landmarks_3d", "rotation", "euler_degrees", "translation", "scale", "albedo", "lighting",
-    )
+    OUTPUT_NAMES = OUTPUT_NAMES  # the exported graph's outputs (model.onnx_contract)
 
 
 class FaceReconstructionModel(nn.Module):
@@ -79,7 +77,7 @@ class FaceReconstructionModel(nn.Module):
         self.register_buffer("faces", torch.as_tensor(topology.faces), persistent=False)
         self.register_buffer("landmark_vertices", torch.as_tensor(topology.landmarks68), persistent=False)
         # (68, 3) metres in the model frame from each landmark's vertex to the landmark: zero until
-        # `facerecon calibrate-landmarks` fits them in the exported graph (training.landmark_calibration).
+        # `facerecon calibrate-landmarks` fits them in the exported graph (training.export.landmark_calibration).
         self.register_buffer("landmark_offsets", torch.zeros(len(topology.landmarks68), 3), persistent=False)
 
     @property

@@ -1,6 +1,6 @@
 """MediaPipe's BlazeFace face detectors rebuilt in PyTorch from their TFLite graphs.
 
-:class:`TFLiteNet` turns each operator of a :class:`training.tflite_graph.TFLiteGraph` into a
+:class:`TFLiteNet` turns each operator of a :class:`training.tools.tflite_graph.TFLiteGraph` into a
 torch module (4-D activations are held NCHW, TFLite's are NHWC; the ops translate). :class:`BlazeFace`
 wraps it into the graph the service runs: uint8 letterboxed input -> scores, boxes and keypoints
 decoded against the SSD anchors that MediaPipe configures for the model.
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.tflite_graph import GraphOp, TFLiteGraph, read_tflite
+from training.tools.tflite_graph import GraphOp, TFLiteGraph, read_tflite
 
 Source = Literal["short", "full"]  # MediaPipe's short-range and full-range models
 MEDIAPIPE_FACE_DETECTION = Path("mediapipe") / "modules" / "face_detection"
@@ -279,7 +279,7 @@ class BlazeFace(nn.Module):
 
     forward: image (B, S, S, 3) uint8 RGB -> scores (B, N) in [0, 1], boxes (B, N, 4) x1, y1,
     x2, y2 and keypoints (B, N, K, 2) x, y, both in input pixels. No thresholding or
-    suppression: that is :mod:`model.face_detector`'s job.
+    suppression: that is :mod:`model.runtime.detector`'s job.
     """
 
     def __init__(self, spec: BlazeFaceSpec, graph: TFLiteGraph) -> None:

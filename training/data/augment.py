@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from model.crop import DEFAULT_MARGIN
+from model.runtime.crop import DEFAULT_MARGIN
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def crop_matrix(landmarks: np.ndarray, face_box_points: np.ndarray, size: int, m
     """2x3 affine from stored-crop pixels to network-crop pixels.
 
     The nominal crop is the square of side margin x the face box's longer side around its
-    centre (as :func:`model.crop.square_box`), then scaled, shifted (in crop sides) and rotated.
+    centre (as :func:`model.runtime.crop.square_box`), then scaled, shifted (in crop sides) and rotated.
     """
     lo, hi = face_box_points.min(axis=0), face_box_points.max(axis=0)
     side = margin * float(max(hi - lo)) * scale

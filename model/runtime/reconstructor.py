@@ -1,25 +1,25 @@
-"""Face reconstruction with the exported ONNX model (ONNX Runtime only, no torch)."""
+"""Face reconstruction with the exported ONNX model (ONNX Runtime only, no torch): crops in,
+:class:`FaceResult` in photo coordinates out."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
 
-from model.crop import DEFAULT_MARGIN, CropTransform, crop_face
-from model.mirror_average import average_with_mirror
-from model.onnx_metadata import INPUT_NAME, ModelMetadata
+from model.conventions import Box, MeshSpace, ndc_to_pixels
+from model.onnx_contract import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from model.runtime.crop import DEFAULT_MARGIN, CropTransform, crop_face
+from model.runtime.mirror_average import average_with_mirror
+from model.runtime.sessions import Provider, session_options
 from model.topology import FaceTopology
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "facerecon.onnx"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "facerecon.onnx"
 
-Space = Literal["image", "canonical", "neutral"]
-Box = tuple[float, float, float, float]
 
 
 @dataclass
@@ -57,68 +57,28 @@ class FaceResult:
         """Size of one photo pixel on the face, in metres."""
         return 2.0 / (self.scale * self.crop.side)
 
-    def vertices(self, space: Space, image_size: tuple[int, int]) -> np.ndarray:
+    def vertices(self, space: MeshSpace, image_size: tuple[int, int]) -> np.ndarray:
         """Mesh vertices (V, 3) in metres, glTF axes (+Y up, +Z toward the viewer).
 
         ``image``: posed as in the photo, origin at the photo's centre, so that an
         orthographic view down -Z lines up with the photo (``image_size`` is (W, H));
         ``canonical``: frontal, pose removed; ``neutral``: frontal, expression removed too.
         """
-        if space == "canonical":
+        space = MeshSpace(space)
+        if space is MeshSpace.canonical:
             return self.expressive_vertices
-        if space == "neutral":
+        if space is MeshSpace.neutral:
             return self.neutral_vertices
-        if space == "image":
-            width, height = image_size
-            centred = self.image_points - np.array([width / 2.0, height / 2.0, 0.0], dtype=np.float32)
-            return (centred * np.array([1.0, -1.0, 1.0], dtype=np.float32) * self.metres_per_pixel).astype(np.float32)
-        raise ValueError(f"unknown space {space!r}: choose image, canonical or neutral")
-
-
-def default_threads() -> int:
-    """Threads for ONNX Runtime's intra-op pool: the cores this process may use."""
-    return max(1, len(os.sched_getaffinity(0)))
-
-
-Provider = str | tuple[str, dict[str, str]]
-
-# Tuned CUDA settings: heuristic cuDNN algorithm search (exhaustive search costs seconds per new
-# batch shape, and micro-batches vary in size), and an arena that grows by what is requested.
-CUDA_PROVIDER_OPTIONS = {
-    "cudnn_conv_algo_search": "HEURISTIC",
-    "arena_extend_strategy": "kSameAsRequested",
-    "do_copy_in_default_stream": "1",
-}
-
-
-def execution_providers(device: Literal["auto", "cuda", "cpu"] = "auto") -> list[Provider]:
-    """ONNX Runtime providers for ``device``: CUDA (tuned) with CPU fallback, or CPU alone.
-
-    ``cuda`` fails when this ONNX Runtime build has no CUDA provider; ``auto`` falls back.
-    """
-    available = ort.get_available_providers()
-    if device != "cpu" and "CUDAExecutionProvider" in available:
-        return [("CUDAExecutionProvider", dict(CUDA_PROVIDER_OPTIONS)), "CPUExecutionProvider"]
-    if device == "cuda":
-        raise RuntimeError(f"device=cuda, but this ONNX Runtime offers only {available} "
-                           "(install onnxruntime-gpu instead of onnxruntime)")
-    return ["CPUExecutionProvider"]
-
-
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """CPU threading that fits the machine: ``threads`` intra-op (default: usable cores), no spinning."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or default_threads()
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
+        width, height = image_size
+        centred = self.image_points - np.array([width / 2.0, height / 2.0, 0.0], dtype=np.float32)
+        return (centred * np.array([1.0, -1.0, 1.0], dtype=np.float32) * self.metres_per_pixel).astype(np.float32)
 
 
 class FaceReconstructor:
     """Loads the exported model once and reconstructs faces from photos.
 
     ``mirror_average``: every crop also goes through the network mirrored, and the two answers
-    are averaged (see :mod:`model.mirror_average`): more accurate, twice the network's work.
+    are averaged (see :mod:`model.runtime.mirror_average`): more accurate, twice the network's work.
     """
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, *, topology: FaceTopology | None = None,
@@ -144,7 +104,10 @@ class FaceReconstructor:
                 f"{model_path} was exported for topology {self.metadata.topology_version}, "
                 f"but the installed topology is {self.topology.version}"
             )
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        names = tuple(o.name for o in self.session.get_outputs())
+        if names != OUTPUT_NAMES:
+            raise ValueError(f"{model_path} has the outputs {list(names)}, not the facerecon contract's "
+                             f"{list(OUTPUT_NAMES)}: re-export it with this version of facerecon")
 
     @property
     def input_size(self) -> int:
@@ -154,9 +117,9 @@ class FaceReconstructor:
         """Raw network outputs for crops (B, S, S, 3) uint8 RGB."""
         batch = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
         if not self.mirror_average:
-            return dict(zip(self.output_names, self.session.run(None, {INPUT_NAME: batch})))
+            return dict(zip(OUTPUT_NAMES, self.session.run(None, {INPUT_NAME: batch})))
         both = np.concatenate([batch, batch[..., ::-1]])
-        out = dict(zip(self.output_names, self.session.run(None, {INPUT_NAME: both})))
+        out = dict(zip(OUTPUT_NAMES, self.session.run(None, {INPUT_NAME: both})))
         count = len(batch)
         return average_with_mirror({k: v[:count] for k, v in out.items()}, {k: v[count:] for k, v in out.items()},
                                    self.topology, self.input_size)
@@ -171,7 +134,7 @@ class FaceReconstructor:
         """Network outputs (N, ...) for N crops -> one FaceResult each, in photo coordinates."""
         results = []
         for i, (box, crop) in enumerate(zip(boxes, crops)):
-            depth = out["posed_vertices"][i, :, 2:] * (self.input_size / 2.0)
+            depth = ndc_to_pixels(out["posed_vertices"][i], self.input_size)[:, 2:]
             crop_points = np.concatenate([out["vertices_2d"][i], depth], axis=1)
             results.append(
                 FaceResult(

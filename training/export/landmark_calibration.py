@@ -1,10 +1,10 @@
 """Calibrate where the 68 iBUG landmarks sit on the mesh, against 3D-annotated 68-point data.
 
-The mesh's landmark vertices come from MediaPipe's layout (:mod:`training.topology_builder`);
+The mesh's landmark vertices come from MediaPipe's layout (:mod:`training.tools.topology_builder`);
 the iBUG/AFLW2000-3D convention places some points elsewhere on the head, most of all the jaw:
 its 3D-annotated jawline runs about 2 cm further back than MediaPipe's face oval. Each landmark is
 therefore its vertex plus an offset (68, 3) in metres in the model frame (the exported graph's
-``landmark_offsets``, see :class:`model.face_model.FaceReconstructionModel`), posed with the face.
+``landmark_offsets``, see :class:`model.nn.face_model.FaceReconstructionModel`), posed with the face.
 
 Offsets are tied left/right (a landmark's mirror partner gets the mirrored offset; landmarks on
 the midline move only in y and z) and fitted to minimise the mean 2D landmark distance, normalised
@@ -23,11 +23,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from model.inference import FaceReconstructor
-from model.onnx_metadata import ModelMetadata
+from model.runtime.reconstructor import FaceReconstructor
+from model.onnx_contract import ModelMetadata
 from model.topology import FaceTopology
-from training.evaluate import box_norm, gt_box, load_aflw, nme, point_errors, summarise
-from training.export_onnx import LANDMARK_OFFSETS, set_onnx_metadata
+from model.conventions import points_box
+from training.evaluate import box_norm, load_aflw, nme, point_errors, summarise
+from model.onnx_contract import LANDMARK_OFFSETS
+from training.export.onnx_export import set_onnx_metadata
 
 IRLS_ITERATIONS = 6
 MIN_DISTANCE = 1e-4  # NME units: caps an IRLS weight
@@ -57,11 +59,11 @@ class CalibrationReport:
 
 def collect_samples(root: Path, reconstructor: FaceReconstructor) -> list[CalibrationSample]:
     """Reconstruct every annotated image of ``root`` (AFLW2000-3D layout) in its 68-point box."""
-    from model.image_io import load_rgb
+    from model.runtime.image_io import load_rgb
 
     samples = []
     for sample in load_aflw(root):
-        (face,) = reconstructor.reconstruct(load_rgb(sample.path.read_bytes()), [gt_box(sample.points)])
+        (face,) = reconstructor.reconstruct(load_rgb(sample.path.read_bytes()), [points_box(sample.points)])
         pixels_per_metre = face.scale * face.crop.side / 2.0
         # posed = scale * R @ v + t; pixel x follows +x, pixel y follows -y, depth follows +z.
         jacobian = pixels_per_metre * face.rotation * np.array([1.0, -1.0, 1.0])[:, None]

@@ -11,16 +11,15 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from model.face_model import FaceReconstruction, FaceReconstructionModel
-from model.onnx_metadata import ModelMetadata
+from model.nn.face_model import FaceReconstruction, FaceReconstructionModel
+from model.onnx_contract import INPUT_NAME, LANDMARK_OFFSETS, OUTPUT_NAMES, ModelMetadata
 
 OPSET = 17
 HALF_MIN_ELEMENTS = 1024  # smaller float tensors (biases, constants) stay float32
-LANDMARK_OFFSETS = "landmark_offsets"  # (68, 3) initializer that `facerecon calibrate-landmarks` rewrites
 
 
 class _TupleOutputs(nn.Module):
-    """Returns the inference outputs as a tuple in :attr:`FaceReconstruction.OUTPUT_NAMES` order."""
+    """Returns the inference outputs as a tuple in :attr:`model.onnx_contract.OUTPUT_NAMES` order."""
 
     def __init__(self, model: FaceReconstructionModel) -> None:
         super().__init__()
@@ -28,7 +27,7 @@ class _TupleOutputs(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         result = self.model(image)
-        return tuple(getattr(result, name) for name in FaceReconstruction.OUTPUT_NAMES)
+        return tuple(getattr(result, name) for name in OUTPUT_NAMES)
 
 
 def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: bool, steps: int = 0,
@@ -42,7 +41,7 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
     out.parent.mkdir(parents=True, exist_ok=True)
     size = model.image_size
     dummy = torch.rand(2, 3, size, size)
-    dynamic = {name: {0: "batch"} for name in ("image", *FaceReconstruction.OUTPUT_NAMES)}
+    dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
     was_training = model.training
     # The exporter restores the wrapper's mode afterwards, so the wrapper must be in eval mode
     # too, or the caller's model would come back in training mode.
@@ -51,8 +50,8 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
         wrapper,
         (dummy,),
         str(out),
-        input_names=["image"],
-        output_names=list(FaceReconstruction.OUTPUT_NAMES),
+        input_names=[INPUT_NAME],
+        output_names=list(OUTPUT_NAMES),
         dynamic_axes=dynamic,
         opset_version=OPSET,
         dynamo=False,

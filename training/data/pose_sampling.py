@@ -1,7 +1,7 @@
 """Pose-balanced sampling: draw training faces so that every yaw range is seen about equally often.
 
 The prepared photos are mostly frontal; with synthesised turned faces mixed in (see
-:mod:`training.synthesize`), a sampler weighted by 1 / (faces in the sample's |yaw| bin) makes
+:mod:`training.data.synthesize`), a sampler weighted by 1 / (faces in the sample's |yaw| bin) makes
 the drawn yaw histogram flat. Bins with fewer than ``min_bin_count`` faces are weighted as if
 they had that many, so a handful of faces is not repeated endlessly: the histogram is flat up to
 where the data runs out. ``power`` below 1 flattens only part way (0: uniform sampling). The
@@ -35,7 +35,7 @@ def estimate_yaw(landmarks: np.ndarray, template: np.ndarray) -> np.ndarray:
 
     Fits the scaled-orthographic camera that best maps the template's 468 base vertices
     (468, 3) onto each face's points (least squares, then the nearest pair of orthonormal rows)
-    and reads the yaw of that rotation as :func:`model.geometry.matrix_to_euler_degrees` does:
+    and reads the yaw of that rotation as :func:`model.nn.geometry.matrix_to_euler_degrees` does:
     positive when the nose points to the image's right.
     """
     if len(landmarks) == 0:

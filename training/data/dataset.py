@@ -1,4 +1,4 @@
-"""Prepared face crops (see :mod:`training.prepare`) as a torch Dataset with augmentation."""
+"""Prepared face crops (see :mod:`training.data.prepare`) as a torch Dataset with augmentation."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from model.topology import NUM_BASE_VERTICES, FaceTopology
-from training.augment import AugmentConfig, augment
-from training.pose_sampling import estimate_yaw
-from training.topology_builder import IBUG68_FROM_MEDIAPIPE
+from training.data.augment import AugmentConfig, augment
+from training.data.pose_sampling import estimate_yaw
+from training.data.shards import decode_jpeg, read_shard, shard_paths
+from training.tools.topology_builder import IBUG68_FROM_MEDIAPIPE
 
 
 @dataclass
@@ -36,7 +37,7 @@ class PreparedFaces(Dataset):
     def __init__(self, root: str | Path | Sequence[str | Path], split: str, topology: FaceTopology,
                  config: AugmentConfig, seed: int = 0, limit: int | None = None) -> None:
         roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
-        paths = [p for r in roots for p in sorted(r.glob("shard_*.npz")) if not p.name.endswith(".tmp.npz")]
+        paths = [p for r in roots for p in shard_paths(r)]
         if not paths:
             folders = ", ".join(map(str, roots))
             raise FileNotFoundError(f"no prepared shards in {folders}: run `facerecon prepare` first")
@@ -46,13 +47,13 @@ class PreparedFaces(Dataset):
         template = topology.vertices[:NUM_BASE_VERTICES]
         index, landmarks, valid, yaw = [], [], [], []
         for shard_id, path in enumerate(paths):
-            with np.load(path) as data:
-                keep = np.flatnonzero(data["is_val"] == (split == "val"))
-                self.shards.append(_Shard(jpeg=data["jpeg"], offsets=data["offsets"]))
-                index.append(np.stack([np.full(len(keep), shard_id), keep], axis=1))
-                landmarks.append(data["landmarks"][keep])
-                valid.append(data["valid"][keep])
-                yaw.append(data["yaw"][keep] if "yaw" in data.files else estimate_yaw(landmarks[-1], template))
+            data = read_shard(path, ("jpeg", "offsets", "landmarks", "valid", "is_val", "yaw"))
+            keep = np.flatnonzero(data["is_val"] == (split == "val"))
+            self.shards.append(_Shard(jpeg=data["jpeg"], offsets=data["offsets"]))
+            index.append(np.stack([np.full(len(keep), shard_id), keep], axis=1))
+            landmarks.append(data["landmarks"][keep])
+            valid.append(data["valid"][keep])
+            yaw.append(data["yaw"][keep] if "yaw" in data else estimate_yaw(landmarks[-1], template))
         self.index = np.concatenate(index)
         self.landmarks = np.concatenate(landmarks)
         self.valid = np.concatenate(valid)
@@ -72,8 +73,7 @@ class PreparedFaces(Dataset):
     def stored_image(self, i: int) -> np.ndarray:
         shard_id, row = self.index[i]
         shard = self.shards[shard_id]
-        data = shard.jpeg[shard.offsets[row] : shard.offsets[row + 1]]
-        return np.asarray(Image.open(io.BytesIO(data.tobytes())).convert("RGB"))
+        return decode_jpeg(shard.jpeg, shard.offsets, row)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         # Training draws fresh augmentation from torch's per-worker generator (seeded by the

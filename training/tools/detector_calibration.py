@@ -1,7 +1,7 @@
-"""Fit :class:`model.face_detector.BoxCalibration`: BlazeFace's box -> the reconstruction's face box.
+"""Fit :class:`model.runtime.detector.BoxCalibration`: BlazeFace's box -> the reconstruction's face box.
 
 The reconstruction network is trained on crops around the bounds of the 68 iBUG points taken
-from MediaPipe FaceMesh (:func:`training.prepare.face_box`). The fit labels training photos the
+from MediaPipe FaceMesh (:func:`training.data.prepare.face_box`). The fit labels training photos the
 same way and detects them with the uncalibrated ONNX detector, each photo as it is (a tight face
 crop) and pasted into a 640x480 canvas with the face 10-60% of the canvas width (the photos the
 service sees), because the full-range network barely fires on tight crops and box regression
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model.face_detector import BoxCalibration, FaceDetector, box_iou
-from training.topology_builder import find_images
+from model.runtime.detector import BoxCalibration, FaceDetector, box_iou
+from training.tools.topology_builder import find_images
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ def paste_into_canvas(photo: np.ndarray, box: np.ndarray, rng: np.random.Generat
 def label_boxes(detector: FaceDetector, photos: list[Path], seed: int) -> dict[str, LabelledBoxes]:
     """FaceMesh-label each photo and detect it (and its pasted view) with each network of the
     uncalibrated detector; keep the detections that match the labelled face."""
-    from training.landmarks import MediaPipeLabeler
-    from training.prepare import face_box
+    from training.data.landmarks import MediaPipeLabeler
+    from training.data.prepare import face_box
 
     if any(branch.calibration != BoxCalibration() for branch in detector.metadata.branches):
         raise ValueError("fit the calibration with an uncalibrated detector (identity BoxCalibration)")

@@ -1,0 +1,139 @@
+"""Photo -> reconstructed faces: decode, detect (or take the given box), crop, run the network,
+and optionally a second pass re-cropped around the first pass's landmarks.
+
+This is the one place the sequence is written. :meth:`FacePipeline.steps` is a generator that
+yields each batch of crops for the network and receives the network's outputs, so a caller
+decides how the network runs: :meth:`FacePipeline.reconstruct` runs it in the calling thread
+(the CLI, evaluation); the service sends the crops of concurrent requests through one
+micro-batched network call (:mod:`service.engine`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from model.conventions import Box, FaceSelection, box_area, points_box
+from model.runtime.crop import CropTransform
+from model.runtime.detector import Detection, FaceDetector
+from model.runtime.image_io import load_rgb
+from model.runtime.reconstructor import FaceReconstructor, FaceResult
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+
+NetworkOutputs = dict[str, np.ndarray]
+# Yields crops (N, S, S, 3) uint8, receives the network's outputs for them, returns the answer.
+PipelineSteps = Generator[np.ndarray, NetworkOutputs, "ImageReconstruction"]
+
+
+class NoFaceFound(Exception):
+    """The detector found no face in the image."""
+
+
+class InvalidBox(ValueError):
+    """A face box given by the caller does not fit the image."""
+
+
+@dataclass
+class ReconstructedFace:
+    """One face of an image: where it was found and what the network made of it."""
+
+    box: Box
+    score: float | None  # detection score; None when the caller gave the box
+    result: FaceResult
+
+
+@dataclass
+class ImageReconstruction:
+    image: np.ndarray  # (H, W, 3) uint8 RGB, upright
+    faces: list[ReconstructedFace]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return self.image.shape[1], self.image.shape[0]
+
+
+class FacePipeline:
+    """The detector and the reconstruction network, and how a photo goes through them."""
+
+    def __init__(self, reconstructor: FaceReconstructor, detector: FaceDetector, *, max_faces: int = 16,
+                 max_pixels: int | None = None, refine: bool = False) -> None:
+        """``refine``: reconstruct detected faces twice, the second time cropped around the first
+        pass's 68 landmarks (the detector's box only approximates the box the network was trained
+        on; measured on the AFLW2000-3D dev slice: bin mean 6.63 -> 6.42, frontal 3.98 -> 3.75,
+        for about 5 ms more per photo on a 2-core CPU)."""
+        self.reconstructor, self.detector = reconstructor, detector
+        self.max_faces, self.max_pixels, self.refine = max_faces, max_pixels, refine
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """JPEG / PNG / WebP bytes -> (H, W, 3) uint8 RGB; raises model.runtime.image_io's errors."""
+        if self.max_pixels is None:
+            return load_rgb(data, formats=ACCEPTED_FORMATS)
+        return load_rgb(data, formats=ACCEPTED_FORMATS, max_pixels=self.max_pixels)
+
+    def find_faces(self, image: np.ndarray, faces: FaceSelection = FaceSelection.largest) -> list[Detection]:
+        """The largest detected face, or every one (best score first, at most max_faces)."""
+        detections = self.detector.detect(image)
+        if not detections:
+            raise NoFaceFound("no face was detected in the image")
+        if FaceSelection(faces) is FaceSelection.largest:
+            return [max(detections, key=lambda d: box_area(d.box))]
+        return detections[: self.max_faces]
+
+    @staticmethod
+    def check_box(image: np.ndarray, box: Box) -> None:
+        height, width = image.shape[:2]
+        if box[0] >= width or box[1] >= height or box[2] <= 0 or box[3] <= 0:
+            raise InvalidBox(f"box {box} lies outside the {width}x{height} image")
+
+    def locate(self, image: np.ndarray, faces: FaceSelection, box: Box | None) -> tuple[list[Box], list[float | None]]:
+        """Face boxes and detection scores: ``box`` as given (checked), else the detector's."""
+        if box is not None:
+            self.check_box(image, box)
+            return [box], [None]
+        detections = self.find_faces(image, faces)
+        return [d.box for d in detections], [d.score for d in detections]
+
+    def refined_boxes(self, transforms: Sequence[CropTransform], outputs: NetworkOutputs) -> list[Box]:
+        """Second-pass boxes: the box of each first-pass face's 68 landmark vertices (hidden ones
+        included, without the landmarks' calibrated offsets), photo pixels: the box the network's
+        training crops were centred on."""
+        landmark_vertices = self.reconstructor.topology.landmarks68
+        return [points_box(transform.to_image(vertices[landmark_vertices]))
+                for transform, vertices in zip(transforms, outputs["vertices_2d"])]
+
+    def steps(self, image: np.ndarray, faces: FaceSelection = FaceSelection.largest, box: Box | None = None,
+              on_detection: Callable[[float], None] | None = None) -> PipelineSteps:
+        """The sequence for one decoded image (H, W, 3) uint8: yields crops, receives outputs.
+
+        Detected faces go through a second pass when ``refine``; a given ``box`` never does.
+        ``on_detection`` receives the detector's time in seconds.
+        """
+        started = time.perf_counter()
+        boxes, scores = self.locate(image, faces, box)
+        if box is None and on_detection is not None:
+            on_detection(time.perf_counter() - started)
+        crops, transforms = self.reconstructor.crop(image, boxes)
+        outputs = yield crops
+        if box is None and self.refine:
+            boxes = self.refined_boxes(transforms, outputs)
+            crops, transforms = self.reconstructor.crop(image, boxes)
+            outputs = yield crops
+        results = self.reconstructor.results(boxes, transforms, outputs)
+        return ImageReconstruction(image, [ReconstructedFace(b, s, r) for b, s, r in zip(boxes, scores, results)])
+
+    def reconstruct(self, image: np.ndarray, faces: FaceSelection = FaceSelection.largest,
+                    box: Box | None = None) -> ImageReconstruction:
+        """Every step in this thread, the faces of one image in one network batch per pass."""
+        steps = self.steps(image, faces, box)
+        crops = next(steps)
+        try:
+            while True:
+                crops = steps.send(self.reconstructor.run(crops))
+        except StopIteration as done:
+            return done.value

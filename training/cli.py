@@ -1,0 +1,276 @@
+"""The training commands of ``facerecon`` (export, build-topology, prepare, train, synthesize,
+evaluate, calibrate-landmarks, build-detector).
+
+The ``facerecon`` command (:mod:`service.cli`) finds them through the ``facerecon.commands``
+entry points, one per command, each naming a ``register_*`` function here; heavy imports
+(torch, mediapipe, onnx) happen when a command runs, so a serving-only install lists them and
+says which extra to install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from model.runtime.detector import DEFAULT_DETECTOR
+from model.runtime.reconstructor import DEFAULT_MODEL
+from model.topology import DEFAULT_ASSET
+from service.cli import CLIError, SubParsers
+
+
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from model.nn.face_model import FaceReconstructionModel
+    from model.topology import FaceTopology
+    from training.checkpoint import load_checkpoint
+    from training.export.onnx_export import export_onnx, metadata_json
+
+    topology = FaceTopology.load()
+    if args.untrained:
+        torch.manual_seed(args.seed)
+        model, steps = FaceReconstructionModel(topology), 0
+    else:
+        if not args.checkpoint.is_file():
+            raise CLIError(f"checkpoint not found: {args.checkpoint}")
+        try:
+            model, data = load_checkpoint(args.checkpoint, topology)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise CLIError(f"cannot load {args.checkpoint}: {err}") from None
+        steps = int(data["steps"])
+    metadata = export_onnx(model, args.out, trained=not args.untrained, steps=steps, half_weights=args.half_weights)
+    print(f"wrote {args.out}\n{metadata_json(metadata)}")
+    return 0
+
+
+def register_export(sub: SubParsers) -> None:
+    exp = sub.add_parser("export", help="export a checkpoint to ONNX for the service and the CLI")
+    src = exp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path)
+    src.add_argument("--untrained", action="store_true", help="export a randomly initialised model (placeholder)")
+    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--out", type=Path, default=DEFAULT_MODEL)
+    exp.add_argument("--half-weights", action="store_true",
+                     help="store the weights as float16 (half the file; computed in float32)")
+    exp.set_defaults(func=cmd_export)
+
+
+def cmd_build_topology(args: argparse.Namespace) -> int:
+    from training.tools.topology_builder import TopologyBuildConfig, build_topology_from_images
+
+    try:
+        topology = build_topology_from_images(
+            args.images, args.out, TopologyBuildConfig(max_images=args.max_images, seed=args.seed)
+        )
+    except (FileNotFoundError, RuntimeError) as err:
+        raise CLIError(str(err)) from None
+    print(
+        f"wrote {args.out}: version {topology.version}, {topology.num_vertices} vertices, "
+        f"{topology.num_faces} triangles ({len(topology.base_faces)} on the 468 base vertices)"
+    )
+    return 0
+
+
+def register_build_topology(sub: SubParsers) -> None:
+    topo = sub.add_parser("build-topology", help="regenerate the face topology asset from photos")
+    topo.add_argument("--images", type=Path, nargs="+", required=True, metavar="DIR")
+    topo.add_argument("--out", type=Path, default=DEFAULT_ASSET)
+    topo.add_argument("--max-images", type=int, default=3000)
+    topo.add_argument("--seed", type=int, default=0)
+    topo.set_defaults(func=cmd_build_topology)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from training.data.prepare import PrepareConfig, prepare_dataset
+
+    try:
+        manifest = prepare_dataset(args.images, args.out, PrepareConfig(workers=args.workers, crop_size=args.crop_size,
+                                                                         val_fraction=args.val_fraction, seed=args.seed))
+    except FileNotFoundError as err:
+        raise CLIError(str(err)) from None
+    print(f"wrote {args.out}: {manifest['faces_labelled']} faces from {manifest['images_read']} images read; "
+          f"skipped {manifest['skipped']}")
+    return 0
+
+
+def register_prepare(sub: SubParsers) -> None:
+    prep = sub.add_parser("prepare", help="label training photos with dense landmarks and store face crops")
+    prep.add_argument("--images", type=Path, nargs="+", required=True, metavar="DIR")
+    prep.add_argument("--out", type=Path, required=True, metavar="DATA")
+    prep.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)))
+    prep.add_argument("--crop-size", type=int, default=192)
+    prep.add_argument("--val-fraction", type=float, default=0.05)
+    prep.add_argument("--seed", type=int, default=0)
+    prep.set_defaults(func=cmd_prepare)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.trainer import TrainConfig, train
+
+    try:
+        config = TrainConfig.load(args.config)
+    except (OSError, ValueError, TypeError) as err:
+        raise CLIError(f"bad config {args.config}: {err}") from None
+    try:
+        metrics = train(args.data, config, args.out, max_samples=args.max_samples)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    if metrics:
+        print(f"finished {args.out}: {metrics}")
+    return 0
+
+
+def register_train(sub: SubParsers) -> None:
+    trn = sub.add_parser("train", help="train the face model on prepared data (torchrun for several GPUs)")
+    trn.add_argument("--data", type=Path, required=True, action="append", metavar="DATA",
+                     help="prepared data folder; repeat to mix several (validation uses the first)")
+    trn.add_argument("--config", type=Path, required=True, metavar="CONFIG", help="TOML file (training/configs/)")
+    trn.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder; an existing run resumes")
+    trn.add_argument("--max-samples", type=int, help="use only the first N training samples (smoke tests)")
+    trn.set_defaults(func=cmd_train)
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from model.topology import FaceTopology
+    from training.data.contact_sheet import write_contact_sheet
+    from training.data.synthesize import SceneBuilder, SourceFaces, SynthesisConfig, load_reconstructor, synthesize_dataset
+
+    if args.per_image < 1 or args.yaw_max <= 0 or (args.limit is not None and args.limit < 1):
+        raise CLIError("--per-image and --limit must be at least 1 and --yaw-max positive")
+    if args.out.resolve() == args.data.resolve():
+        raise CLIError("--out must be another folder than --data")
+    config = SynthesisConfig(yaw_max=args.yaw_max, per_image=args.per_image, limit=args.limit, seed=args.seed)
+    topology = FaceTopology.load()
+    try:
+        model = load_reconstructor(args.model, topology)
+        if args.contact_sheet is not None:
+            write_contact_sheet(args.contact_sheet, SourceFaces(args.data), SceneBuilder(model, topology, config),
+                                config, args.sheet_faces)
+            print(f"wrote {args.contact_sheet}", file=sys.stderr)
+        manifest = synthesize_dataset(args.data, args.out, model, config, topology=topology,
+                                      show_progress=not args.quiet)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+        raise CLIError(str(err)) from None
+    print(json.dumps({k: manifest[k] for k in ("images", "sources", "images_per_second", "yaw_histogram")}))
+    return 0
+
+
+def register_synthesize(sub: SubParsers) -> None:
+    syn = sub.add_parser("synthesize", help="turn prepared faces to new yaws: a large-pose training set")
+    syn.add_argument("--data", type=Path, required=True, metavar="DATA", help="prepared data folder to read")
+    syn.add_argument("--out", type=Path, required=True, metavar="DATA_POSED", help="folder for the new shards")
+    syn.add_argument("--yaw-max", type=float, default=90.0, help="target yaws spread over [-yaw-max, yaw-max]")
+    syn.add_argument("--per-image", type=int, default=2, help="turned views per source face")
+    syn.add_argument("--limit", type=int, help="use a random subset of this many source faces")
+    syn.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx or training checkpoint .pt")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--contact-sheet", type=Path, metavar="PNG", help="also draw sample faces at yaws -90..90")
+    syn.add_argument("--sheet-faces", type=int, default=8, help="source faces on the contact sheet")
+    syn.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    syn.set_defaults(func=cmd_synthesize)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from model.runtime.detector import FaceDetector
+    from model.runtime.pipeline import FacePipeline
+    from model.runtime.reconstructor import FaceReconstructor
+    from training.evaluate import convert_aflw2000, evaluate_aflw
+
+    if args.convert_from is not None:
+        try:
+            count = convert_aflw2000(args.convert_from, args.aflw2000)
+        except FileNotFoundError as err:
+            raise CLIError(str(err)) from None
+        print(f"converted {count} AFLW2000-3D images into {args.aflw2000}", file=sys.stderr)
+    try:
+        reconstructor = FaceReconstructor(args.model, mirror_average=args.mirror_average)
+        pipeline = FacePipeline(reconstructor, FaceDetector(args.detector), refine=args.refine)
+        metrics = evaluate_aflw(args.aflw2000, pipeline, boxes=args.boxes, overlays=args.save_overlays)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    if not reconstructor.metadata.trained:
+        print(f"warning: {args.model} holds UNTRAINED weights", file=sys.stderr)
+    print(json.dumps(metrics))
+    return 0
+
+
+def register_evaluate(sub: SubParsers) -> None:
+    ev = sub.add_parser("evaluate", help="AFLW2000-3D 68-point NME of an exported model, per yaw bin")
+    ev.add_argument("--aflw2000", type=Path, required=True, metavar="DIR", help="DIR/images and DIR/gt.npz")
+    ev.add_argument("--boxes", choices=("gt", "detect"), default="gt")
+    ev.add_argument("--refine", action="store_true",
+                    help="with --boxes detect: a second pass cropped around the first pass's landmarks")
+    ev.add_argument("--mirror-average", action="store_true",
+                    help="average each face's reconstruction with that of its mirror image")
+    ev.add_argument("--save-overlays", type=Path, metavar="OUT", help="write the mesh and landmarks over each photo")
+    ev.add_argument("--convert-from", type=Path, metavar="ORIG",
+                    help="first convert the original release (images + .mat) from ORIG into DIR")
+    ev.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ev.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR, help="face detector for --boxes detect")
+    ev.set_defaults(func=cmd_evaluate)
+
+
+def cmd_calibrate_landmarks(args: argparse.Namespace) -> int:
+    from model.runtime.reconstructor import FaceReconstructor
+    from training.export.landmark_calibration import calibrate, collect_samples, read_offsets, write_calibrated_model
+
+    try:
+        reconstructor = FaceReconstructor(args.model)
+        samples = collect_samples(args.aflw2000, reconstructor)
+        report = calibrate(samples, reconstructor.topology, read_offsets(args.model), args.folds, args.seed)
+        source = args.source or f"{args.aflw2000.name} ({len(samples)} images)"
+        write_calibrated_model(args.model, report.offsets, args.out, source)
+    except (OSError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    print(json.dumps({"images": len(samples), "folds": report.folds, "uncalibrated": report.uncalibrated,
+                      "before": report.before, "in_sample": report.in_sample, "held_out": report.held_out}))
+    print(f"wrote {args.out} (landmark calibration: {source})", file=sys.stderr)
+    return 0
+
+
+def register_calibrate_landmarks(sub: SubParsers) -> None:
+    cal = sub.add_parser("calibrate-landmarks",
+                         help="fit where the 68 landmarks sit on the mesh to 3D-annotated images (AFLW2000-3D layout)")
+    cal.add_argument("--aflw2000", type=Path, required=True, metavar="DIR", help="DIR/images and DIR/gt.npz")
+    cal.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx to calibrate")
+    cal.add_argument("--out", type=Path, required=True, help="where to write the calibrated .onnx (may be --model)")
+    cal.add_argument("--folds", type=int, default=10, help="folds of the held-out figure (each image scored by a "
+                                                           "fit without its fold)")
+    cal.add_argument("--source", help="how the metadata names the calibration data (default: DIR's name and count)")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.set_defaults(func=cmd_calibrate_landmarks)
+
+
+def cmd_build_detector(args: argparse.Namespace) -> int:
+    from training.tools.detector_convert import build_detector, metadata_json
+
+    try:
+        metadata, checks, fits = build_detector(args.source, args.out, args.calibrate, args.calibration_photos, args.seed)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise CLIError(str(err)) from None
+    for check in checks:
+        print(f"{check.source}: matches MediaPipe FaceDetection on {check.faces} faces in {check.images} images "
+              f"(max {check.max_pixel_difference:.2g} px, score {check.max_score_difference:.2g})")
+    for name, fit in fits.items():
+        print(f"{name}: box calibration {fit.calibration} from {fit.views} views; residual centre "
+              f"{fit.residual_centre:.4f}, size {fit.residual_size:.4f} (x 68-point box side); "
+              f"mean IoU {fit.mean_iou:.3f} (uncalibrated {fit.mean_iou_raw:.3f})")
+    print(f"wrote {args.out}\n{metadata_json(metadata)}")
+    return 0
+
+
+def register_build_detector(sub: SubParsers) -> None:
+    det = sub.add_parser("build-detector", help="convert MediaPipe's BlazeFace face detector to ONNX")
+    det.add_argument("--source", choices=("short", "full", "both"), default="both",
+                     help="short-range (large faces), full-range (small faces) or both networks")
+    det.add_argument("--out", type=Path, default=DEFAULT_DETECTOR)
+    det.add_argument("--calibrate", type=Path, nargs="+", metavar="DIR",
+                     help="refit the face box calibration on training photos in DIR (default: the shipped fit)")
+    det.add_argument("--calibration-photos", type=int, default=1500)
+    det.add_argument("--seed", type=int, default=0)
+    det.set_defaults(func=cmd_build_detector)
