@@ -118,8 +118,7 @@ def add_plugin_commands(sub: SubParsers) -> None:
             register = entry.load()
         except ImportError as err:
             stub = sub.add_parser(entry.name, help="(not installed: needs facerecon[train])", add_help=False)
-            stub.add_argument("ignored", nargs=argparse.REMAINDER)
-            stub.set_defaults(func=_unavailable(entry.name, err))
+            stub.set_defaults(func=_unavailable(entry.name, err), unavailable=True)
             continue
         register(sub)
 
@@ -166,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "unavailable", False):  # an unavailable command's options are unknown
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args.func(args)

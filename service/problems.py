@@ -40,6 +40,11 @@ class ProblemError(Exception):
         self.status, self.slug, self.title, self.detail, self.headers = status, slug, title, detail, headers
 
 
+def problem_doc(description: str) -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry whose body is a problem document."""
+    return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {"schema": Problem.model_json_schema()}}}
+
+
 def bad_image(detail: str) -> ProblemError:
     return ProblemError(400, "bad-image", "Unreadable image", detail)
 

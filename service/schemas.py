@@ -38,6 +38,7 @@ SPACE_HELP = ("image: posed as in the photo (metres, origin at the photo centre,
               "viewer: an orthographic view down -Z lines up with the photo); canonical: frontal, pose "
               "removed; neutral: frontal, expression removed too (identity only)")
 FACES_HELP = "largest: the largest detected face; all: every detected face (up to the server's limit)"
+INCLUDE_MESH_HELP = "format=json: add vertices and triangles"
 BOX_HELP = ("face box 'x1,y1,x2,y2' in pixels of the upright photo: skips detection and reconstructs "
             "that face (the box of its 68 landmarks, or a detector's face box)")
 

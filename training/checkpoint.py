@@ -1,4 +1,10 @@
-"""Training checkpoints: model weights with the configuration that built them."""
+"""Training checkpoints: model weights with the configuration that built them.
+
+A checkpoint is a dict: ``model_config`` (:class:`model.nn.face_model.ModelConfig` as a dict),
+``topology_version``, ``state_dict`` (which holds the landmark offsets, (68, 3) metres),
+``landmark_calibration`` (what the offsets were fitted on, ``"none"`` if nothing), ``steps`` and
+whatever else the trainer adds (optimiser state, the run's config).
+"""
 
 from __future__ import annotations
 
@@ -6,30 +12,34 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from model.nn.encoders import EncoderConfig
 from model.nn.face_model import FaceReconstructionModel, ModelConfig
 from model.topology import FaceTopology
+from training.config import from_dict
 
 
-def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    encoder = EncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["encoder"].items()})
-    return ModelConfig(**{**data, "encoder": encoder})
-
-
-def save_checkpoint(path: str | Path, model: FaceReconstructionModel, *, steps: int, extra: dict[str, Any] | None = None) -> None:
-    """Write weights, model config, topology version and the number of training steps."""
+def save_checkpoint(path: str | Path, model: FaceReconstructionModel, *, steps: int,
+                    landmark_calibration: str = "none", extra: dict[str, Any] | None = None) -> None:
+    """Write weights, model config, topology version, landmark calibration and the number of training steps."""
     torch.save(
         {
             "model_config": dataclasses.asdict(model.config),
             "topology_version": model.topology_version,
             "state_dict": model.state_dict(),
+            "landmark_calibration": landmark_calibration,
             "steps": steps,
             **(extra or {}),
         },
         path,
     )
+
+
+def load_model_state(model: FaceReconstructionModel, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint's weights into ``model``. Checkpoints written before the landmark offsets
+    were saved lack them: they load with zero offsets (landmarks on their vertices)."""
+    model.load_state_dict({"landmark_offsets": torch.zeros_like(model.landmark_offsets), **state_dict})
 
 
 def load_checkpoint(path: str | Path, topology: FaceTopology) -> tuple[FaceReconstructionModel, dict[str, Any]]:
@@ -40,6 +50,25 @@ def load_checkpoint(path: str | Path, topology: FaceTopology) -> tuple[FaceRecon
             f"{path} was trained on topology {data['topology_version']}, "
             f"but the loaded topology is {topology.version}"
         )
-    model = FaceReconstructionModel(topology, model_config_from_dict(data["model_config"]))
-    model.load_state_dict(data["state_dict"])
+    model = FaceReconstructionModel(topology, from_dict(ModelConfig, data["model_config"], "model_config"))
+    load_model_state(model, data["state_dict"])
     return model, data
+
+
+def store_landmark_calibration(path: str | Path, offsets: np.ndarray, source: str, *, topology_version: str,
+                               steps: int) -> None:
+    """Write landmark offsets (68, 3) metres, fitted on ``source``, into the checkpoint at ``path``, so
+    that a later export carries them. The checkpoint must be the one the calibrated model was exported
+    from: its ``topology_version`` and training ``steps`` are checked."""
+    path = Path(path)
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if (data["topology_version"], int(data["steps"])) != (topology_version, steps):
+        raise ValueError(
+            f"{path} holds {data['steps']} training steps on topology {data['topology_version']}, but the calibrated "
+            f"model was exported after {steps} steps on topology {topology_version}: not its checkpoint"
+        )
+    data["state_dict"]["landmark_offsets"] = torch.as_tensor(offsets, dtype=torch.float32)
+    data["landmark_calibration"] = source
+    partial = path.with_name(path.name + ".partial")
+    torch.save(data, partial)
+    partial.replace(path)

@@ -34,7 +34,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     topology = FaceTopology.load()
     if args.untrained:
         torch.manual_seed(args.seed)
-        model, steps = FaceReconstructionModel(topology), 0
+        model, steps, calibration = FaceReconstructionModel(topology), 0, "none"
     else:
         if not args.checkpoint.is_file():
             raise CLIError(f"checkpoint not found: {args.checkpoint}")
@@ -42,8 +42,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             model, data = load_checkpoint(args.checkpoint, topology)
         except (ValueError, KeyError, RuntimeError) as err:
             raise CLIError(f"cannot load {args.checkpoint}: {err}") from None
-        steps = int(data["steps"])
-    metadata = export_onnx(model, args.out, trained=not args.untrained, steps=steps, half_weights=args.half_weights)
+        steps, calibration = int(data["steps"]), data.get("landmark_calibration", "none")
+    metadata = export_onnx(model, args.out, trained=not args.untrained, steps=steps,
+                           landmark_calibration=calibration, half_weights=args.half_weights)
     print(f"wrote {args.out}\n{metadata_json(metadata)}")
     return 0
 
@@ -51,7 +52,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def register_export(sub: SubParsers) -> None:
     exp = sub.add_parser("export", help="export a checkpoint to ONNX for the service and the CLI")
     src = exp.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path)
+    src.add_argument("--checkpoint", type=Path, help="training checkpoint (with its landmark calibration, if any)")
     src.add_argument("--untrained", action="store_true", help="export a randomly initialised model (placeholder)")
     exp.add_argument("--seed", type=int, default=0)
     exp.add_argument("--out", type=Path, default=DEFAULT_MODEL)
@@ -110,7 +111,8 @@ def register_prepare(sub: SubParsers) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.trainer import TrainConfig, train
+    from training.config import TrainConfig
+    from training.trainer import train
 
     try:
         config = TrainConfig.load(args.config)
@@ -129,7 +131,8 @@ def register_train(sub: SubParsers) -> None:
     trn = sub.add_parser("train", help="train the face model on prepared data (torchrun for several GPUs)")
     trn.add_argument("--data", type=Path, required=True, action="append", metavar="DATA",
                      help="prepared data folder; repeat to mix several (validation uses the first)")
-    trn.add_argument("--config", type=Path, required=True, metavar="CONFIG", help="TOML file (training/configs/)")
+    trn.add_argument("--config", type=Path, required=True, metavar="CONFIG",
+                     help="TOML file (training/configs/; may extend another, see training.config)")
     trn.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder; an existing run resumes")
     trn.add_argument("--max-samples", type=int, help="use only the first N training samples (smoke tests)")
     trn.set_defaults(func=cmd_train)
@@ -219,17 +222,26 @@ def cmd_calibrate_landmarks(args: argparse.Namespace) -> int:
     from model.runtime.reconstructor import FaceReconstructor
     from training.export.landmark_calibration import calibrate, collect_samples, read_offsets, write_calibrated_model
 
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise CLIError(f"checkpoint not found: {args.checkpoint}")
     try:
         reconstructor = FaceReconstructor(args.model)
         samples = collect_samples(args.aflw2000, reconstructor)
         report = calibrate(samples, reconstructor.topology, read_offsets(args.model), args.folds, args.seed)
         source = args.source or f"{args.aflw2000.name} ({len(samples)} images)"
+        if args.checkpoint is not None:  # first: with a checkpoint the model was not exported from, nothing is written
+            from training.checkpoint import store_landmark_calibration
+
+            metadata = reconstructor.metadata
+            store_landmark_calibration(args.checkpoint, report.offsets, source,
+                                       topology_version=metadata.topology_version, steps=metadata.training_steps)
         write_calibrated_model(args.model, report.offsets, args.out, source)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise CLIError(str(err)) from None
     print(json.dumps({"images": len(samples), "folds": report.folds, "uncalibrated": report.uncalibrated,
                       "before": report.before, "in_sample": report.in_sample, "held_out": report.held_out}))
-    print(f"wrote {args.out} (landmark calibration: {source})", file=sys.stderr)
+    written = f"{args.out} and {args.checkpoint}" if args.checkpoint is not None else str(args.out)
+    print(f"wrote {written} (landmark calibration: {source})", file=sys.stderr)
     return 0
 
 
@@ -241,6 +253,9 @@ def register_calibrate_landmarks(sub: SubParsers) -> None:
     cal.add_argument("--out", type=Path, required=True, help="where to write the calibrated .onnx (may be --model)")
     cal.add_argument("--folds", type=int, default=10, help="folds of the held-out figure (each image scored by a "
                                                            "fit without its fold)")
+    cal.add_argument("--checkpoint", type=Path, metavar="CKPT",
+                     help="also write the offsets into the training checkpoint that --model was exported from, so "
+                          "that `export --checkpoint CKPT` carries them")
     cal.add_argument("--source", help="how the metadata names the calibration data (default: DIR's name and count)")
     cal.add_argument("--seed", type=int, default=0)
     cal.set_defaults(func=cmd_calibrate_landmarks)

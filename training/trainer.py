@@ -5,7 +5,8 @@ AdamW with linear warm-up and cosine decay, mixed precision on CUDA, checkpoints
 DistributedDataParallel when started by ``torchrun`` (one process per GPU, any number of nodes).
 Several data folders train as one set (e.g. prepared photos and ``facerecon synthesize``'s
 turned faces); validation uses the first. ``[sampling] pose_balanced`` draws the training faces
-so the yaw histogram is flat (see :mod:`training.data.pose_sampling`).
+so the yaw histogram is flat (see :mod:`training.data.pose_sampling`). The config is a
+:class:`training.config.TrainConfig`, read from TOML.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import json
 import math
 import os
 import time
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -26,60 +26,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from model.nn.face_model import FaceReconstructionModel, ModelConfig
+from model.nn.face_model import FaceReconstructionModel
 from model.topology import NUM_BASE_VERTICES, FaceTopology
-from training.data.augment import AugmentConfig
-from training.checkpoint import model_config_from_dict, save_checkpoint
+from training.checkpoint import load_model_state, save_checkpoint
+from training.config import OptimConfig, TrainConfig
 from training.data.dataset import PreparedFaces
-from training.losses import FaceLoss, LossWeights
-from training.data.pose_sampling import SamplingConfig, WeightedStream, pose_balanced_weights
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    steps: int = 4000
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 200
-    min_lr_ratio: float = 0.02
-    grad_clip: float = 5.0
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a run depends on; loaded from a TOML file with the same sections."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    loss: LossWeights = field(default_factory=LossWeights)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    seed: int = 0
-    workers: int = 2
-    threads: int = 0  # torch CPU threads; 0 = torch's default
-    checkpoint_every: int = 500
-    log_every: int = 20
-    val_samples: int = 512
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}")
-        model = model_config_from_dict({**dataclasses.asdict(ModelConfig()), **data.get("model", {}),
-                                        "encoder": {**dataclasses.asdict(ModelConfig().encoder),
-                                                    **data.get("model", {}).get("encoder", {})}})
-        sections = {"augment": AugmentConfig, "loss": LossWeights, "optim": OptimConfig, "sampling": SamplingConfig}
-        values = {name: kind(**data.get(name, {})) for name, kind in sections.items()}
-        scalars = {k: v for k, v in data.items() if k not in ("model", *sections)}
-        return cls(model=model, **values, **scalars)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
-        with open(path, "rb") as handle:
-            return cls.from_dict(tomllib.load(handle))
+from training.losses import FaceLoss
+from training.data.pose_sampling import WeightedStream, pose_balanced_weights
 
 
 def lr_factor(step: int, config: OptimConfig) -> float:
@@ -151,11 +104,12 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    step = 0
+    step, calibration = 0, "none"
     last = out / "last.pt"
     if last.is_file():
         state = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(state["state_dict"])
+        load_model_state(model, state["state_dict"])
+        calibration = state.get("landmark_calibration", calibration)
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -187,7 +141,7 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
             return
         extra = {"optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "train_config": dataclasses.asdict(config)}
-        save_checkpoint(out / "last.tmp.pt", model, steps=step, extra=extra)
+        save_checkpoint(out / "last.tmp.pt", model, steps=step, landmark_calibration=calibration, extra=extra)
         (out / "last.tmp.pt").replace(last)
 
     model.train()

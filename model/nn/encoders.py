@@ -23,6 +23,14 @@ class EncoderConfig:
     expression_dim: int = 64
     albedo_dim: int = 64
 
+    def __post_init__(self) -> None:
+        if len(self.stage_widths) != len(self.blocks_per_stage):
+            raise ValueError(f"stage_widths {self.stage_widths} and blocks_per_stage {self.blocks_per_stage} "
+                             "must have one entry per stage")
+        stride = 2 ** (1 + len(self.stage_widths))  # the stem and every stage halve the side
+        if self.image_size % stride:
+            raise ValueError(f"image_size ({self.image_size}) must be a multiple of {stride} (the trunk's stride)")
+
 
 class InvertedResidual(nn.Module):
     """1x1 expand -> 3x3 depthwise (stride 1 or 2) -> 1x1 project, residual when shapes match."""

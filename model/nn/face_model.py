@@ -77,8 +77,9 @@ class FaceReconstructionModel(nn.Module):
         self.register_buffer("faces", torch.as_tensor(topology.faces), persistent=False)
         self.register_buffer("landmark_vertices", torch.as_tensor(topology.landmarks68), persistent=False)
         # (68, 3) metres in the model frame from each landmark's vertex to the landmark: zero until
-        # `facerecon calibrate-landmarks` fits them in the exported graph (training.export.landmark_calibration).
-        self.register_buffer("landmark_offsets", torch.zeros(len(topology.landmarks68), 3), persistent=False)
+        # `facerecon calibrate-landmarks` fits them (training.export.landmark_calibration) in the exported graph
+        # and, with --checkpoint, in the training checkpoint. Saved with the weights (training.checkpoint).
+        self.register_buffer("landmark_offsets", torch.zeros(len(topology.landmarks68), 3))
 
     @property
     def image_size(self) -> int:

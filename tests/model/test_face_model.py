@@ -104,3 +104,14 @@ def test_ambient_light_shades_to_the_albedo():
     lighting = torch.zeros(1, 9, 3)
     lighting[:, 0] = 1.0
     torch.testing.assert_close(shade(albedo, normals, lighting), albedo)
+
+
+def test_landmark_offsets_are_saved_with_the_weights(topology):
+    model = FaceReconstructionModel(topology)
+    with torch.no_grad():
+        model.landmark_offsets.fill_(0.01)
+    state = model.state_dict()
+    assert tuple(state["landmark_offsets"].shape) == (68, 3)
+    other = FaceReconstructionModel(topology)
+    other.load_state_dict(state)
+    assert torch.equal(other.landmark_offsets, model.landmark_offsets)

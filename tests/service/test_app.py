@@ -144,7 +144,7 @@ def test_obj_and_ply_formats(client, photo_jpeg, photo_box, options, media_type,
 
 def test_detects_faces_without_a_box(client, real_photos):
     from model.conventions import points_box
-        from training.evaluate import load_aflw
+    from training.evaluate import load_aflw
 
     from tests.conftest import AFLW_DEV
 

@@ -104,3 +104,29 @@ def test_detect_boxes_count_photos_without_the_face_as_missing(tmp_path, onnx_mo
         assert main(["evaluate", "--aflw2000", str(root), "--boxes", boxes, "--model", str(onnx_model)]) == 0
         metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert (metrics["n"], metrics["missing"]) == (n, missing)
+
+
+def test_detect_mode_evaluates_the_face_the_service_takes(tmp_path):
+    """Two rendered faces, the annotated one the larger: evaluation runs the runtime pipeline and
+    scores the face the service answers with (the largest), not the detector's first."""
+    from model.runtime.detector import FaceDetector
+    from model.runtime.pipeline import FacePipeline
+    from model.runtime.reconstructor import FaceReconstructor
+    from tests.conftest import rendered_face
+    from training.evaluate import evaluate_aflw
+
+    face, landmarks = rendered_face()
+    canvas = np.full((480, 800, 3), 200, np.uint8)
+    canvas[100:356, 40:296] = face
+    canvas[150:310, 500:660] = np.asarray(Image.fromarray(face).resize((160, 160)))
+    (tmp_path / "images").mkdir()
+    Image.fromarray(canvas).save(tmp_path / "images" / "two.png")
+    truth = np.concatenate([landmarks + np.array([40.0, 100.0]), np.zeros((68, 1))], axis=1)
+    np.savez(tmp_path / "gt.npz", names=np.array(["two.png"]), pts68=truth.T[None], yaw_deg=np.zeros(1))
+
+    pipeline = FacePipeline(FaceReconstructor(threads=1), FaceDetector())
+    metrics = evaluate_aflw(tmp_path, pipeline, boxes="detect")
+    (served,) = pipeline.reconstruct(canvas).faces  # what the service and the CLI answer with
+    assert metrics["n"] == 1 and metrics["missing"] == 0
+    assert metrics["nme2d_mean"] == pytest.approx(nme(served.result.landmarks_3d, truth)[0] * 100, abs=1e-3)
+    assert served.box[0] < 300  # the larger, annotated face on the left

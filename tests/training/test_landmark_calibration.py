@@ -5,6 +5,8 @@ import onnx
 import pytest
 
 from model.runtime.crop import crop_face
+from model.runtime.detector import FaceDetector
+from model.runtime.pipeline import FacePipeline
 from model.runtime.reconstructor import FaceReconstructor
 from model.onnx_contract import ModelMetadata
 from service.cli import main
@@ -161,6 +163,31 @@ def test_cli_fits_reports_and_writes_a_model_that_evaluates_as_reported(onnx_mod
     assert "annotated (3 images)" in captured.err
     assert ModelMetadata.from_properties(
         {p.key: p.value for p in onnx.load(str(out)).metadata_props}).landmark_calibration == "annotated (3 images)"
-    evaluated = evaluate_aflw(folder, FaceReconstructor(out, threads=1), boxes="gt")
+    evaluated = evaluate_aflw(folder, FacePipeline(FaceReconstructor(out, threads=1), FaceDetector()), boxes="gt")
     assert evaluated["nme2d_mean"] == pytest.approx(report["in_sample"]["nme2d_mean"], abs=0.01)
 
+
+
+def test_cli_writes_the_offsets_into_the_checkpoint_for_later_exports(face_model, topology, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from training.checkpoint import save_checkpoint
+
+    checkpoint, exported, out = tmp_path / "last.pt", tmp_path / "exported.onnx", tmp_path / "calibrated.onnx"
+    save_checkpoint(checkpoint, face_model, steps=40)
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(exported)]) == 0
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, face_model, steps=41)
+    folder = _annotated_folder(tmp_path)
+    command = ["calibrate-landmarks", "--aflw2000", str(folder), "--model", str(exported), "--out", str(out),
+               "--folds", "3", "--checkpoint"]
+    assert main([*command, str(other)]) == 2  # not the checkpoint the model was exported from
+    assert "not its checkpoint" in capsys.readouterr().err and not out.exists()
+    assert main([*command, str(checkpoint)]) == 0
+    assert f"and {checkpoint}" in capsys.readouterr().err
+    data = torch.load(checkpoint, weights_only=True)
+    assert data["landmark_calibration"] == "annotated (3 images)"
+    np.testing.assert_array_equal(data["state_dict"]["landmark_offsets"].numpy(), read_offsets(out))
+    again = tmp_path / "again.onnx"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(again)]) == 0
+    np.testing.assert_array_equal(read_offsets(again), read_offsets(out))
+    assert FaceReconstructor(again).metadata.landmark_calibration == "annotated (3 images)"

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from model.runtime.detector import FaceDetector
+from model.runtime.pipeline import FacePipeline
 from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
 from tests.conftest import AFLW_DEV
 from training.evaluate import evaluate_aflw
@@ -27,7 +29,8 @@ def test_shipped_model_is_trained_for_the_installed_topology():
 @pytest.mark.skipif(not (AFLW_DEV / "gt.npz").is_file(), reason="needs ../shared/data/eval/aflw2000-3d-dev")
 @pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model in model/weights")
 def test_shipped_model_accuracy_on_the_frontal_bin_and_across_poses():
-    metrics = evaluate_aflw(AFLW_DEV, FaceReconstructor(DEFAULT_MODEL, threads=1), boxes="gt")
+    metrics = evaluate_aflw(AFLW_DEV, FacePipeline(FaceReconstructor(DEFAULT_MODEL, threads=1), FaceDetector()),
+                            boxes="gt")
     assert metrics["n"] == 123 and metrics["missing"] == 0
     assert metrics["nme2d_0_30"] <= SHIPPED_NME2D_0_30 + ALLOWANCE
     assert metrics["nme2d_binmean"] <= SHIPPED_NME2D_BINMEAN + ALLOWANCE
@@ -36,8 +39,10 @@ def test_shipped_model_accuracy_on_the_frontal_bin_and_across_poses():
 @pytest.mark.skipif(not (AFLW_DEV / "gt.npz").is_file(), reason="needs ../shared/data/eval/aflw2000-3d-dev")
 @pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model in model/weights")
 def test_mirror_averaging_is_more_accurate_in_every_bin():
-    plain = evaluate_aflw(AFLW_DEV, FaceReconstructor(DEFAULT_MODEL, threads=1), boxes="gt")
-    averaged = evaluate_aflw(AFLW_DEV, FaceReconstructor(DEFAULT_MODEL, threads=1, mirror_average=True), boxes="gt")
+    detector = FaceDetector()
+    plain = evaluate_aflw(AFLW_DEV, FacePipeline(FaceReconstructor(DEFAULT_MODEL, threads=1), detector), boxes="gt")
+    averaged = evaluate_aflw(AFLW_DEV, FacePipeline(FaceReconstructor(DEFAULT_MODEL, threads=1, mirror_average=True),
+                                                    detector), boxes="gt")
     for key in ("nme2d_0_30", "nme2d_30_60", "nme2d_60_91"):
         assert averaged[key] < plain[key]
     assert averaged["nme2d_binmean"] <= SHIPPED_MIRROR_NME2D_BINMEAN + ALLOWANCE

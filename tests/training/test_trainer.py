@@ -1,11 +1,13 @@
 import json
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("tensorboard")
 
-from training.trainer import TrainConfig, lr_factor, train  # noqa: E402
+from training.config import TrainConfig, from_dict  # noqa: E402
+from training.trainer import lr_factor, train  # noqa: E402
 
 
 def test_config_loads_from_toml_and_rejects_unknown_keys(tmp_path):
@@ -15,11 +17,11 @@ def test_config_loads_from_toml_and_rejects_unknown_keys(tmp_path):
     assert (config.seed, config.optim.steps, config.loss.region_image) == (3, 10, 0.0)
     assert config.model.encoder.expression_dim == 32
     with pytest.raises(ValueError, match="unknown"):
-        TrainConfig.from_dict({"sed": 1})
+        from_dict(TrainConfig, {"sed": 1})
 
 
 def test_learning_rate_warms_up_then_decays():
-    config = TrainConfig.from_dict({"optim": {"steps": 100, "warmup_steps": 10, "min_lr_ratio": 0.1}}).optim
+    config = from_dict(TrainConfig, {"optim": {"steps": 100, "warmup_steps": 10, "min_lr_ratio": 0.1}}).optim
     factors = [lr_factor(s, config) for s in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
@@ -27,7 +29,7 @@ def test_learning_rate_warms_up_then_decays():
 
 
 def test_a_few_cpu_steps_reduce_the_loss_and_resume(synthetic_data, tmp_path):
-    config = TrainConfig.from_dict({
+    config = from_dict(TrainConfig, {
         "workers": 0, "threads": 1, "checkpoint_every": 100, "log_every": 5, "val_samples": 4,
         "optim": {"steps": 30, "batch_size": 8, "warmup_steps": 2, "learning_rate": 3e-3},
         "augment": {"occluder_probability": 0.0, "rotation_degrees": 0.0, "scale_jitter": 0.0, "shift_jitter": 0.0,
@@ -39,9 +41,17 @@ def test_a_few_cpu_steps_reduce_the_loss_and_resume(synthetic_data, tmp_path):
     assert metrics["loss_end"] < 0.6 * metrics["loss_start"]
     assert (run / "last.pt").is_file() and json.loads((run / "metrics.json").read_text())["steps"] == 30
     assert any((run / "tb").iterdir())
-    # Resuming a finished run trains no further.
+    # A landmark calibration stored in the run's checkpoint survives a resume; a finished run trains no further.
+    from training.checkpoint import store_landmark_calibration
+
+    offsets = np.full((68, 3), 0.01, np.float32)
+    version = torch.load(run / "last.pt", weights_only=True)["topology_version"]
+    store_landmark_calibration(run / "last.pt", offsets, "a test set", topology_version=version, steps=30)
     again = train(synthetic_data, config, run, max_samples=8)
     assert again["steps"] == 30
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["landmark_calibration"] == "a test set"
+    np.testing.assert_array_equal(state["state_dict"]["landmark_offsets"].numpy(), offsets)
 
 
 def test_the_command_trains_on_several_folders_with_pose_balanced_sampling(synthetic_data, tmp_path):

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from model.conventions import Box, points_box
 from model.runtime.crop import crop_face
 from model.runtime.image_io import ImageDecodeError, load_rgb
 from training.data.landmarks import MediaPipeLabeler
@@ -66,12 +67,9 @@ class ShardStats:
             self.skipped[reason] = self.skipped.get(reason, 0) + count
 
 
-def face_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
+def face_box(landmarks: np.ndarray) -> Box:
     """The face box the model is trained on: bounds of the 68 iBUG points of (468, 2+) landmarks."""
-    points = landmarks[IBUG68_FROM_MEDIAPIPE, :2]
-    x1, y1 = points.min(axis=0)
-    x2, y2 = points.max(axis=0)
-    return float(x1), float(y1), float(x2), float(y2)
+    return points_box(landmarks[IBUG68_FROM_MEDIAPIPE])
 
 
 def subject_key(path: Path, root: Path) -> str:

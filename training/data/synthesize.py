@@ -44,7 +44,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from model.conventions import ndc_to_pixels
+from model.conventions import ndc_to_pixels, points_box
 from model.runtime.crop import square_box
 from model.nn.decoders import SubdivisionUpsampler
 from model.nn.geometry import euler_to_matrix, matrix_to_euler_degrees, vertex_normals
@@ -346,8 +346,7 @@ def render_view(scene: Scene, yaw: float, pitch: float, roll: float, rng: np.ran
     centre = scene.face.centre
     points = np.einsum("nij,nj->ni", rotations, scene.points - centre) + centre
     landmarks = points[:NUM_BASE_VERTICES]
-    box = landmarks[IBUG68_FROM_MEDIAPIPE, :2]
-    origin_x, origin_y, side = square_box((*box.min(axis=0), *box.max(axis=0)), STORED_MARGIN)
+    origin_x, origin_y, side = square_box(points_box(landmarks[IBUG68_FROM_MEDIAPIPE]), STORED_MARGIN)
     screen = ((points - np.array([origin_x, origin_y, 0.0])) * (size / side)).astype(np.float32)
 
     # The face is drawn over the surround: nothing around a head (hair, ears, background) lies in

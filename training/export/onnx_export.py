@@ -16,6 +16,7 @@ from model.onnx_contract import INPUT_NAME, LANDMARK_OFFSETS, OUTPUT_NAMES, Mode
 
 OPSET = 17
 HALF_MIN_ELEMENTS = 1024  # smaller float tensors (biases, constants) stay float32
+EXPORTED_OFFSETS = "model.landmark_offsets"  # the exporter names initializers by the wrapper's state-dict keys
 
 
 class _TupleOutputs(nn.Module):
@@ -31,9 +32,11 @@ class _TupleOutputs(nn.Module):
 
 
 def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: bool, steps: int = 0,
-                half_weights: bool = False) -> ModelMetadata:
+                landmark_calibration: str = "none", half_weights: bool = False) -> ModelMetadata:
     """Write ``out`` (an .onnx file with the service's metadata embedded) and return the metadata.
 
+    The model's landmark offsets become the graph's :data:`LANDMARK_OFFSETS` initializer;
+    ``landmark_calibration`` says what they were fitted on (a checkpoint's ``landmark_calibration``).
     ``half_weights`` stores the weights as float16 (half the file), cast to float32 when the
     session loads: the computation stays float32.
     """
@@ -64,9 +67,10 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
         training_steps=steps,
         num_vertices=int(model.faces.max()) + 1,
         num_faces=int(model.faces.shape[0]),
+        landmark_calibration=landmark_calibration,
     )
     graph = onnx.load(str(out))
-    name_landmark_offsets(graph, model.landmark_offsets.detach().cpu().numpy())
+    name_landmark_offsets(graph)
     if half_weights:
         store_weights_as_float16(graph, min_elements=HALF_MIN_ELEMENTS, exact_only=False)
     set_onnx_metadata(graph, metadata.to_properties())
@@ -74,25 +78,17 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
     return metadata
 
 
-def name_landmark_offsets(graph: onnx.ModelProto, offsets: np.ndarray) -> None:
-    """Turn the exporter's anonymous constant holding the landmark offsets (68, 3) into the
-    initializer :data:`LANDMARK_OFFSETS`, so that a calibration can find and replace it."""
-    def holds_offsets(node: onnx.NodeProto) -> bool:
-        if node.op_type != "Constant":
-            return False
-        value = numpy_helper.to_array(node.attribute[0].t)
-        return value.shape == offsets.shape and np.array_equal(value, offsets)
-
-    found = [node for node in graph.graph.node if holds_offsets(node)]
+def name_landmark_offsets(graph: onnx.ModelProto) -> None:
+    """Rename the exporter's initializer of the model's landmark offsets (68, 3) to
+    :data:`LANDMARK_OFFSETS`, so that a calibration can find and replace it."""
+    found = [tensor for tensor in graph.graph.initializer if tensor.name == EXPORTED_OFFSETS]
     if len(found) != 1:
-        raise RuntimeError(f"expected one landmark-offset constant in the exported graph, found {len(found)}")
-    (node,) = found
-    for consumer in graph.graph.node:
-        for k, name in enumerate(consumer.input):
-            if name == node.output[0]:
-                consumer.input[k] = LANDMARK_OFFSETS
-    graph.graph.initializer.append(numpy_helper.from_array(offsets.astype(np.float32), LANDMARK_OFFSETS))
-    graph.graph.node.remove(node)
+        raise RuntimeError(f"expected one {EXPORTED_OFFSETS!r} initializer in the exported graph, found {len(found)}")
+    found[0].name = LANDMARK_OFFSETS
+    for node in graph.graph.node:
+        for k, name in enumerate(node.input):
+            if name == EXPORTED_OFFSETS:
+                node.input[k] = LANDMARK_OFFSETS
 
 
 def store_weights_as_float16(graph: onnx.ModelProto, *, min_elements: int, exact_only: bool) -> None:

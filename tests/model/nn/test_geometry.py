@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -64,3 +65,10 @@ def test_vertex_normals_of_a_counter_clockwise_quad_point_at_the_viewer():
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
     normals = vertex_normals(vertices, faces)
     torch.testing.assert_close(normals, torch.tensor([0.0, 0.0, 1.0]).expand(1, 4, 3))
+
+
+def test_ndc_to_screen_matches_the_runtime_numpy_twin():
+    from model.conventions import ndc_to_pixels
+
+    ndc = torch.rand(2, 50, 3) * 2 - 1
+    np.testing.assert_allclose(ndc_to_screen(ndc, 192).numpy(), ndc_to_pixels(ndc.numpy(), 192), atol=1e-4)

@@ -39,7 +39,7 @@ def test_image_space_mesh_lines_up_with_the_photo(reconstructor, face_photo):
 
 def test_spaces_are_checked(reconstructor, face_photo):
     (face,) = reconstructor.reconstruct(face_photo, [(10, 10, 100, 100)])
-    with pytest.raises(ValueError, match="unknown space"):
+    with pytest.raises(ValueError, match="not a valid MeshSpace"):
         face.vertices("sideways", (200, 200))  # type: ignore[arg-type]
 
 

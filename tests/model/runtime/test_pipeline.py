@@ -7,7 +7,8 @@ import pytest
 
 from model.runtime.detector import DEFAULT_DETECTOR, FaceDetector
 from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
-from model.runtime.pipeline import FacePipeline, InvalidBox, NoFaceFound, landmark_box
+from model.conventions import points_box
+from model.runtime.pipeline import FacePipeline, InvalidBox, NoFaceFound
 from tests.conftest import rendered_face
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL.is_file() and DEFAULT_DETECTOR.is_file()),
@@ -31,7 +32,8 @@ def test_detected_faces_are_recropped_around_their_first_pass_landmark_vertices(
     twice = FacePipeline(*parts, refine=True).reconstruct(image)
     (first,), (second,) = once.faces, twice.faces
     assert first.box != second.box
-    np.testing.assert_allclose(second.box, landmark_box(first.result, parts[0].topology.landmarks68), atol=1e-3)
+    landmark_vertices = first.result.image_points[parts[0].topology.landmarks68]
+    np.testing.assert_allclose(second.box, points_box(landmark_vertices), atol=1e-3)
     assert second.score == first.score  # the detection's score is kept
 
 

@@ -1,0 +1,62 @@
+"""FastAPI dependencies of the routes: the app's engine, settings and metrics, the API-key check, and the
+output options that both reconstruction routes take."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Form, Request, Security
+from fastapi.security import APIKeyHeader
+
+from model.conventions import FaceSelection, MeshSpace
+from service.engine import ReconstructionEngine
+from service.metrics import ServiceMetrics
+from service.problems import ProblemError
+from service.schemas import (FACES_HELP, FORMAT_HELP, INCLUDE_MESH_HELP, SPACE_HELP, TEXTURE_HELP, OutputFormat,
+                             TextureMode)
+from service.settings import ServiceSettings
+
+
+def get_engine(request: Request) -> ReconstructionEngine:
+    """The engine that the app's lifespan started."""
+    return request.app.state.engine
+
+
+def get_settings(request: Request) -> ServiceSettings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
+EngineDep = Annotated[ReconstructionEngine, Depends(get_engine)]
+SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="required on reconstruction routes when the server has API keys configured")
+
+
+def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """401 unless no API keys are configured or X-API-Key is one of them."""
+    keys = settings.api_keys
+    if keys and not any(hmac.compare_digest((key or "").encode(), k.get_secret_value().encode()) for k in keys):
+        raise ProblemError(401, "unauthenticated", "Unauthenticated", "a valid X-API-Key header is required",
+                           headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+
+
+@dataclass(frozen=True)
+class ReconstructionOptions:
+    """What to reconstruct and how to encode it: form fields of /v1/reconstruct and /v1/reconstruct/batch."""
+
+    format: Annotated[OutputFormat, Form(description=FORMAT_HELP)] = OutputFormat.glb
+    texture: Annotated[TextureMode, Form(description=TEXTURE_HELP)] = TextureMode.vertex
+    space: Annotated[MeshSpace, Form(description=SPACE_HELP)] = MeshSpace.image
+    faces: Annotated[FaceSelection, Form(description=FACES_HELP)] = FaceSelection.largest
+    include_mesh: Annotated[bool, Form(description=INCLUDE_MESH_HELP)] = False
+
+
+OptionsDep = Annotated[ReconstructionOptions, Depends()]

@@ -1,0 +1,1 @@
+"""The API's routers: ``operations`` (probes, info, metrics) and ``reconstruction``."""

@@ -1,0 +1,119 @@
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from model.nn.face_model import ModelConfig  # noqa: E402
+from training.config import TrainConfig, from_dict, load_toml, merge  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_extends_merges_tables_and_the_extending_file_wins(tmp_path):
+    _write(tmp_path, "base/base.toml", "seed = 1\nworkers = 3\n[optim]\nsteps = 100\nbatch_size = 8\n"
+                                       "[model.encoder]\nstage_widths = [8, 16, 32, 64]\n")
+    _write(tmp_path, "base/middle.toml", 'extends = "base.toml"\nseed = 2\n[optim]\nsteps = 200\n')
+    child = _write(tmp_path, "child.toml", 'extends = "base/middle.toml"\n[optim]\nwarmup_steps = 5\n'
+                                           "[loss]\nregion_image = 0\n")
+    config = TrainConfig.load(child)
+    assert (config.seed, config.workers) == (2, 3)
+    assert (config.optim.steps, config.optim.batch_size, config.optim.warmup_steps) == (200, 8, 5)
+    assert config.model.encoder.stage_widths == (8, 16, 32, 64)  # TOML arrays become the fields' tuples
+    assert config.loss.region_image == 0.0 and isinstance(config.loss.region_image, float)
+    assert config.augment == TrainConfig().augment
+    assert "extends" not in load_toml(child)
+
+
+def test_merge_replaces_values_and_merges_only_tables():
+    base = {"a": {"x": 1, "y": [1, 2]}, "b": 1}
+    assert merge(base, {"a": {"y": [3]}, "c": {"z": 0}}) == {"a": {"x": 1, "y": [3]}, "b": 1, "c": {"z": 0}}
+    assert merge(base, {"a": 5}) == {"a": 5, "b": 1}
+    assert base == {"a": {"x": 1, "y": [1, 2]}, "b": 1}
+
+
+def test_extends_cycles_and_missing_or_broken_files_are_errors(tmp_path):
+    _write(tmp_path, "a.toml", 'extends = "b.toml"\n')
+    _write(tmp_path, "b.toml", 'extends = "c.toml"\n')
+    _write(tmp_path, "c.toml", 'extends = "a.toml"\nseed = 1\n')
+    with pytest.raises(ValueError, match=r"extends cycle: .*a\.toml -> .*b\.toml -> .*c\.toml -> .*a\.toml"):
+        TrainConfig.load(tmp_path / "a.toml")
+    _write(tmp_path, "self.toml", 'extends = "self.toml"\n')
+    with pytest.raises(ValueError, match="cycle"):
+        TrainConfig.load(tmp_path / "self.toml")
+    _write(tmp_path, "broken.toml", "seed = = 1\n")
+    _write(tmp_path, "child.toml", 'extends = "broken.toml"\n')
+    with pytest.raises(ValueError, match=r"broken\.toml: "):
+        TrainConfig.load(tmp_path / "child.toml")
+    _write(tmp_path, "orphan.toml", 'extends = "gone.toml"\n')
+    with pytest.raises(FileNotFoundError, match="orphan.toml extends 'gone.toml'"):
+        TrainConfig.load(tmp_path / "orphan.toml")
+
+
+def test_unknown_keys_are_named_by_their_path(tmp_path):
+    _write(tmp_path, "base.toml", "[model.encoder]\nexpression_dim = 32\n")
+    typo = _write(tmp_path, "typo.toml", 'extends = "base.toml"\n[model.encoder]\nexpresion_dim = 16\n')
+    with pytest.raises(ValueError, match=r"unknown config key: model\.encoder\.expresion_dim$"):
+        TrainConfig.load(typo)
+    with pytest.raises(ValueError, match=r"unknown config keys: optim\.stpes, optim\.batch$"):
+        from_dict(TrainConfig, {"optim": {"stpes": 3, "batch": 8, "steps": 3}})
+    with pytest.raises(ValueError, match="unknown config key: extends"):  # only a file's top level extends
+        from_dict(TrainConfig, {"extends": "x.toml"})
+
+
+def test_values_must_have_their_fields_types():
+    with pytest.raises(ValueError, match=r"optim\.steps must be int, got str"):
+        from_dict(TrainConfig, {"optim": {"steps": "100"}})
+    with pytest.raises(ValueError, match=r"sampling\.pose_balanced must be bool, got int"):
+        from_dict(TrainConfig, {"sampling": {"pose_balanced": 1}})
+    with pytest.raises(ValueError, match=r"model\.encoder\.stage_widths\[1\] must be int, got float"):
+        from_dict(TrainConfig, {"model": {"encoder": {"stage_widths": [8, 16.5, 32, 64]}}})
+    with pytest.raises(ValueError, match=r"config key loss must be a table, got float"):
+        from_dict(TrainConfig, {"loss": 1.0})
+
+
+def test_the_input_size_has_one_value():
+    with pytest.raises(ValueError, match=r"model\.encoder\.image_size \(160\) and augment\.output_size \(128\)"):
+        from_dict(TrainConfig, {"model": {"encoder": {"image_size": 160}}})
+    config = from_dict(TrainConfig, {"model": {"encoder": {"image_size": 160}}, "augment": {"output_size": 160}})
+    assert config.model.encoder.image_size == config.augment.output_size == 160
+
+
+def test_encoder_checks_name_the_section():
+    with pytest.raises(ValueError, match=r"model\.encoder: image_size \(100\) must be a multiple of 32"):
+        from_dict(TrainConfig, {"model": {"encoder": {"image_size": 100}}, "augment": {"output_size": 100}})
+    with pytest.raises(ValueError, match=r"model_config\.encoder: stage_widths .* one entry per stage"):
+        from_dict(ModelConfig, {"encoder": {"blocks_per_stage": [1, 2]}}, "model_config")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
+def test_every_shipped_config_loads(name):
+    config = TrainConfig.load(CONFIGS / name)
+    assert config.optim.steps >= 3000 and config.workers == 1
+
+
+def test_the_staged_recipe_changes_only_what_each_stage_says():
+    """(threads, steps, region_image loss, pose-balanced, sampling power) of every shipped file."""
+    expected = {
+        "landmark_only": (1, 3000, 0.0, False, 1.0), "full_loss": (1, 3000, 0.5, False, 1.0),
+        "landmark_only_stage2": (2, 6000, 0.0, False, 1.0), "landmark_only_stage3": (2, 8500, 0.0, False, 1.0),
+        "landmark_only_stage4": (2, 11500, 0.0, False, 1.0), "landmark_posed": (2, 14500, 0.0, True, 0.5),
+        "landmark_posed_stage2": (2, 17500, 0.0, True, 0.5), "landmark_posed_stage3": (2, 21500, 0.0, True, 0.75),
+        "landmark_posed_stage4": (2, 24500, 0.0, True, 1.0), "landmark_posed_stage5": (2, 27500, 0.0, True, 1.0),
+    }
+    assert sorted(expected) == sorted(p.stem for p in CONFIGS.glob("*.toml"))
+    first = TrainConfig.load(CONFIGS / "landmark_only.toml")
+    for name, values in expected.items():
+        config = TrainConfig.load(CONFIGS / f"{name}.toml")
+        assert (config.threads, config.optim.steps, config.loss.region_image, config.sampling.pose_balanced,
+                config.sampling.power) == values, name
+        # Everything else is the first stage's.
+        assert config.model == first.model and config.augment == first.augment, name
+        assert (config.optim.learning_rate, config.optim.warmup_steps, config.val_samples) == (2e-3, 150, 1024), name
