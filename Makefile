@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean chromium
+.PHONY: run test lint bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,12 @@ chromium:
 run: $(VENV)/.serve
 	$(BIN)/facerecon serve
 
-test: $(VENV)/.train node_modules/.package-lock.json chromium
+# ruff (lint and import order) and mypy (types) run before the tests; both must be clean.
+lint: $(VENV)/.train
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint node_modules/.package-lock.json chromium
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.train

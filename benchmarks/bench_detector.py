@@ -22,8 +22,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from model.runtime.detector import DEFAULT_DETECTOR, FaceDetector, box_iou
 from model.conventions import points_box
+from model.runtime.detector import DEFAULT_DETECTOR, FaceDetector, box_iou
 from training.evaluate import DETECTED_IOU, YAW_BINS, load_aflw
 
 REPO = Path(__file__).resolve().parents[1]

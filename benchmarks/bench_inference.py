@@ -7,15 +7,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
 from model.onnx_contract import ModelMetadata
+from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
 
 
 def median_seconds(call: Callable[[], object], repeats: int) -> float:
@@ -39,7 +40,8 @@ def main() -> None:
     graph = onnx.load(str(args.model))
     params = sum(int(np.prod(init.dims)) for init in graph.graph.initializer)
     meta = ModelMetadata.from_properties({p.key: p.value for p in graph.metadata_props})
-    print(f"model {args.model} ({args.model.stat().st_size / 1e6:.1f} MB, {params / 1e6:.2f} M stored weights (identical initialisers are stored once), "
+    print(f"model {args.model} ({args.model.stat().st_size / 1e6:.1f} MB, "
+          f"{params / 1e6:.2f} M stored weights (identical initialisers are stored once), "
           f"mesh {meta.num_vertices} vertices / {meta.num_faces} triangles, input {meta.input_size}px)")
     rng = np.random.default_rng(0)
     for threads in (1, 2):
@@ -50,13 +52,13 @@ def main() -> None:
         session = ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"])
         for batch_size in (1, 8):
             batch = rng.random((batch_size, 3, meta.input_size, meta.input_size), dtype=np.float32)
-            seconds = median_seconds(lambda: session.run(None, {"image": batch}), args.repeats)
+            seconds = median_seconds(partial(session.run, None, {"image": batch}), args.repeats)
             print(f"onnxruntime {ort.__version__} CPU threads={threads} batch={batch_size}: "
                   f"{seconds * 1e3 / batch_size:.2f} ms/face ({seconds * 1e3:.2f} ms/batch)")
     crops = rng.integers(0, 256, (1, meta.input_size, meta.input_size, 3), dtype=np.uint8)
     for mirror_average in (False, True):
         reconstructor = FaceReconstructor(args.model, mirror_average=mirror_average)
-        seconds = median_seconds(lambda: reconstructor.run(crops), args.repeats)
+        seconds = median_seconds(partial(reconstructor.run, crops), args.repeats)
         print(f"FaceReconstructor.run, one face, mirror_average={mirror_average}: {seconds * 1e3:.2f} ms")
 
 

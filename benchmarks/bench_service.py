@@ -42,7 +42,8 @@ def photo_640x480(path: Path) -> bytes:
 
 def multipart(image: bytes, fields: dict[str, str]) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
     parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="photo.jpg"\r\n'
                  f"Content-Type: image/jpeg\r\n\r\n".encode() + image + b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
@@ -129,8 +130,8 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO, env=env)
     try:
         wait_ready(port)
-        print(f"cores {len(os.sched_getaffinity(0))}, photo 640x480 JPEG {len(body) // 1024} KiB, format {args.format}, "
-              f"max_in_flight {args.max_in_flight}")
+        print(f"cores {len(os.sched_getaffinity(0))}, photo 640x480 JPEG {len(body) // 1024} KiB, "
+              f"format {args.format}, max_in_flight {args.max_in_flight}")
         single = run_level(port, body, content_type, 1, 50, args.cap_s)
         print(json.dumps({"single_request_p50_ms": single["p50_ms"], "p99_ms": single["p99_ms"]}))
         for level in (int(v) for v in args.levels.split(",")):

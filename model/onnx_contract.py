@@ -41,7 +41,8 @@ class ModelMetadata:
     training_steps: int
     num_vertices: int
     num_faces: int
-    landmark_calibration: str = "none"  # what the landmark offsets were fitted on (training.export.landmark_calibration)
+    # what the landmark offsets were fitted on (training.export.landmark_calibration)
+    landmark_calibration: str = "none"
     input_range: str = "rgb float32 in [0, 1], NCHW"
     format_version: str = "1"
 
@@ -49,7 +50,7 @@ class ModelMetadata:
         return {f"facerecon.{k}": str(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_properties(cls, props: dict[str, str]) -> "ModelMetadata":
+    def from_properties(cls, props: dict[str, str]) -> ModelMetadata:
         """Fields with a default may be missing (exports from before the field existed)."""
         values: dict[str, object] = {}
         for field in dataclasses.fields(cls):

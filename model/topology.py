@@ -115,7 +115,7 @@ class FaceTopology:
         )
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_ASSET) -> "FaceTopology":
+    def load(cls, path: str | Path = DEFAULT_ASSET) -> FaceTopology:
         path = Path(path)
         if path == DEFAULT_ASSET:
             return _load_default()

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from tqdm import tqdm
 
 from model.conventions import Box, FaceSelection, MeshSpace
+from model.mesh.texture_bake import UVRasterMap
 from model.runtime.image_io import ImageDecodeError
 from model.runtime.pipeline import FacePipeline, InvalidBox, NoFaceFound
-from model.mesh.texture_bake import UVRasterMap
 from service.encoding import build_meshes, mesh_files, reconstruction_json
 from service.schemas import OutputFormat, TextureMode
 
@@ -82,7 +82,7 @@ def reconstruct_files(pipeline: FacePipeline, jobs: Sequence[tuple[Path, Path]],
     topology = pipeline.reconstructor.topology
     progress = tqdm(total=len(jobs), desc="reconstruct", unit="image", disable=not show_progress)
     started = time.perf_counter()
-    for done, (source, stem) in enumerate(jobs, start=1):
+    for source, stem in jobs:
         try:
             image = pipeline.decode(source.read_bytes())
             rec = pipeline.reconstruct(image, options.faces, options.box)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Sequence, TypeAlias
+from typing import TypeAlias
 
 from model.conventions import FaceSelection, MeshSpace, parse_box
 

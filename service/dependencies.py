@@ -14,8 +14,15 @@ from model.conventions import FaceSelection, MeshSpace
 from service.engine import ReconstructionEngine
 from service.metrics import ServiceMetrics
 from service.problems import ProblemError
-from service.schemas import (FACES_HELP, FORMAT_HELP, INCLUDE_MESH_HELP, SPACE_HELP, TEXTURE_HELP, OutputFormat,
-                             TextureMode)
+from service.schemas import (
+    FACES_HELP,
+    FORMAT_HELP,
+    INCLUDE_MESH_HELP,
+    SPACE_HELP,
+    TEXTURE_HELP,
+    OutputFormat,
+    TextureMode,
+)
 from service.settings import ServiceSettings
 
 

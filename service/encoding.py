@@ -7,12 +7,13 @@ import zipfile
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
+from model.conventions import MeshSpace
 from model.mesh.export import ExportMesh, export_glb, export_obj, export_obj_zip, export_ply
 from model.mesh.texture_bake import UVRasterMap, bake_uv_texture, sample_vertex_colors
-from model.conventions import MeshSpace
-from model.topology import FaceTopology
 from model.runtime.pipeline import ImageReconstruction, ReconstructedFace
+from model.topology import FaceTopology
 from service.schemas import MEDIA_TYPES, FaceJSON, OutputFormat, ReconstructionJSON, TextureMode
 
 SIDE_BY_SIDE_GAP = 0.2  # metres between faces' centres when several are shown frontal
@@ -57,7 +58,8 @@ def zip_files(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, data in files.items():
-            archive.writestr(name, data, zipfile.ZIP_STORED if name.endswith((".png", ".glb")) else zipfile.ZIP_DEFLATED)
+            archive.writestr(name, data,
+                             zipfile.ZIP_STORED if name.endswith((".png", ".glb")) else zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 
@@ -84,7 +86,7 @@ def mesh_payload(meshes: list[ExportMesh], fmt: OutputFormat, stem: str = "face"
     return Payload(zip_files(files), MEDIA_TYPES["zip"], f"{stem}.zip")
 
 
-def _rounded(array: np.ndarray, decimals: int) -> list:
+def _rounded(array: npt.ArrayLike, decimals: int) -> list:
     return np.round(np.asarray(array, dtype=np.float64), decimals).tolist()
 
 

@@ -8,9 +8,9 @@ the machine; the reconstruction network runs on its own thread, fed by the
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -81,7 +81,8 @@ class ReconstructionEngine:
         except StopIteration as done:
             return done.value
 
-    def _begin(self, data: bytes, faces: FaceSelection, box: Box | None) -> tuple[PipelineSteps, np.ndarray | ImageReconstruction]:
+    def _begin(self, data: bytes, faces: FaceSelection,
+               box: Box | None) -> tuple[PipelineSteps, np.ndarray | ImageReconstruction]:
         """Decode the upload and run the pipeline up to its first network batch."""
         steps = self.pipeline.steps(self.pipeline.decode(data), faces, box, on_detection=self.metrics.detection.observe)
         return steps, self._advance(steps, None)

@@ -16,8 +16,8 @@ class ServiceMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.requests = Counter("facerecon_requests", "HTTP requests by route and status", ("route", "method", "status"),
-                                registry=r)
+        self.requests = Counter("facerecon_requests", "HTTP requests by route and status",
+                                ("route", "method", "status"), registry=r)
         self.latency = Histogram("facerecon_request_duration_seconds", "HTTP request latency by route", ("route",),
                                  buckets=_LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("facerecon_requests_in_flight", "reconstruction requests admitted and not finished",

@@ -25,10 +25,11 @@ class Problem(BaseModel):
     type: str = Field(description="stable identifier of the kind of error", examples=[TYPE_PREFIX + "no-face"])
     title: str = Field(description="short summary of the kind of error", examples=["No face found"])
     status: int = Field(description="the HTTP status code", examples=[422])
-    detail: str = Field("", description="what went wrong with this request", examples=["no face was detected in the image"])
-    instance: str | None = Field(None, description="the request path")
-    request_id: str | None = Field(None, description="the X-Request-ID of the request, for support")
-    errors: list[dict[str, Any]] | None = Field(None, description="invalid fields (validation errors only)")
+    detail: str = Field(default="", description="what went wrong with this request",
+                        examples=["no face was detected in the image"])
+    instance: str | None = Field(default=None, description="the request path")
+    request_id: str | None = Field(default=None, description="the X-Request-ID of the request, for support")
+    errors: list[dict[str, Any]] | None = Field(default=None, description="invalid fields (validation errors only)")
 
 
 class ProblemError(Exception):

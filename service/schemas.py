@@ -56,8 +56,10 @@ class FaceJSON(BaseModel):
     landmarks_3d: list[list[float]] = Field(description="(68, 3) x, y in pixels and depth in pixels (larger: nearer)")
     metres_per_pixel: float = Field(description="size of one photo pixel on the face: image-space vertices are "
                                                 "(x - width/2, height/2 - y, depth) in pixels times this")
-    vertices: list[list[float]] | None = Field(None, description="(V, 3) mesh vertices in metres in the requested space (include_mesh=true)")
-    triangles: list[list[int]] | None = Field(None, description="(F, 3) vertex indices, counter-clockwise seen from outside (include_mesh=true)")
+    vertices: list[list[float]] | None = Field(default=None, description="(V, 3) mesh vertices in metres in the "
+                                                                         "requested space (include_mesh=true)")
+    triangles: list[list[int]] | None = Field(default=None, description="(F, 3) vertex indices, counter-clockwise "
+                                                                       "seen from outside (include_mesh=true)")
 
 
 class ReconstructionJSON(BaseModel):
@@ -73,7 +75,7 @@ class BatchItemJSON(BaseModel):
     filename: str | None = Field(description="the file name the client sent")
     status: int = Field(description="200 when reconstructed, else the status the single-image route would return")
     result: ReconstructionJSON | None = None
-    error: dict | None = Field(None, description="problem details (RFC 9457) when status is not 200")
+    error: dict | None = Field(default=None, description="problem details (RFC 9457) when status is not 200")
 
 
 class BatchJSON(BaseModel):

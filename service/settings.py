@@ -20,30 +20,36 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACERECON_", env_file=".env", extra="ignore")
 
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     model_path: Path = DEFAULT_MODEL
     detector_path: Path = DEFAULT_DETECTOR
     device: Literal["auto", "cuda", "cpu"] = Field(
-        "auto", description="auto: CUDA when ONNX Runtime offers it, else CPU")
-    threads: int | None = Field(None, ge=1, description="CPU threads of the reconstruction network's session (default: the usable cores)")
-    detector_threads: int = Field(1, ge=1, description="CPU threads of the face detector's session (small networks: 1 is fastest)")
-    workers: int | None = Field(None, ge=1, description="threads for decoding, detection and mesh encoding (default: the usable cores)")
+        default="auto", description="auto: CUDA when ONNX Runtime offers it, else CPU")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads of the reconstruction network's session "
+                                                                "(default: the usable cores)")
+    detector_threads: int = Field(default=1, ge=1, description="CPU threads of the face detector's session "
+                                                               "(small networks: 1 is fastest)")
+    workers: int | None = Field(default=None, ge=1, description="threads for decoding, detection and mesh encoding "
+                                                                "(default: the usable cores)")
 
-    max_upload_bytes: int = Field(15 * 1024 * 1024, ge=1024, description="request body limit, enforced while it streams in")
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="decoded image size limit (width x height)")
-    max_faces: int = Field(16, ge=1, description="faces reconstructed per image at most (faces=all)")
-    max_batch_images: int = Field(16, ge=1, description="images per /v1/reconstruct/batch request")
-    texture_size: int = Field(512, ge=64, le=4096, description="side of the baked UV texture (texture=uv)")
+    max_upload_bytes: int = Field(default=15 * 1024 * 1024, ge=1024,
+                                  description="request body limit, enforced while it streams in")
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, description="decoded image size limit (width x height)")
+    max_faces: int = Field(default=16, ge=1, description="faces reconstructed per image at most (faces=all)")
+    max_batch_images: int = Field(default=16, ge=1, description="images per /v1/reconstruct/batch request")
+    texture_size: int = Field(default=512, ge=64, le=4096, description="side of the baked UV texture (texture=uv)")
 
-    refine_crop: bool = Field(False, description="reconstruct detected faces a second time, cropped around the first pass's landmarks (more accurate, ~5 ms slower)")
-    mirror_average: bool = Field(False, description="also reconstruct each face from its mirror image and average the two (more accurate, twice the network's work)")
-    max_batch: int = Field(16, ge=1, description="faces per reconstruction-network run at most")
-    max_wait_ms: float = Field(4.0, ge=0.0, description="how long the first face of a batch waits for others")
-    max_in_flight: int = Field(32, ge=1, description="reconstruction requests admitted at once; beyond: 503")
-    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503")
-    graceful_shutdown_s: int = Field(30, ge=0, description="how long shutdown waits for requests in flight")
+    refine_crop: bool = Field(default=False, description="reconstruct detected faces a second time, cropped around "
+                                                         "the first pass's landmarks (more accurate, ~5 ms slower)")
+    mirror_average: bool = Field(default=False, description="also reconstruct each face from its mirror image and "
+                                                            "average the two (more accurate, twice the network's work)")
+    max_batch: int = Field(default=16, ge=1, description="faces per reconstruction-network run at most")
+    max_wait_ms: float = Field(default=4.0, ge=0.0, description="how long the first face of a batch waits for others")
+    max_in_flight: int = Field(default=32, ge=1, description="reconstruction requests admitted at once; beyond: 503")
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 503")
+    graceful_shutdown_s: int = Field(default=30, ge=0, description="how long shutdown waits for requests in flight")
 
     api_keys: list[SecretStr] = Field(default_factory=list, description="when set, X-API-Key must be one of them")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (empty: none)")

@@ -21,8 +21,6 @@ from model.topology import DEFAULT_ASSET
 from service.cli import CLIError, SubParsers
 
 
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
@@ -90,8 +88,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from training.data.prepare import PrepareConfig, prepare_dataset
 
     try:
-        manifest = prepare_dataset(args.images, args.out, PrepareConfig(workers=args.workers, crop_size=args.crop_size,
-                                                                         val_fraction=args.val_fraction, seed=args.seed))
+        manifest = prepare_dataset(args.images, args.out,
+                                   PrepareConfig(workers=args.workers, crop_size=args.crop_size,
+                                                 val_fraction=args.val_fraction, seed=args.seed))
     except FileNotFoundError as err:
         raise CLIError(str(err)) from None
     print(f"wrote {args.out}: {manifest['faces_labelled']} faces from {manifest['images_read']} images read; "
@@ -141,7 +140,13 @@ def register_train(sub: SubParsers) -> None:
 def cmd_synthesize(args: argparse.Namespace) -> int:
     from model.topology import FaceTopology
     from training.data.contact_sheet import write_contact_sheet
-    from training.data.synthesize import SceneBuilder, SourceFaces, SynthesisConfig, load_reconstructor, synthesize_dataset
+    from training.data.synthesize import (
+        SceneBuilder,
+        SourceFaces,
+        SynthesisConfig,
+        load_reconstructor,
+        synthesize_dataset,
+    )
 
     if args.per_image < 1 or args.yaw_max <= 0 or (args.limit is not None and args.limit < 1):
         raise CLIError("--per-image and --limit must be at least 1 and --yaw-max positive")
@@ -265,7 +270,8 @@ def cmd_build_detector(args: argparse.Namespace) -> int:
     from training.tools.detector_convert import build_detector, metadata_json
 
     try:
-        metadata, checks, fits = build_detector(args.source, args.out, args.calibrate, args.calibration_photos, args.seed)
+        metadata, checks, fits = build_detector(args.source, args.out, args.calibrate, args.calibration_photos,
+                                                args.seed)
     except (FileNotFoundError, RuntimeError) as err:
         raise CLIError(str(err)) from None
     for check in checks:

@@ -119,7 +119,8 @@ def summarise(errors_2d: list[float], errors_3d: list[float], yaws: list[float],
     if points_2d is not None and len(points_2d):
         points = np.stack(points_2d)
         out["nme2d_by_region"] = {
-            region: {f"{int(lo)}_{int(hi)}": round(float(points[(yaw >= lo) & (yaw < hi)][:, list(index)].mean() * 100), 3)
+            region: {f"{int(lo)}_{int(hi)}":
+                     round(float(points[(yaw >= lo) & (yaw < hi)][:, list(index)].mean() * 100), 3)
                      for lo, hi in YAW_BINS if ((yaw >= lo) & (yaw < hi)).any()}
             for region, index in REGIONS_68.items()
         }

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.nn.shading import shade
 from model.nn.face_model import FaceReconstruction
 from model.nn.geometry import ndc_to_screen, vertex_normals
 from model.nn.renderer import render
+from model.nn.shading import shade
 from model.topology import NUM_BASE_VERTICES, REGION_NAMES, FaceTopology
 
 
@@ -71,6 +71,13 @@ def _apply(matrix: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 class FaceLoss(torch.nn.Module):
     """Total training loss of a batch; ``forward`` returns the total and each weighted term."""
 
+    # buffers
+    landmark_w: torch.Tensor  # (468,)
+    faces: torch.Tensor  # (F, 3)
+    regions: torch.Tensor  # (V,)
+    mirror: torch.Tensor  # (V,)
+    laplacian: torch.Tensor  # sparse (V, V)
+
     def __init__(self, topology: FaceTopology, weights: LossWeights, image_size: int) -> None:
         super().__init__()
         self.weights = weights
@@ -113,18 +120,21 @@ class FaceLoss(torch.nn.Module):
         per_region = torch.where(present, sums / counts.clamp(min=1), torch.zeros_like(sums))
         return (per_region.sum(dim=1) / present.sum(dim=1).clamp(min=1)).mean()
 
-    def forward(self, result: FaceReconstruction, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, result: FaceReconstruction,
+                batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         w = self.weights
         flip = torch.tensor([-1.0, 1.0, 1.0], device=result.neutral_vertices.device)
+        smoothness = sum(
+            (100 * _apply(self.laplacian, offsets)).square().mean()
+            for offsets in (result.identity_offsets, result.expression_offsets)
+        )
+        assert isinstance(smoothness, torch.Tensor)  # a sum of two tensors, never the empty sum's 0
         terms: dict[str, torch.Tensor] = {
             "landmarks": w.landmarks * self.landmark_loss(result, batch["landmarks"]),
             # Offsets in centimetres so the weights are O(1).
             "identity_offsets": w.identity_offsets * (100 * result.identity_offsets).square().mean(),
             "expression_offsets": w.expression_offsets * (100 * result.expression_offsets).square().mean(),
-            "smoothness": w.smoothness * sum(
-                (100 * _apply(self.laplacian, offsets)).square().mean()
-                for offsets in (result.identity_offsets, result.expression_offsets)
-            ),
+            "smoothness": w.smoothness * smoothness,
             "symmetry": w.symmetry * (100 * (result.neutral_vertices - result.neutral_vertices[:, self.mirror] * flip))
             .square().mean(),
             "albedo_smoothness": w.albedo_smoothness * _apply(self.laplacian, result.albedo).square().mean() * 100,
@@ -132,4 +142,5 @@ class FaceLoss(torch.nn.Module):
         if w.region_image > 0:
             terms["region_image"] = w.region_image * self.region_image_loss(result, batch["image"], batch["photo_mask"])
         total = sum(terms.values())
+        assert isinstance(total, torch.Tensor)  # terms is never empty
         return total, {name: float(value.detach()) for name, value in terms.items()}

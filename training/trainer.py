@@ -16,14 +16,14 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
 from model.nn.face_model import FaceReconstructionModel
@@ -31,8 +31,8 @@ from model.topology import NUM_BASE_VERTICES, FaceTopology
 from training.checkpoint import load_model_state, save_checkpoint
 from training.config import OptimConfig, TrainConfig
 from training.data.dataset import PreparedFaces
-from training.losses import FaceLoss
 from training.data.pose_sampling import WeightedStream, pose_balanced_weights
+from training.losses import FaceLoss
 
 
 def lr_factor(step: int, config: OptimConfig) -> float:
@@ -74,7 +74,8 @@ def landmark_nme(model: FaceReconstructionModel, dataset: PreparedFaces, device:
     with torch.no_grad():
         for batch in loader:
             result = model(batch["image"].to(device))
-            distance = torch.linalg.vector_norm(result.vertices_2d[:, :NUM_BASE_VERTICES].cpu() - batch["landmarks"], dim=-1)
+            distance = torch.linalg.vector_norm(result.vertices_2d[:, :NUM_BASE_VERTICES].cpu() - batch["landmarks"],
+                                                dim=-1)
             errors.append(distance.mean(dim=1) / model.image_size)
     model.train()
     return float(torch.cat(errors).mean() * 100)
@@ -121,6 +122,7 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
         net = DistributedDataParallel(model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
 
     generator = torch.Generator().manual_seed(config.seed + step)
+    sampler: Sampler[int]
     if dist_info.world_size > 1:
         sampler = DistributedSampler(train_set, seed=config.seed)
     elif config.sampling.pose_balanced:
@@ -189,6 +191,7 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
             metrics["loss_start"] = sum(losses[:window]) / window
             metrics["loss_end"] = sum(losses[-window:]) / window
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        assert writer is not None  # made above on the main process
         writer.add_scalar("val/nme468_percent", metrics["val_nme468_percent"], step)
         writer.close()
     if dist_info.world_size > 1:

@@ -25,8 +25,8 @@ import json
 import re
 import struct
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import trimesh
@@ -257,7 +257,10 @@ def export_glb(meshes: Sequence[ExportMesh]) -> bytes:
     return writer.to_bytes()
 
 
-def _to_trimesh(mesh: ExportMesh, visual: trimesh.visual.base.Visuals | None) -> trimesh.Trimesh:
+_TrimeshVisual = trimesh.visual.ColorVisuals | trimesh.visual.TextureVisuals
+
+
+def _to_trimesh(mesh: ExportMesh, visual: _TrimeshVisual | None) -> trimesh.Trimesh:
     return trimesh.Trimesh(
         vertices=np.asarray(mesh.vertices, dtype=np.float32),
         faces=np.asarray(mesh.faces, dtype=np.int64),
@@ -279,7 +282,7 @@ def export_obj(mesh: ExportMesh, stem: str = "face") -> dict[str, bytes]:
         raise ValueError(f"stem must be a plain file name, got {stem!r}")
     mesh.validate()
     if not mesh.textured:
-        visual = None
+        visual: _TrimeshVisual | None = None
         if mesh.vertex_colors is not None:
             visual = trimesh.visual.ColorVisuals(vertex_colors=np.asarray(mesh.vertex_colors))
         text = trimesh.exchange.obj.export_obj(

@@ -236,13 +236,14 @@ def _axis_nearest_fill(colors: np.ndarray, sources: np.ndarray, targets: np.ndar
     above or below the target; the mean source colour for a target whose row
     and column hold no source.
     """
-    valid = np.zeros(size * size, dtype=bool)
+    valid: np.ndarray = np.zeros(size * size, dtype=bool)
     valid[sources] = True
     valid = valid.reshape(size, size)
     grid = np.zeros((3, size * size), dtype=np.float32)
     grid[:, sources] = colors
     rows, cols = np.divmod(targets, size)
-    distances, flats = [], []
+    distance_list: list[np.ndarray] = []
+    flat_list: list[np.ndarray] = []
     # rows of `valid`, then rows of its transpose (contiguous: fast accumulate)
     for transposed in (False, True):
         line, along = (cols, rows) if transposed else (rows, cols)
@@ -250,10 +251,10 @@ def _axis_nearest_fill(colors: np.ndarray, sources: np.ndarray, targets: np.ndar
         for nearest in _nearest_in_rows(lines_valid):
             found = nearest[line, along]
             exists = found >= 0
-            distances.append(np.where(exists, np.abs(found - along), 2 * size))
+            distance_list.append(np.where(exists, np.abs(found - along), 2 * size))
             flat = found * size + line if transposed else line * size + found
-            flats.append(np.where(exists, flat, 0))
-    distances, flats = np.stack(distances, axis=1), np.stack(flats, axis=1)
+            flat_list.append(np.where(exists, flat, 0))
+    distances, flats = np.stack(distance_list, axis=1), np.stack(flat_list, axis=1)
     closest = np.argmin(distances, axis=1)
     filled = grid[:, np.take_along_axis(flats, closest[:, None], axis=1)[:, 0]]
     lonely = np.take_along_axis(distances, closest[:, None], axis=1)[:, 0] >= 2 * size

@@ -53,8 +53,10 @@ class VertexDecoder(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(hidden, upsampler.coarse_vertices * channels),
         )
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        last = self.mlp[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         coarse = self.mlp(code).view(code.shape[0], self.upsampler.coarse_vertices, self.channels)
@@ -63,6 +65,8 @@ class VertexDecoder(nn.Module):
 
 class IdentityDecoder(nn.Module):
     """Identity features (B, Di) -> neutral 3D face (B, V, 3) = template + learned offsets, metres."""
+
+    template: torch.Tensor  # buffer (V, 3)
 
     def __init__(self, identity_dim: int, hidden: int, template: torch.Tensor, upsampler: SubdivisionUpsampler,
                  offset_scale: float) -> None:
@@ -83,6 +87,8 @@ class ExpressionDecoder(nn.Module):
     The identity shape enters through a learned linear summary of its base vertices, so the
     same expression code can move different faces differently.
     """
+
+    template_base: torch.Tensor  # buffer (468, 3)
 
     def __init__(self, expression_dim: int, shape_code_dim: int, hidden: int, template: torch.Tensor,
                  upsampler: SubdivisionUpsampler, offset_scale: float) -> None:

@@ -118,12 +118,14 @@ class FaceEncoder(nn.Module):
         self.albedo_head = _head(width, config.albedo_dim)
         self.lighting_head = _head(width, 27)
         # Start at the identity rotation, centred, unit log-scale offset, ambient white light.
-        for head in (self.pose_head, self.lighting_head):
-            nn.init.zeros_(head[-1].weight)
-            nn.init.zeros_(head[-1].bias)
+        pose_out, lighting_out = self.pose_head[-1], self.lighting_head[-1]
+        assert isinstance(pose_out, nn.Linear) and isinstance(lighting_out, nn.Linear)
+        for layer in (pose_out, lighting_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         with torch.no_grad():
-            self.pose_head[-1].bias[:6] = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
-            self.lighting_head[-1].bias.view(9, 3)[0] = 1.0
+            pose_out.bias[:6] = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+            lighting_out.bias.view(9, 3)[0] = 1.0
 
     def forward(self, image: torch.Tensor) -> EncodedFace:
         features = self.trunk(image)

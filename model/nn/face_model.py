@@ -58,6 +58,11 @@ class FaceReconstruction:
 class FaceReconstructionModel(nn.Module):
     """Image crops (B, 3, S, S) RGB in [0, 1] -> :class:`FaceReconstruction`."""
 
+    # buffers
+    faces: torch.Tensor  # (F, 3)
+    landmark_vertices: torch.Tensor  # (68,)
+    landmark_offsets: torch.Tensor  # (68, 3)
+
     def __init__(self, topology: FaceTopology, config: ModelConfig = ModelConfig()) -> None:
         super().__init__()
         self.config = config

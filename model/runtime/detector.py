@@ -14,9 +14,9 @@ expects (:class:`BoxCalibration`), and pools the branches: where several found t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -102,7 +102,7 @@ class DetectorMetadata:
         return props
 
     @classmethod
-    def from_properties(cls, props: dict[str, str]) -> "DetectorMetadata":
+    def from_properties(cls, props: dict[str, str]) -> DetectorMetadata:
         def get(key: str) -> str:
             raw = props.get(METADATA_PREFIX + key)
             if raw is None:
@@ -183,7 +183,7 @@ def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, i
     are their score-weighted means, the score stays the best one's.
     """
     remaining = np.argsort(-scores, kind="stable")
-    out = []
+    out: list[tuple[float, np.ndarray, np.ndarray]] = []
     while remaining.size and len(out) < max_faces:
         top = remaining[0]
         overlapping = box_iou(boxes[top], boxes[remaining]) > iou_threshold
@@ -219,14 +219,16 @@ class FaceDetector:
         best score first."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-        inputs, transforms, names = {}, [], []
+        inputs: dict[str, np.ndarray] = {}
+        transforms: list[Letterbox] = []
+        names: list[str] = []
         for branch in self.metadata.branches:
             square, transform = letterbox(image, branch.input_size)
             inputs[input_name(branch.name)] = square[None]
             transforms.append(transform)
             names.extend(output_names(branch.name))
         outputs = dict(zip(names, self.session.run(names, inputs)))
-        found = []
+        found: list[list[Detection]] = []
         for branch, transform in zip(self.metadata.branches, transforms):
             scores, boxes, keypoints = (outputs[name][0] for name in output_names(branch.name))
             keep = scores >= self.score_threshold

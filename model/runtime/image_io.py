@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -35,7 +35,7 @@ def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequenc
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=list(formats) if formats else None)
+            image: Image.Image = Image.open(io.BytesIO(data), formats=list(formats) if formats else None)
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLarge(f"image is {width}x{height}, more than {max_pixels} pixels")

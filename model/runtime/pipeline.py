@@ -11,9 +11,8 @@ micro-batched network call (:mod:`service.engine`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -130,7 +130,8 @@ class FaceReconstructor:
         pairs = [crop_face(image, box, self.input_size, margin) for box in boxes]
         return np.stack([crop for crop, _ in pairs]), [transform for _, transform in pairs]
 
-    def results(self, boxes: Sequence[Box], crops: Sequence[CropTransform], out: dict[str, np.ndarray]) -> list[FaceResult]:
+    def results(self, boxes: Sequence[Box], crops: Sequence[CropTransform],
+                out: dict[str, np.ndarray]) -> list[FaceResult]:
         """Network outputs (N, ...) for N crops -> one FaceResult each, in photo coordinates."""
         results = []
         for i, (box, crop) in enumerate(zip(boxes, crops)):

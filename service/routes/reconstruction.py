@@ -11,14 +11,24 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from model.conventions import Box, FaceSelection, parse_box as parse_box_text
+from model.conventions import Box, FaceSelection
+from model.conventions import parse_box as parse_box_text
 from model.runtime.image_io import ImageDecodeError, ImageTooLarge, UnsupportedImageFormat
 from model.runtime.pipeline import ImageReconstruction, InvalidBox, NoFaceFound
 from service.dependencies import EngineDep, OptionsDep, SettingsDep, require_api_key
 from service.encoding import build_meshes, mesh_files, mesh_payload, reconstruction_json, zip_files
 from service.engine import ReconstructionEngine
-from service.problems import (TYPE_PREFIX, Problem, ProblemError, bad_image, image_too_large, invalid_options, no_face,
-                              problem_doc, unsupported_media_type)
+from service.problems import (
+    TYPE_PREFIX,
+    Problem,
+    ProblemError,
+    bad_image,
+    image_too_large,
+    invalid_options,
+    no_face,
+    problem_doc,
+    unsupported_media_type,
+)
 from service.schemas import BOX_HELP, MEDIA_TYPES, BatchItemJSON, BatchJSON, OutputFormat, ReconstructionJSON
 
 _SAFE_STEM = re.compile(r"[^A-Za-z0-9_-]+")

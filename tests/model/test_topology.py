@@ -115,7 +115,8 @@ def test_uvs_are_an_unfolded_layout(topology: FaceTopology):
     uv = topology.uvs
     assert uv.min() >= 0.0 and uv.max() <= 1.0
     t = uv[topology.faces]
-    signed = (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 1, 1] - t[:, 0, 1]) * (t[:, 2, 0] - t[:, 0, 0])
+    signed = ((t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1])
+              - (t[:, 1, 1] - t[:, 0, 1]) * (t[:, 2, 0] - t[:, 0, 0]))
     assert np.all(signed > 0)
 
 

@@ -85,7 +85,8 @@ def test_json_gives_landmarks_pose_and_optionally_the_mesh(client, photo_jpeg, p
     assert landmarks.shape == (68, 2) and np.array(face["landmarks_3d"]).shape == (68, 3)
     x1, y1, x2, y2 = (float(v) for v in photo_box.split(","))
     side = max(x2 - x1, y2 - y1)
-    assert np.all(landmarks >= [x1 - 0.2 * side, y1 - 0.2 * side]) and np.all(landmarks <= [x2 + 0.2 * side, y2 + 0.2 * side])
+    assert np.all(landmarks >= [x1 - 0.2 * side, y1 - 0.2 * side])
+    assert np.all(landmarks <= [x2 + 0.2 * side, y2 + 0.2 * side])
     assert all(-90 <= face[k] <= 90 for k in ("yaw", "pitch", "roll"))
     assert face["vertices"] is None and face["triangles"] is None
     full = _post(client, photo_jpeg, box=photo_box, format="json", include_mesh="true", space="canonical").json()
@@ -144,9 +145,8 @@ def test_obj_and_ply_formats(client, photo_jpeg, photo_box, options, media_type,
 
 def test_detects_faces_without_a_box(client, real_photos):
     from model.conventions import points_box
-    from training.evaluate import load_aflw
-
     from tests.conftest import AFLW_DEV
+    from training.evaluate import load_aflw
 
     samples = {s.path.name: s for s in load_aflw(AFLW_DEV)}
     names = sorted(samples)[:len(real_photos)]  # real_photos are the first images by name
@@ -197,7 +197,7 @@ def test_image_kinds_are_accepted(client, face_photo, photo_box, variant):
         "grey": lambda: _encoded(photo.convert("L"), "JPEG"),
         "rgba": lambda: _encoded(photo.convert("RGBA"), "PNG"),
         "palette": lambda: _encoded(photo.convert("P"), "PNG"),
-        "16-bit": lambda: _encoded(Image.fromarray((np.asarray(photo.convert("L")).astype(np.uint16) * 257)), "PNG"),
+        "16-bit": lambda: _encoded(Image.fromarray(np.asarray(photo.convert("L")).astype(np.uint16) * 257), "PNG"),
         "webp": lambda: _encoded(photo, "WEBP"),
         "png": lambda: _encoded(photo, "PNG"),
     }[variant]()
@@ -253,7 +253,8 @@ def test_upload_and_pixel_limits(make_client, face_photo):
         for start in range(0, len(body), 8192):
             yield body[start:start + 8192]
 
-    streamed = small.post("/v1/reconstruct", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    streamed = small.post("/v1/reconstruct", content=chunks(),
+                          headers={"Content-Type": "multipart/form-data; boundary=b"})
     _assert_problem(streamed, 413, "upload-too-large")
     many_pixels = _encoded(Image.new("RGB", (400, 400), (128, 100, 90)), "PNG")  # small file, 160,000 pixels
     assert len(many_pixels) < 50_000

@@ -28,7 +28,8 @@ def test_concurrent_jobs_share_a_batch_and_get_their_own_outputs():
         batcher = MicroBatcher(_double, ThreadPoolExecutor(1), max_batch=8, max_wait_s=0.2, upstream=lambda: 3,
                                on_batch=lambda size, seconds: sizes.append(size))
         batcher.start()
-        results = await asyncio.gather(batcher.submit(_crops(1)), batcher.submit(_crops(2, 3)), batcher.submit(_crops(4)))
+        results = await asyncio.gather(batcher.submit(_crops(1)), batcher.submit(_crops(2, 3)),
+                                       batcher.submit(_crops(4)))
         await batcher.stop()
         return results
 

@@ -38,7 +38,8 @@ def _box(photo_path) -> str:
 def test_reconstruct_writes_a_mesh_and_a_sidecar_and_warns_about_untrained_weights(photo_path, onnx_model, tmp_path,
                                                                                    capsys, topology):
     out = tmp_path / "out"
-    assert main(["reconstruct", str(photo_path), "-o", str(out), "--box", _box(photo_path), "--model", str(onnx_model)]) == 0
+    assert main(["reconstruct", str(photo_path), "-o", str(out), "--box", _box(photo_path),
+                 "--model", str(onnx_model)]) == 0
     captured = capsys.readouterr()
     assert "UNTRAINED" in captured.err
     assert "processed 1 images" in captured.out and "1 faces" in captured.out

@@ -7,7 +7,6 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402  (hypothesis comes with schemathesis)
-
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
 from service.app import create_app  # noqa: E402
@@ -20,7 +19,8 @@ OPERATIONS = ["POST /v1/reconstruct", "POST /reconstruct", "POST /v1/reconstruct
 
 @pytest.fixture(scope="module")
 def api_schema():
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(ServiceSettings(max_in_flight=64, api_keys=[API_KEY])))
+    schema = schemathesis.openapi.from_asgi("/openapi.json",
+                                            create_app(ServiceSettings(max_in_flight=64, api_keys=[API_KEY])))
     yield {f"{op.method.upper()} {op.path}": op for op in (result.ok() for result in schema.get_all_operations())}
     schemathesis.python.asgi.shutdown_lifespans()
 

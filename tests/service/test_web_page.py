@@ -27,7 +27,6 @@ from service.app import create_app
 from service.settings import ServiceSettings
 from service.web import STATIC_DIR
 
-
 SCREENSHOT = Path("/tmp/facerecon_page.png")  # for a person to look at
 BACKGROUND = np.array([29, 35, 42])  # the 3D view's clear colour (viewer.js BACKGROUND)
 WIRE = np.array([115, 242, 217])  # the wireframe colour (viewer.js WIRE_COLOUR)
@@ -86,9 +85,9 @@ def server_url():
         try:
             with urllib.request.urlopen(url + "/readyz", timeout=5):
                 break
-        except OSError:
+        except OSError as err:
             if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the service did not become ready")
+                raise RuntimeError("the service did not become ready") from err
             time.sleep(0.5)
     yield url
     server.should_exit = True

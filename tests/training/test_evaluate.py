@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.cli import main
 from model.conventions import points_box
+from service.cli import main
 from training.evaluate import load_aflw, nme, summarise
 
 
@@ -70,7 +70,8 @@ def test_converter_and_cli_evaluation(aflw_like, tmp_path, onnx_model, capsys):
     samples = load_aflw(converted)
     assert [round(s.yaw_deg) for s in samples] == [6, 40, 74]
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for key in ("n", "missing", "nme2d_0_30", "nme2d_30_60", "nme2d_60_91", "nme2d_binmean", "nme2d_mean", "nme3d_mean"):
+    for key in ("n", "missing", "nme2d_0_30", "nme2d_30_60", "nme2d_60_91", "nme2d_binmean", "nme2d_mean",
+                "nme3d_mean"):
         assert key in metrics
     assert metrics["n"] == 3 and metrics["missing"] == 0
     assert sorted(p.name for p in overlays.iterdir()) == ["image00000.png", "image00001.png", "image00002.png"]

@@ -56,9 +56,9 @@ def test_region_loss_weighs_each_region_by_its_own_area(topology):
     criterion = FaceLoss(topology, LossWeights(), model.image_size)
     with torch.no_grad():
         result = model(torch.zeros(1, 3, 128, 128))
-        from model.nn.shading import shade
         from model.nn.geometry import ndc_to_screen, vertex_normals
         from model.nn.renderer import render
+        from model.nn.shading import shade
 
         colours = shade(result.albedo, vertex_normals(result.posed_vertices, criterion.faces), result.lighting)
         out = render(ndc_to_screen(result.posed_vertices, 128), criterion.faces, colours, criterion.regions, 128, 128)

@@ -25,7 +25,7 @@ class MediaPipeLabeler:
             min_detection_confidence=min_detection_confidence,
         )
 
-    def __enter__(self) -> "MediaPipeLabeler":
+    def __enter__(self) -> MediaPipeLabeler:
         return self
 
     def __exit__(self, *exc: object) -> None:

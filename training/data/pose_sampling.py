@@ -12,8 +12,8 @@ Shards that store no ``yaw`` (those of ``facerecon prepare``) get it from :func:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch

@@ -15,7 +15,6 @@ folder for LFW-style layouts, else the file), so no person is on both sides.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
@@ -25,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from model.conventions import Box, points_box
@@ -60,7 +58,7 @@ class ShardStats:
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
-    def add(self, other: "ShardStats") -> None:
+    def add(self, other: ShardStats) -> None:
         self.images_read += other.images_read
         self.faces_labelled += other.faces_labelled
         for reason, count in other.skipped.items():
@@ -155,7 +153,8 @@ def prepare_dataset(image_dirs: list[Path], out: Path, config: PrepareConfig = P
                 stats_path.write_text(json.dumps(asdict(stats)))
             totals.add(stats)
             done += len(shard)
-            progress.set_postfix_str(f"faces {totals.faces_labelled}, skipped {sum(totals.skipped.values())}", refresh=False)
+            progress.set_postfix_str(f"faces {totals.faces_labelled}, skipped {sum(totals.skipped.values())}",
+                                     refresh=False)
             progress.update(done - progress.n)
     progress.close()
     manifest = {

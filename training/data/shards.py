@@ -15,8 +15,8 @@ A shard is written to ``*.tmp.npz`` and renamed, so a folder never holds a half-
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -62,7 +62,7 @@ def write_shard(path: Path, samples: Sequence[dict], names: Sequence[str], val: 
         valid=np.stack([s["valid"] for s in samples]) if samples else np.zeros((0, 4), np.float32),
         names=np.array(names, dtype=str),
         is_val=np.array(val, dtype=bool),
-        **(extra or {}),
+        **(extra or {}),  # type: ignore[arg-type]  # array names, never numpy>=2.1's allow_pickle
     )
     tmp.replace(path)
 

@@ -30,25 +30,23 @@ the yaw histogram (10 degree bins) and the time taken.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from model.conventions import ndc_to_pixels, points_box
-from model.runtime.crop import square_box
 from model.nn.decoders import SubdivisionUpsampler
 from model.nn.geometry import euler_to_matrix, matrix_to_euler_degrees, vertex_normals
 from model.nn.renderer import interpolate, rasterize
+from model.runtime.crop import square_box
 from model.topology import NUM_BASE_VERTICES, FaceTopology
 from training.data.augment import AugmentConfig, crop_matrix, random_background
 from training.data.prepare import STORED_MARGIN
@@ -352,8 +350,8 @@ def render_view(scene: Scene, yaw: float, pitch: float, roll: float, rng: np.ran
     # The face is drawn over the surround: nothing around a head (hair, ears, background) lies in
     # front of its face, and the surround's guessed depth must not cut into a turned face.
     vertices = torch.as_tensor(screen)[None]
-    attributes = np.concatenate([scene.uv, scene.mirror_uv, scene.mirror_share[:, None], scene.unseen[:, None]], axis=1)
-    attributes = torch.as_tensor(attributes, dtype=torch.float32)[None]
+    per_vertex = np.concatenate([scene.uv, scene.mirror_uv, scene.mirror_share[:, None], scene.unseen[:, None]], axis=1)
+    attributes = torch.as_tensor(per_vertex, dtype=torch.float32)[None]
     split = scene.face_triangles
     layers = []
     for first, stop in ((0, split), (split, len(scene.faces))):
@@ -517,8 +515,8 @@ def synthesize_dataset(data: Path, out: Path, model: Reconstructor, config: Synt
             faces = [sources.get(i) for i in batch]
             for index, source, scene in zip(batch, faces, builder.scenes(faces)):
                 rng = np.random.default_rng((config.seed, index))
-                for turn in plan_turns(scene.face.yaw, config.per_image, rng, config):
-                    view = render_view(scene, *turn, rng, config)
+                for yaw, pitch, roll in plan_turns(scene.face.yaw, config.per_image, rng, config):
+                    view = render_view(scene, yaw, pitch, roll, rng, config)
                     samples.append(encode_sample(view))
                     names.append(view_name(source["name"], view.euler[0]))
                     val.append(source["is_val"])

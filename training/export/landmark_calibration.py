@@ -23,13 +23,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from model.runtime.reconstructor import FaceReconstructor
-from model.onnx_contract import ModelMetadata
-from model.topology import FaceTopology
 from model.conventions import points_box
+from model.onnx_contract import LANDMARK_OFFSETS, ModelMetadata
+from model.runtime.reconstructor import FaceReconstructor
+from model.topology import FaceTopology
 from training.evaluate import box_norm, load_aflw, nme, point_errors, summarise
-from model.onnx_contract import LANDMARK_OFFSETS
-from training.export.onnx_export import set_onnx_metadata
+from training.export.onnx_graph import set_onnx_metadata
 
 IRLS_ITERATIONS = 6
 MIN_DISTANCE = 1e-4  # NME units: caps an IRLS weight

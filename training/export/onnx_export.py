@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
-from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from model.nn.face_model import FaceReconstruction, FaceReconstructionModel
+from model.nn.face_model import FaceReconstructionModel
 from model.onnx_contract import INPUT_NAME, LANDMARK_OFFSETS, OUTPUT_NAMES, ModelMetadata
+from training.export.onnx_graph import set_onnx_metadata, store_weights_as_float16
 
 OPSET = 17
 HALF_MIN_ELEMENTS = 1024  # smaller float tensors (biases, constants) stay float32
@@ -89,41 +88,6 @@ def name_landmark_offsets(graph: onnx.ModelProto) -> None:
         for k, name in enumerate(node.input):
             if name == EXPORTED_OFFSETS:
                 node.input[k] = LANDMARK_OFFSETS
-
-
-def store_weights_as_float16(graph: onnx.ModelProto, *, min_elements: int, exact_only: bool) -> None:
-    """Store float32 initializers of at least ``min_elements`` values as float16, each read through
-    a Cast back to float32 under its old name (ONNX Runtime folds the casts at load). With
-    ``exact_only`` only those that float16 holds exactly (a lossless file)."""
-    casts = []
-    for init in graph.graph.initializer:
-        if init.data_type != TensorProto.FLOAT:
-            continue
-        values = numpy_helper.to_array(init)
-        half = values.astype(np.float16)
-        if values.size < min_elements or (exact_only and not np.array_equal(half.astype(np.float32), values)):
-            continue
-        name = init.name
-        init.CopyFrom(numpy_helper.from_array(half, f"{name}.float16"))
-        casts.append(helper.make_node("Cast", [init.name], [name], to=TensorProto.FLOAT, name=f"{name}.widen"))
-    nodes = casts + list(graph.graph.node)
-    del graph.graph.node[:]
-    graph.graph.node.extend(nodes)
-
-
-def set_onnx_metadata(graph: onnx.ModelProto, properties: dict[str, str]) -> None:
-    """Check ``graph`` and replace its metadata_props with ``properties``."""
-    onnx.checker.check_model(graph)
-    del graph.metadata_props[:]
-    for key, value in properties.items():
-        graph.metadata_props.add(key=key, value=value)
-
-
-def write_onnx_metadata(path: Path, properties: dict[str, str]) -> None:
-    """Check the ONNX file at ``path`` and replace its metadata_props with ``properties``."""
-    graph = onnx.load(str(path))
-    set_onnx_metadata(graph, properties)
-    onnx.save(graph, str(path))
 
 
 def metadata_json(metadata: ModelMetadata) -> str:

@@ -128,6 +128,7 @@ class _Conv(nn.Module):
                               dilation=(o["DilationHFactor"], o["DilationWFactor"]))
         with torch.no_grad():
             self.conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+            assert self.conv.bias is not None  # nn.Conv2d has a bias by default
             self.conv.bias.copy_(torch.from_numpy(bias))
         self.activation = _ACTIVATIONS[o["FusedActivationFunction"]]()
 
@@ -152,7 +153,7 @@ class _Pad(nn.Module):
     def __init__(self, op: GraphOp, graph: TFLiteGraph) -> None:
         super().__init__()
         (n0, n1), (h0, h1), (w0, w1), (c0, c1) = graph.constants[op.inputs[1]].tolist()
-        pad = (w0, w1, h0, h1, c0, c1, n0, n1)
+        pad: tuple[int, ...] = (w0, w1, h0, h1, c0, c1, n0, n1)
         while len(pad) > 2 and pad[-2:] == (0, 0):
             pad = pad[:-2]
         self.pad = pad
@@ -282,6 +283,8 @@ class BlazeFace(nn.Module):
     suppression: that is :mod:`model.runtime.detector`'s job.
     """
 
+    anchors: torch.Tensor  # buffer (N, 2)
+
     def __init__(self, spec: BlazeFaceSpec, graph: TFLiteGraph) -> None:
         super().__init__()
         self.spec = spec
@@ -296,7 +299,7 @@ class BlazeFace(nn.Module):
         self.register_buffer("anchors", torch.from_numpy(spec.anchor_centres()))
 
     @classmethod
-    def from_mediapipe(cls, source: Source) -> "BlazeFace":
+    def from_mediapipe(cls, source: Source) -> BlazeFace:
         spec = SPECS[source]
         return cls(spec, read_tflite(mediapipe_model_path(spec)))
 

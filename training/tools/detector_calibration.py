@@ -15,12 +15,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from model.runtime.detector import BoxCalibration, FaceDetector, box_iou
 from training.tools.topology_builder import find_images
+
+if TYPE_CHECKING:
+    from training.tools.blazeface import Source
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ FACE_WIDTH_FRACTION = (0.1, 0.6)
 # `facerecon build-detector --source both --calibrate ../shared/data/train/utkface ../shared/data/train/lfw`.
 # 2,913 (short) and 2,333 (full) views of 1,500 photos; RMS residual of the centre 0.047 / 0.085 and
 # of the size 0.096 / 0.128 of the 68-point box side; mean IoU with it 0.871 / 0.805.
-FITTED_CALIBRATIONS: dict[str, BoxCalibration] = {
+FITTED_CALIBRATIONS: dict[Source, BoxCalibration] = {
     "short": BoxCalibration(centre_x=-0.0025970670452714444, centre_y=0.0506384803207536,
                             width=0.900374582870973, height=0.8736286772073804),
     "full": BoxCalibration(centre_x=0.0074370289322133, centre_y=0.09378445618268615,

@@ -34,9 +34,9 @@ from model.runtime.detector import (
     output_names,
     weighted_nms,
 )
+from training.export.onnx_graph import set_onnx_metadata, store_weights_as_float16, write_onnx_metadata
 from training.tools.blazeface import BlazeFace, Source
 from training.tools.detector_calibration import FITTED_CALIBRATIONS, CalibrationFit, fit_calibration
-from training.export.onnx_export import set_onnx_metadata, store_weights_as_float16, write_onnx_metadata
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +157,9 @@ def verify_against_mediapipe(model: BlazeFace, source: Source, images: list[np.n
             expected = []
             for det in result.detections or []:
                 box = det.location_data.relative_bounding_box
-                points = [(p.x, p.y) for p in det.location_data.relative_keypoints]
+                relative = [(p.x, p.y) for p in det.location_data.relative_keypoints]
                 expected.append((det.score[0], np.array([box.xmin, box.ymin, box.xmin + box.width,
-                                                         box.ymin + box.height]) * size, np.array(points) * size))
+                                                         box.ymin + box.height]) * size, np.array(relative) * size))
             with torch.no_grad():
                 outputs = model(torch.from_numpy(square[None]))
             scores, boxes, keypoints = (t[0].numpy().astype(np.float64) for t in outputs)

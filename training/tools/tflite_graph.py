@@ -34,7 +34,7 @@ class GraphOp:
     kind: str
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
-    options: dict[str, int | float | bool] = field(default_factory=dict)
+    options: dict[str, int] = field(default_factory=dict)  # the fields read are integers, enums and flags
 
 
 @dataclass
@@ -48,7 +48,7 @@ class TFLiteGraph:
     outputs: tuple[int, ...]
 
 
-def _options(op, kind: str) -> dict[str, int | float | bool]:
+def _options(op, kind: str) -> dict[str, int]:
     """The builtin options table of ``op`` as a dict of its scalar fields."""
     import tflite
 
@@ -103,7 +103,7 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sparsity) -> np.ndarray:
     if not sparsity.BlockMapIsNone() and sparsity.BlockMapLength():
         raise ValueError("block-sparse tensors are not supported")
     order = sparsity.TraversalOrderAsNumpy()
-    levels = []
+    levels: list[tuple[str, int, np.ndarray | None, np.ndarray | None]] = []
     for level in range(sparsity.DimMetadataLength()):
         meta = sparsity.DimMetadata(level)
         if meta.Format() == 0:  # DENSE
@@ -123,6 +123,7 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sparsity) -> np.ndarray:
                 coords[order[level]] = i
                 walk(level + 1, position * size + i)
         else:
+            assert segments is not None and indices is not None  # a CSR level has both
             for stored in range(segments[position], segments[position + 1]):
                 coords[order[level]] = int(indices[stored])
                 walk(level + 1, stored)

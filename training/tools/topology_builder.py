@@ -4,7 +4,8 @@ The template is the project's own: the mean of similarity-aligned MediaPipe 3D l
 over a few thousand training photos, made exactly left/right symmetric. The triangulation is
 the Delaunay triangulation of the template's frontal projection restricted to the face oval
 (a disk: 468 vertices, the 36 oval points as its only boundary, 898 triangles), then midpoint
-subdivided twice with the new vertices placed on the smoothest surface through the 468. Regions come from MediaPipe's named contours.
+subdivided twice with the new vertices placed on the smoothest surface through the 468. Regions
+come from MediaPipe's named contours.
 
 Regenerate with::
 
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import sparse
-from scipy.sparse.linalg import spsolve
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse.linalg import spsolve
 from scipy.spatial import Delaunay
 
 from model.topology import NUM_BASE_VERTICES, REGION_NAMES, FaceTopology

@@ -28,7 +28,7 @@ def test_exif_orientation_is_applied():
 def test_odd_modes_become_rgb(mode):
     base = Image.fromarray(np.linspace(0, 255, 16 * 16).reshape(16, 16).astype(np.uint8))
     if mode == "I;16":
-        image = Image.fromarray((np.asarray(base).astype(np.uint16) * 257))
+        image = Image.fromarray(np.asarray(base).astype(np.uint16) * 257)
     else:
         image = base.convert(mode)
     out = load_rgb(_encode(image, "PNG"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
 from model.runtime.mirror_average import mirror_outputs
+from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
 from tests.conftest import rendered_face
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="the shipped model is missing from model/weights")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.runtime.detector import DEFAULT_DETECTOR, FaceDetector
-from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
 from model.conventions import points_box
+from model.runtime.detector import DEFAULT_DETECTOR, FaceDetector
 from model.runtime.pipeline import FacePipeline, InvalidBox, NoFaceFound
+from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
 from tests.conftest import rendered_face
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL.is_file() and DEFAULT_DETECTOR.is_file()),

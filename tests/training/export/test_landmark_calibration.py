@@ -4,15 +4,14 @@ import numpy as np
 import onnx
 import pytest
 
+from model.onnx_contract import LANDMARK_OFFSETS, ModelMetadata
 from model.runtime.crop import crop_face
 from model.runtime.detector import FaceDetector
 from model.runtime.pipeline import FacePipeline
 from model.runtime.reconstructor import FaceReconstructor
-from model.onnx_contract import ModelMetadata
 from service.cli import main
 from tests.conftest import rendered_face
 from training.evaluate import evaluate_aflw
-from model.onnx_contract import LANDMARK_OFFSETS
 from training.export.landmark_calibration import (
     CalibrationSample,
     calibrate,

@@ -2,9 +2,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from model.nn.shading import shade  # noqa: E402
 from model.nn.face_model import FaceReconstruction, FaceReconstructionModel  # noqa: E402
 from model.nn.geometry import vertex_normals  # noqa: E402
+from model.nn.shading import shade  # noqa: E402
 
 
 def test_forward_returns_every_output_with_documented_shapes(face_model, topology):
@@ -88,7 +88,8 @@ def test_gradients_reach_every_network_part(topology):
         result = model(images)
         normals = vertex_normals(result.posed_vertices, model.faces)
         colours = shade(result.albedo, normals, result.lighting)
-        loss = (result.landmarks_2d / model.image_size).square().mean() + colours.mean() + result.neutral_vertices.square().mean()
+        loss = ((result.landmarks_2d / model.image_size).square().mean() + colours.mean()
+                + result.neutral_vertices.square().mean())
         loss.backward()
         optimiser.step()
     assert torch.isfinite(loss)
