@@ -7,15 +7,22 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.formparsers import MultiPartParser
 
+from service.dependencies import require_api_key
 from service.engine import ReconstructionEngine
 from service.metrics import ServiceMetrics
-from service.middleware import AdmissionMiddleware, RequestContextMiddleware, UploadLimitMiddleware
+from service.middleware import (
+    AdmissionMiddleware,
+    ApiKeyMiddleware,
+    RequestContextMiddleware,
+    UploadLimitMiddleware,
+)
 from service.problems import install_problem_handlers
 from service.routes import operations, reconstruction
 from service.settings import ServiceSettings
@@ -58,15 +65,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     install_problem_handlers(app)
     install_web_page(app)
 
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["X-API-Key", "X-Request-ID", "Content-Type"],
-                           expose_headers=["X-Face-Count", "X-Request-ID", "Retry-After"])
-    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    # Middleware, innermost first (each add_middleware wraps the ones before): admission, the body guard,
+    # the API key, CORS, the request context. So authentication comes before admission and before the body
+    # is read, and CORS headers and request ids reach every answer, also the middleware's own 401/408/413/503.
     reconstruct_paths = tuple(route.path for route in reconstruction.router.routes if isinstance(route, APIRoute))
     app.add_middleware(AdmissionMiddleware, limit=settings.max_in_flight, retry_after_s=settings.retry_after_s,
                        paths=reconstruct_paths, metrics=metrics)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes, grace_s=settings.body_timeout_s,
+                       min_rate=settings.min_upload_rate, idle_timeout_s=settings.body_idle_timeout_s)
+    app.add_middleware(ApiKeyMiddleware, paths=reconstruct_paths, authenticate=partial(require_api_key, settings))
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "X-Request-ID", "Content-Type"],
+                           expose_headers=["X-Face-Count", "X-Request-ID", "Retry-After", "WWW-Authenticate"])
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, routes=app.router.routes)
 
     app.include_router(operations.router)
     app.include_router(reconstruction.router)

@@ -88,6 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
     from service.logs import configure_logging
+    from service.middleware import guarded_h11_protocol
     from service.settings import ServiceSettings
 
     overrides = {name: getattr(args, name) for name in ("host", "port", "log_level") if getattr(args, name) is not None}
@@ -99,8 +100,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise CLIError(f"model file not found: {path}")
     log_config = configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=log_config,
-                access_log=False, timeout_graceful_shutdown=settings.graceful_shutdown_s)
+    app = create_app(settings)
+    # h11 (not httptools) with the protocol guard: bounded request heads (bytes, fields, arrival time);
+    # no WebSocket routes, so no upgrades.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=log_config, access_log=False,
+                timeout_graceful_shutdown=settings.graceful_shutdown_s, ws="none",
+                http=guarded_h11_protocol(settings, app.state.metrics),
+                h11_max_incomplete_event_size=settings.max_header_bytes)
     return 0
 
 

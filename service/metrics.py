@@ -24,6 +24,10 @@ class ServiceMetrics:
                                registry=r)
         self.rejected = Counter("facerecon_requests_rejected", "reconstruction requests refused with 503 (overload)",
                                 registry=r)
+        self.connections_refused = Counter(
+            "facerecon_connections_refused", "connections closed by the HTTP protocol guard before a request "
+            "reached the app, by reason (request-timeout, headers-too-large, bad-request, idle)", ("reason",),
+            registry=r)
         self.queue_depth = Gauge("facerecon_batch_queue_depth", "requests waiting for a network batch", registry=r)
         self.batch_size = Histogram("facerecon_batch_size", "faces per reconstruction-network run",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)

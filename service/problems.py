@@ -41,54 +41,106 @@ class ProblemError(Exception):
         self.status, self.slug, self.title, self.detail, self.headers = status, slug, title, detail, headers
 
 
+# One title per problem type: problem_response takes the title from here whenever the slug is listed, so
+# every path that answers with a type (route, middleware, framework error, HTTP protocol) names it alike.
+TITLES = {
+    "bad-request": "Bad request",
+    "bad-image": "Unreadable image",
+    "unauthenticated": "Unauthenticated",
+    "not-found": "Not found",
+    "method-not-allowed": "Method not allowed",
+    "request-timeout": "Request timeout",
+    "upload-too-large": "Upload too large",
+    "image-too-large": "Image too large",
+    "unsupported-media-type": "Unsupported media type",
+    "headers-too-large": "Request headers too large",
+    "no-face": "No face found",
+    "invalid-options": "Invalid options",
+    "internal-error": "Internal server error",
+    "overloaded": "Service overloaded",
+    "not-ready": "Not ready",
+}
+
+
 def problem_doc(description: str) -> dict[str, Any]:
     """An OpenAPI ``responses`` entry whose body is a problem document."""
     return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {"schema": Problem.model_json_schema()}}}
 
 
 def bad_image(detail: str) -> ProblemError:
-    return ProblemError(400, "bad-image", "Unreadable image", detail)
+    return ProblemError(400, "bad-image", TITLES["bad-image"], detail)
 
 
 def unsupported_media_type(detail: str) -> ProblemError:
-    return ProblemError(415, "unsupported-media-type", "Unsupported media type", detail)
+    return ProblemError(415, "unsupported-media-type", TITLES["unsupported-media-type"], detail)
 
 
 def image_too_large(detail: str) -> ProblemError:
-    return ProblemError(413, "image-too-large", "Image too large", detail)
+    return ProblemError(413, "image-too-large", TITLES["image-too-large"], detail)
 
 
 def no_face(detail: str = "no face was detected in the image") -> ProblemError:
-    return ProblemError(422, "no-face", "No face found", detail)
+    return ProblemError(422, "no-face", TITLES["no-face"], detail)
 
 
 def invalid_options(detail: str) -> ProblemError:
-    return ProblemError(422, "invalid-options", "Invalid options", detail)
+    return ProblemError(422, "invalid-options", TITLES["invalid-options"], detail)
 
 
 def overloaded(retry_after_s: int) -> ProblemError:
-    return ProblemError(503, "overloaded", "Service overloaded",
+    return ProblemError(503, "overloaded", TITLES["overloaded"],
                         f"too many requests in flight; retry after {retry_after_s} s",
                         headers={"Retry-After": str(retry_after_s)})
 
 
+def upload_too_large(max_bytes: int) -> ProblemError:
+    """The body is over the byte limit (said by its Content-Length, or counted while it streams in).
+    The rest of the body is not read, so the connection closes after the answer."""
+    return ProblemError(413, "upload-too-large", TITLES["upload-too-large"],
+                        f"the request body is larger than the limit of {max_bytes} bytes",
+                        headers={"Connection": "close"})
+
+
+def request_timeout(detail: str) -> ProblemError:
+    """The client sent its request (head or body) too slowly; the connection closes after the answer."""
+    return ProblemError(408, "request-timeout", TITLES["request-timeout"], detail, headers={"Connection": "close"})
+
+
 # HTTP errors raised by the framework itself (404, 405, 413 from the body limit, 401 ...)
 _FRAMEWORK_SLUGS = {
+    400: "bad-request",
     401: "unauthenticated",
     404: "not-found",
     405: "method-not-allowed",
+    408: "request-timeout",
     413: "upload-too-large",
     415: "unsupported-media-type",
+    431: "headers-too-large",
 }
+
+
+class HTTPProblem(StarletteHTTPException):
+    """A ProblemError raised where only HTTP exceptions pass through unchanged: from a middleware's
+    ``receive`` while the framework parses the body (FastAPI turns other exceptions there into 400)."""
+
+    def __init__(self, problem: ProblemError) -> None:
+        super().__init__(problem.status, problem.detail, problem.headers)
+        self.problem = problem
+
+
+def problem_document(status: int, slug: str, title: str, detail: str = "", instance: str | None = None,
+                     request_id: str | None = None, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The problem document as JSON-ready data (also written by the HTTP protocol guard, outside the app)."""
+    problem = Problem(type=TYPE_PREFIX + slug, title=TITLES.get(slug, title), status=status, detail=detail,
+                      instance=instance, request_id=request_id, errors=errors)
+    return problem.model_dump(exclude_none=True)
 
 
 def problem_response(request: Request, status: int, slug: str, title: str, detail: str = "",
                      headers: dict[str, str] | None = None, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
-    problem = Problem(type=TYPE_PREFIX + slug, title=title, status=status, detail=detail,
-                      instance=request.url.path, request_id=request.scope.get("state", {}).get("request_id"),
-                      errors=errors)
-    return JSONResponse(problem.model_dump(exclude_none=True), status_code=status, headers=headers,
-                        media_type=PROBLEM_MEDIA_TYPE)
+    document = problem_document(status, slug, title, detail, request.url.path,
+                                request.scope.get("state", {}).get("request_id"), errors)
+    return JSONResponse(document, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -107,21 +159,23 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _validation_errors(exc)
         detail = "; ".join(f"{'.'.join(e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
-        return problem_response(request, 422, "invalid-options", "Invalid options", detail, errors=errors)
+        return problem_response(request, 422, "invalid-options", TITLES["invalid-options"], detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, HTTPProblem):
+            problem = exc.problem
+            return problem_response(request, problem.status, problem.slug, problem.title, problem.detail,
+                                    problem.headers)
         title = HTTPStatus(exc.status_code).phrase
         slug = _FRAMEWORK_SLUGS.get(exc.status_code, title.lower().replace(" ", "-"))
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else ""
         if exc.status_code == 400 and not detail:
             detail = "the request body could not be parsed"
-        if exc.status_code == 400:
-            slug = "bad-request"
         return problem_response(request, exc.status_code, slug, title, detail, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        return problem_response(request, 500, "internal-error", "Internal server error",
+        return problem_response(request, 500, "internal-error", TITLES["internal-error"],
                                 "the server failed to process the request; it has been logged")

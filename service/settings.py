@@ -49,6 +49,17 @@ class ServiceSettings(BaseSettings):
     max_wait_ms: float = Field(default=4.0, ge=0.0, description="how long the first face of a batch waits for others")
     max_in_flight: int = Field(default=32, ge=1, description="reconstruction requests admitted at once; beyond: 503")
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 503")
+    # slow and oversized clients (HTTP protocol guard and body guard; service/middleware.py)
+    header_timeout_s: float = Field(default=10.0, gt=0.0, description="time to send a request's line and headers, "
+                                    "from the connection (or the previous answer); slower: 408 and close")
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, description="request line and headers together; "
+                                                                          "larger: 431 and close")
+    max_headers: int = Field(default=100, ge=8, description="header fields per request; more: 431 and close")
+    body_timeout_s: float = Field(default=10.0, gt=0.0, description="grace before min_upload_rate applies: a body "
+                                  "may take body_timeout_s + its size / min_upload_rate; slower: 408 and close")
+    min_upload_rate: int = Field(default=16 * 1024, ge=1, description="bytes/s a body must average after the grace")
+    body_idle_timeout_s: float = Field(default=10.0, gt=0.0, description="longest pause between two pieces of a "
+                                                                         "body; longer: 408 and close")
     graceful_shutdown_s: int = Field(default=30, ge=0, description="how long shutdown waits for requests in flight")
 
     api_keys: list[SecretStr] = Field(default_factory=list, description="when set, X-API-Key must be one of them")
