@@ -21,6 +21,7 @@ from service.middleware import (
     AdmissionMiddleware,
     ApiKeyMiddleware,
     RequestContextMiddleware,
+    UnhandledErrorMiddleware,
     UploadLimitMiddleware,
 )
 from service.problems import install_problem_handlers
@@ -66,18 +67,21 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     install_web_page(app)
 
     # Middleware, innermost first (each add_middleware wraps the ones before): admission, the body guard,
-    # the API key, CORS, the request context. So authentication comes before admission and before the body
-    # is read, and CORS headers and request ids reach every answer, also the middleware's own 401/408/413/503.
+    # the API key, unexpected errors, CORS, the request context. So authentication comes before admission
+    # and before the body is read, and CORS headers and request ids reach every answer, also the
+    # middleware's own 401/408/413/503 and the 500 of an unexpected error.
     reconstruct_paths = tuple(route.path for route in reconstruction.router.routes if isinstance(route, APIRoute))
     app.add_middleware(AdmissionMiddleware, limit=settings.max_in_flight, retry_after_s=settings.retry_after_s,
                        paths=reconstruct_paths, metrics=metrics)
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes, grace_s=settings.body_timeout_s,
                        min_rate=settings.min_upload_rate, idle_timeout_s=settings.body_idle_timeout_s)
     app.add_middleware(ApiKeyMiddleware, paths=reconstruct_paths, authenticate=partial(require_api_key, settings))
+    app.add_middleware(UnhandledErrorMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "X-Request-ID", "Content-Type"],
-                           expose_headers=["X-Face-Count", "X-Request-ID", "Retry-After", "WWW-Authenticate"])
+                           expose_headers=["X-Face-Count", "X-Faces-Dropped", "X-Request-ID", "Retry-After",
+                                           "WWW-Authenticate"])
     app.add_middleware(RequestContextMiddleware, metrics=metrics, routes=app.router.routes)
 
     app.include_router(operations.router)

@@ -4,10 +4,13 @@ output options that both reconstruction routes take."""
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, fields
 from typing import Annotated
 
 from fastapi import Depends, Form, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 
 from model.conventions import FaceSelection, MeshSpace
@@ -65,5 +68,32 @@ class ReconstructionOptions:
     faces: Annotated[FaceSelection, Form(description=FACES_HELP)] = FaceSelection.largest
     include_mesh: Annotated[bool, Form(description=INCLUDE_MESH_HELP)] = False
 
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(field.name for field in fields(cls))
+
 
 OptionsDep = Annotated[ReconstructionOptions, Depends()]
+
+
+def invalid_field(name: str, message: str) -> RequestValidationError:
+    """A 422 ``invalid-options`` problem naming the form field (in ``errors`` and in ``detail``)."""
+    return RequestValidationError([{"type": "value_error", "loc": ("body", name), "msg": message, "input": None}])
+
+
+def form_fields(allowed: Iterable[str], repeatable: Iterable[str] = ()) -> Callable[[Request], Awaitable[None]]:
+    """A dependency that refuses form fields the route does not take (a misspelt option would
+    otherwise be ignored and its default used) and fields sent more than once (the last would
+    otherwise win), except those in ``repeatable``. It reads the form FastAPI has parsed already."""
+    known, repeats = frozenset(allowed), frozenset(repeatable)
+
+    async def check_form_fields(request: Request) -> None:
+        counts = Counter(name for name, _ in (await request.form()).multi_items())
+        for name, count in counts.items():
+            shown = name if len(name) <= 64 else name[:61] + "..."
+            if name not in known:
+                raise invalid_field(shown, f"unknown form field; this route takes {', '.join(sorted(known))}")
+            if count > 1 and name not in repeats:
+                raise invalid_field(shown, f"sent {count} times; send it once")
+
+    return check_form_fields

@@ -106,4 +106,5 @@ def reconstruction_json(rec: ImageReconstruction, space: MeshSpace, topology: Fa
             triangles=topology.faces.tolist() if include_mesh else None,
         ))
     width, height = rec.size
-    return ReconstructionJSON(width=width, height=height, space=space, face_count=len(faces), faces=faces)
+    return ReconstructionJSON(width=width, height=height, space=space, face_count=len(faces),
+                              faces_dropped=rec.faces_dropped, faces=faces)

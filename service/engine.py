@@ -3,13 +3,18 @@
 CPU work (decoding, detection, cropping, mesh encoding) runs on a small thread pool sized to
 the machine; the reconstruction network runs on its own thread, fed by the
 :class:`~service.batching.MicroBatcher`, so faces of concurrent requests share network runs.
+
+Memory is admitted by a :class:`WorkBudget`: every reconstruction request reserves, before its
+images are decoded, what it can cost at most (from the image headers: pixels and bit depth;
+its images; its faces; its output), and is refused at once when that does not fit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -17,6 +22,7 @@ import numpy as np
 from model.conventions import Box, FaceSelection
 from model.mesh.texture_bake import UVRasterMap
 from model.runtime.detector import FaceDetector
+from model.runtime.image_io import ImageDecodeError, ImageHeader
 from model.runtime.pipeline import FacePipeline, ImageReconstruction, NetworkOutputs, PipelineSteps
 from model.runtime.reconstructor import FaceReconstructor
 from model.runtime.sessions import default_threads, execution_providers
@@ -25,6 +31,48 @@ from service.metrics import ServiceMetrics
 from service.settings import ServiceSettings
 
 T = TypeVar("T")
+
+MIB = 1 << 20
+# What one request can cost at most, in bytes (fitted to the peaks measured with
+# benchmarks/bench_memory.py, with room to spare; README, Benchmarks, Memory):
+DETECT_PIXEL_BYTES = 7  # per pixel while detecting: the RGB array (3) and the detector's copy of it (4)
+PIXEL_SLACK = 1  # per pixel, beside the larger of that and decoding's (ImageHeader.peak_bytes_per_pixel)
+SIDE_BYTES = 2048  # per pixel of its longer side: crop strips and Pillow's filter coefficients
+IMAGE_BYTES = 24 * MIB  # per image being worked on: strips, crops, network batch, meshes, UV baking (~14 MiB)
+FACE_BYTES = 2 * MIB  # per face answered: its files (and a batch's zip of them) until the answer is sent ...
+FACE_JSON_MESH_BYTES = 8 * MIB  # ... or its vertices and triangles as JSON (include_mesh): lists, then text
+UPLOAD_COPIES = 2  # the request body, as parsed form and as bytes read from it
+DETECTOR_MAX_FACES = 256  # the detector reports this many at most: faces cut by max_faces are counted
+
+
+class WorkTooLarge(Exception):
+    """The request would need more memory than the whole budget: it can never be served."""
+
+
+class WorkBudgetFull(Exception):
+    """The request does not fit beside the requests in flight: try again later."""
+
+
+class WorkBudget:
+    """A memory budget in bytes shared by the requests in flight (used from the event loop only)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.used = capacity, 0
+
+    @contextmanager
+    def reserve(self, cost: int) -> Iterator[None]:
+        """Hold ``cost`` bytes of the budget for the block; refuse at once when they do not fit."""
+        if cost > self.capacity:
+            raise WorkTooLarge(f"the request needs about {cost / MIB:.0f} MiB of memory, more than the "
+                               f"{self.capacity / MIB:.0f} MiB this server gives all requests together")
+        if self.used + cost > self.capacity:
+            raise WorkBudgetFull(f"{self.used / MIB:.0f} of {self.capacity / MIB:.0f} MiB in use; "
+                                 f"this request needs {cost / MIB:.0f} MiB")
+        self.used += cost
+        try:
+            yield
+        finally:
+            self.used -= cost
 
 
 class ReconstructionEngine:
@@ -36,7 +84,8 @@ class ReconstructionEngine:
         providers = execution_providers(settings.device)
         reconstructor = FaceReconstructor(settings.model_path, providers=providers, threads=settings.threads,
                                           mirror_average=settings.mirror_average)
-        detector = FaceDetector(settings.detector_path, providers=providers, threads=settings.detector_threads)
+        detector = FaceDetector(settings.detector_path, providers=providers, threads=settings.detector_threads,
+                                max_faces=max(DETECTOR_MAX_FACES, settings.max_faces))
         self.pipeline = FacePipeline(reconstructor, detector, max_faces=settings.max_faces,
                                      max_pixels=settings.max_pixels, refine=settings.refine_crop)
         self.reconstructor = reconstructor
@@ -48,6 +97,7 @@ class ReconstructionEngine:
         self.batcher = MicroBatcher(reconstructor.run, self.network_pool, max_batch=settings.max_batch,
                                     max_wait_s=settings.max_wait_ms / 1000.0, upstream=lambda: self.upstream,
                                     on_batch=self.metrics.observe_batch)
+        self.budget = WorkBudget(settings.memory_budget_mb * MIB)
         self.ready = False
 
     @property
@@ -73,6 +123,47 @@ class ReconstructionEngine:
 
     async def run_cpu(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.cpu_pool, function, *args)
+
+    def read_headers(self, uploads: Sequence[bytes]) -> list[ImageHeader | ImageDecodeError]:
+        """Each upload's header (nothing decoded), or why it is no usable image (see FacePipeline.header)."""
+        headers: list[ImageHeader | ImageDecodeError] = []
+        for data in uploads:
+            try:
+                headers.append(self.pipeline.header(data))
+            except ImageDecodeError as err:
+                headers.append(err)
+        return headers
+
+    def request_cost(self, headers: Sequence[ImageHeader | ImageDecodeError], upload_bytes: int, *,
+                     faces: FaceSelection, box: bool = False, json_mesh: bool = False, parallel: int = 1) -> int:
+        """Bytes a request can take at most: its upload, the ``parallel`` largest of its images being
+        worked on at once, and every image's faces until the answer is sent."""
+        images = [h for h in headers if isinstance(h, ImageHeader)]
+        working = sorted((h.pixels * (max(h.peak_bytes_per_pixel, DETECT_PIXEL_BYTES) + PIXEL_SLACK)
+                          + max(h.width, h.height) * SIDE_BYTES + IMAGE_BYTES for h in images), reverse=True)
+        per_image = 1 if box or FaceSelection(faces) is FaceSelection.largest else self.settings.max_faces
+        per_face = FACE_JSON_MESH_BYTES if json_mesh else FACE_BYTES
+        return UPLOAD_COPIES * upload_bytes + sum(working[:parallel]) + len(images) * per_image * per_face
+
+    def batch_plan(self, headers: Sequence[ImageHeader | ImageDecodeError], upload_bytes: int, *,
+                   faces: FaceSelection, json_mesh: bool = False) -> tuple[int, int]:
+        """(images of a batch worked on at once, its cost): up to ``batch_parallelism`` at once, fewer
+        when that would not fit the budget, one at least."""
+        for parallel in range(self.settings.batch_parallelism, 0, -1):
+            cost = self.request_cost(headers, upload_bytes, faces=faces, json_mesh=json_mesh, parallel=parallel)
+            if cost <= self.budget.capacity or parallel == 1:
+                return parallel, cost
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def admit(self, cost: int) -> Iterator[None]:
+        """Reserve ``cost`` bytes of the memory budget for the block (WorkTooLarge, WorkBudgetFull)."""
+        try:
+            with self.budget.reserve(cost):
+                yield
+        except WorkBudgetFull:
+            self.metrics.rejected.inc()
+            raise
 
     def _advance(self, steps: PipelineSteps, outputs: NetworkOutputs | None) -> np.ndarray | ImageReconstruction:
         """Run the pipeline's CPU work up to its next network batch (its crops) or to its answer."""

@@ -1,11 +1,12 @@
-"""ASGI middleware: request ids, access logs and metrics; authentication; the body's size and rate limits;
-admission control. And the HTTP/1.1 protocol guard that ``facerecon serve`` runs uvicorn with: limits on
-the request head (size, field count, arrival time) that apply before a request reaches the app.
+"""ASGI middleware: request ids, access logs and metrics; unexpected errors; authentication; the body's
+size and rate limits; admission control. And the HTTP/1.1 protocol guard that ``facerecon serve`` runs
+uvicorn with: limits on the request head (size, field count, arrival time) that apply before a request
+reaches the app.
 
-Order, outermost first (see ``service.app.create_app``): request context, CORS, API key, body guard,
-admission, the routes. So every answer, also one made by a middleware, carries the request id and the
-CORS headers and is counted under its route; a client without a valid key never takes an admission slot
-and never has its body read.
+Order, outermost first (see ``service.app.create_app``): request context, CORS, unexpected errors, API
+key, body guard, admission, the routes. So every answer, also one made by a middleware, carries the
+request id and the CORS headers and is counted under its route; a client without a valid key never takes
+an admission slot and never has its body read.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import fastapi.routing
 import h11
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Mount, compile_path, get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
@@ -31,6 +33,7 @@ from service.problems import (
     PROBLEM_MEDIA_TYPE,
     HTTPProblem,
     ProblemError,
+    internal_error_response,
     overloaded,
     problem_document,
     problem_response,
@@ -43,20 +46,35 @@ log = logging.getLogger("facerecon.access")
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
-def route_label(scope: Scope, routes: Sequence[BaseRoute]) -> str:
-    """The path template of the route the request was for, so metrics keep a bounded set of labels: the
-    matched route's, or, for an answer made by a middleware before routing, the route its path matches."""
-    path = getattr(scope.get("route"), "path", None)
-    if path:
-        return path
-    partial = None
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return getattr(route, "path", None) or "unmatched"
-        if match is Match.PARTIAL and partial is None:  # the path matches, the method does not
-            partial = getattr(route, "path", None)
-    return partial or "unmatched"
+class RouteLabels:
+    """The path template of the route a request was for, so metrics keep a bounded set of labels: the
+    matched route's, or, for an answer made by a middleware before routing, the first route whose path
+    matches (whatever the method). Other paths: ``unmatched``."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.routes = routes
+        self._patterns: list[tuple[re.Pattern[str], str]] | None = None
+
+    def _compile(self) -> list[tuple[re.Pattern[str], str]]:
+        # FastAPI keeps included routers unflattened in recent versions; iter_route_contexts walks them.
+        walk = getattr(fastapi.routing, "iter_route_contexts", None)
+        found = ([(context.path, context.original_route) for context in walk(self.routes)] if walk is not None
+                 else [(getattr(route, "path", None), route) for route in self.routes])
+        patterns = []
+        for path, route in found:
+            if path:
+                regex, _, _ = compile_path(path + "/{path:path}" if isinstance(route, Mount) else path)
+                patterns.append((regex, path))
+        return patterns
+
+    def __call__(self, scope: Scope) -> str:
+        path = getattr(scope.get("route"), "path", None)
+        if path:
+            return path
+        if self._patterns is None:  # once the routes are all there: the first request
+            self._patterns = self._compile()
+        request_path = get_route_path(scope)
+        return next((template for regex, template in self._patterns if regex.match(request_path)), "unmatched")
 
 
 async def answer_problem(scope: Scope, receive: Receive, send: Send, problem: ProblemError) -> None:
@@ -71,7 +89,7 @@ class RequestContextMiddleware:
     one structured access-log line and the request metrics. Never logs bodies or file names."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: Sequence[BaseRoute] = ()) -> None:
-        self.app, self.metrics, self.routes = app, metrics, routes
+        self.app, self.metrics, self.route_label = app, metrics, RouteLabels(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,11 +112,37 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            route = route_label(scope, self.routes)
+            route = self.route_label(scope)
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.latency.labels(route).observe(seconds)
             log.info("request", extra={"request_id": request_id, "method": scope["method"], "route": route,
                                        "status": status, "duration_ms": round(seconds * 1000.0, 2)})
+
+
+class UnhandledErrorMiddleware:
+    """Answers an unexpected error with the 500 problem here, inside CORS and the request context, so
+    that answer too carries the CORS headers and the request id (Starlette's outermost error middleware
+    would answer it outside them). An error once the answer has started is left to the server."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            await internal_error_response(Request(scope), exc)(scope, receive, send)
 
 
 class ApiKeyMiddleware:
@@ -199,12 +243,18 @@ class AdmissionMiddleware:
 
 class _HeadGuardConnection(h11.Connection):
     """h11's server connection, which already bounds the bytes of an incomplete request head, plus a
-    bound on its header fields and a callback once a head is complete. Keeps the error it raised."""
+    bound on its header fields and callbacks when a head is awaited and once it is complete. Keeps the
+    error it raised."""
 
-    def __init__(self, max_headers: int, on_head: Callable[[], None], max_head_bytes: int) -> None:
+    def __init__(self, max_headers: int, on_head: Callable[[], None], on_cycle: Callable[[], None],
+                 max_head_bytes: int) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_head_bytes)
-        self.max_headers, self.on_head = max_headers, on_head
+        self.max_headers, self.on_head, self.on_cycle = max_headers, on_head, on_cycle
         self.error: h11.RemoteProtocolError | None = None
+
+    def start_next_cycle(self) -> None:
+        super().start_next_cycle()
+        self.on_cycle()
 
     def next_event(self) -> Any:
         try:
@@ -224,8 +274,9 @@ class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with limits on the request head, which reach no ASGI middleware: the
     line and headers must fit in ``h11_max_incomplete_event_size`` bytes and ``max_headers`` fields (else
     431) and arrive within ``header_timeout_s`` of the connection or of the previous answer (else 408).
-    The same timer bounds how long the unread rest of a body is drained after an early answer (401, 503).
-    Its answers are problem documents, and the connection closes after them."""
+    The same timer bounds how long the unread rest of a body is drained after an early answer (401, 503)
+    and how long a connection may stay idle. Its answers are problem documents, and the connection
+    closes after them."""
 
     header_timeout_s: ClassVar[float] = 10.0
     max_headers: ClassVar[int] = 100
@@ -234,7 +285,8 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_head_bytes = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
-        self.conn = _HeadGuardConnection(self.max_headers, self._head_received, self.max_head_bytes)
+        self.conn = _HeadGuardConnection(self.max_headers, self._cancel_head_timer, self._arm_head_timer,
+                                         self.max_head_bytes)
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -252,7 +304,10 @@ class GuardedH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """uvicorn calls this for every request it cannot parse; h11 hints 431 for a head over the limit."""
         error = getattr(self.conn, "error", None)
-        if error is not None and error.error_status_hint == 431:
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):  # an answer has begun: just hang up
+            self._count("bad-request")
+            self.transport.close()
+        elif error is not None and error.error_status_hint == 431:
             self._refuse(431, "headers-too-large", f"the request line and headers must fit in {self.max_head_bytes} "
                                                    f"bytes and {self.max_headers} header fields")
         else:
@@ -266,9 +321,6 @@ class GuardedH11Protocol(H11Protocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-
-    def _head_received(self) -> None:
-        self._cancel_head_timer()
 
     def _head_timed_out(self) -> None:
         self._head_timer = None

@@ -176,6 +176,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return problem_response(request, 500, "internal-error", TITLES["internal-error"],
-                                "the server failed to process the request; it has been logged")
+        return internal_error_response(request, exc)
+
+
+def internal_error_response(request: Request, exc: BaseException) -> JSONResponse:
+    """Logs an unexpected error with its traceback and answers 500 without its details."""
+    log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
+    return problem_response(request, 500, "internal-error", TITLES["internal-error"],
+                            "the server failed to process the request; it has been logged")

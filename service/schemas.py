@@ -40,7 +40,9 @@ SPACE_HELP = ("image: posed as in the photo (metres, origin at the photo centre,
 FACES_HELP = "largest: the largest detected face; all: every detected face (up to the server's limit)"
 INCLUDE_MESH_HELP = "format=json: add vertices and triangles"
 BOX_HELP = ("face box 'x1,y1,x2,y2' in pixels of the upright photo: skips detection and reconstructs "
-            "that face (the box of its 68 landmarks, or a detector's face box)")
+            "that face (the box of its 68 landmarks, or a detector's face box). Four finite numbers, at least 8 "
+            "pixels wide and high, at most 4 times as wide as high (or high as wide), overlapping the photo and "
+            "within it widened by its own width (height) on each side: -W <= x1 < x2 <= 2W, -H <= y1 < y2 <= 2H")
 
 
 class FaceJSON(BaseModel):
@@ -67,6 +69,8 @@ class ReconstructionJSON(BaseModel):
     height: int = Field(description="upright photo height in pixels")
     space: MeshSpace
     face_count: int
+    faces_dropped: int = Field(default=0, description="faces=all: faces detected beyond the server's max_faces, "
+                                                       "not reconstructed (also the X-Faces-Dropped header)")
     faces: list[FaceJSON]
 
 
@@ -75,6 +79,8 @@ class BatchItemJSON(BaseModel):
     filename: str | None = Field(description="the file name the client sent")
     status: int = Field(description="200 when reconstructed, else the status the single-image route would return")
     result: ReconstructionJSON | None = None
+    faces_dropped: int = Field(default=0, description="faces=all: faces detected beyond the server's max_faces, "
+                                                       "not reconstructed")
     error: dict | None = Field(default=None, description="problem details (RFC 9457) when status is not 200")
 
 

@@ -64,3 +64,11 @@ class ServiceSettings(BaseSettings):
 
     api_keys: list[SecretStr] = Field(default_factory=list, description="when set, X-API-Key must be one of them")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (empty: none)")
+
+    # memory: each reconstruction request reserves what it will cost (service/engine.py, WorkBudget)
+    memory_budget_mb: int = Field(default=1536, ge=64, description="memory the reconstruction requests in flight "
+                                  "may take together, estimated from each upload's image header (pixels, bit depth), "
+                                  "its images and faces; a request that can never fit: 413, one that does not fit "
+                                  "beside those in flight: 503 with Retry-After")
+    batch_parallelism: int = Field(default=4, ge=1, description="images of one batch request decoded and "
+                                   "reconstructed at once (its memory is reserved for that many)")

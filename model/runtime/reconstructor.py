@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,10 @@ class FaceReconstructor:
                 f"{model_path} was exported for topology {self.metadata.topology_version}, "
                 f"but the installed topology is {self.topology.version}"
             )
+        with model_path.open("rb") as model_file:
+            digest = hashlib.file_digest(model_file, "sha256").hexdigest()[:12]
+        # Names the exact weights: training steps, then the file's hash (calibration included).
+        self.model_version = f"{self.metadata.training_steps}-steps-{digest}"
         names = tuple(o.name for o in self.session.get_outputs())
         if names != OUTPUT_NAMES:
             raise ValueError(f"{model_path} has the outputs {list(names)}, not the facerecon contract's "

@@ -9,6 +9,10 @@ import onnxruntime as ort
 
 Device = Literal["auto", "cuda", "cpu"]
 
+# Nothing is sent or written by this process: the environment switch (set in model/runtime/__init__.py
+# before ONNX Runtime loads) stops the telemetry store on disk; this stops its events too.
+ort.disable_telemetry_events()
+
 
 def default_threads() -> int:
     """Threads for ONNX Runtime's intra-op pool: the cores this process may use."""

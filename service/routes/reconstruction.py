@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
@@ -13,11 +15,19 @@ from fastapi.responses import JSONResponse, Response
 
 from model.conventions import Box, FaceSelection
 from model.conventions import parse_box as parse_box_text
-from model.runtime.image_io import ImageDecodeError, ImageTooLarge, UnsupportedImageFormat
+from model.runtime.image_io import ImageDecodeError, ImageHeader, ImageTooLarge, UnsupportedImageFormat
 from model.runtime.pipeline import ImageReconstruction, InvalidBox, NoFaceFound
-from service.dependencies import EngineDep, OptionsDep, SettingsDep, require_api_key
+from service.dependencies import (
+    EngineDep,
+    OptionsDep,
+    ReconstructionOptions,
+    SettingsDep,
+    form_fields,
+    invalid_field,
+    require_api_key,
+)
 from service.encoding import build_meshes, mesh_files, mesh_payload, reconstruction_json, zip_files
-from service.engine import ReconstructionEngine
+from service.engine import ReconstructionEngine, WorkBudgetFull, WorkTooLarge
 from service.problems import (
     TYPE_PREFIX,
     Problem,
@@ -26,10 +36,11 @@ from service.problems import (
     image_too_large,
     invalid_options,
     no_face,
+    overloaded,
     problem_doc,
     unsupported_media_type,
 )
-from service.schemas import BOX_HELP, MEDIA_TYPES, BatchItemJSON, BatchJSON, OutputFormat, ReconstructionJSON
+from service.schemas import BOX_HELP, MEDIA_TYPES, BatchItemJSON, BatchJSON, OutputFormat
 
 _SAFE_STEM = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -37,16 +48,23 @@ _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: problem_doc("unreadable, corrupt or truncated image, or a malformed request body"),
     401: problem_doc("API keys are configured and X-API-Key is missing or wrong"),
-    413: problem_doc("upload over the byte limit, or image over the pixel limit"),
+    408: problem_doc("the request body arrived too slowly"),
+    413: problem_doc("upload over the byte limit, image over the pixel limit, or a request needing more memory "
+                     "than the server's whole budget (image-too-large)"),
     415: problem_doc("the upload is not a JPEG, PNG or WebP image"),
-    422: problem_doc("no face found, or invalid options"),
-    503: {**problem_doc("too many requests in flight: retry after the Retry-After header's seconds"),
+    422: problem_doc("no face found, or invalid options: a bad value, a form field that is unknown or sent twice, "
+                     "or a box outside the rule"),
+    503: {**problem_doc("too many requests in flight, or not enough of the memory budget free now: retry after "
+                        "the Retry-After header's seconds"),
           "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}},
 }
 _MESH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "the mesh file(s), or JSON with format=json",
-        "headers": {"X-Face-Count": {"description": "faces reconstructed", "schema": {"type": "integer"}}},
+        "headers": {"X-Face-Count": {"description": "faces reconstructed", "schema": {"type": "integer"}},
+                    "X-Faces-Dropped": {"description": "with faces=all: faces detected beyond the server's "
+                                        "max_faces and not reconstructed (absent when none)",
+                                        "schema": {"type": "integer"}}},
         "content": {
             MEDIA_TYPES["glb"]: _BINARY,
             MEDIA_TYPES["obj"]: _BINARY,
@@ -66,19 +84,42 @@ _BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
 }
 _RECONSTRUCT_DOC = ("Reconstruct the largest face (or every face) of one photo. Binary formats answer with "
-                    "the file itself; `X-Face-Count` tells how many faces it holds.")
+                    "the file itself; `X-Face-Count` tells how many faces it holds, `X-Faces-Dropped` how many "
+                    "more were found than the server reconstructs.")
+_SINGLE_FIELDS = form_fields(("image", "box", *ReconstructionOptions.field_names()))
+_BATCH_FIELDS = form_fields(("images", *ReconstructionOptions.field_names()), repeatable=("images",))
 
 router = APIRouter(tags=["reconstruction"], dependencies=[Depends(require_api_key)])
 
 
 def parse_box(text: str | None) -> Box | None:
-    """The ``box`` form field: None when blank, else the box, or an invalid-options problem."""
+    """The ``box`` form field: None when blank, else the box, or an invalid-options problem naming it."""
     if text is None or not text.strip():
         return None
     try:
         return parse_box_text(text)
     except ValueError as err:
-        raise invalid_options(str(err)) from None
+        raise invalid_field("box", str(err)) from None
+
+
+def _header_problem(err: ImageDecodeError) -> ProblemError:
+    if isinstance(err, UnsupportedImageFormat):
+        return unsupported_media_type(str(err))
+    if isinstance(err, ImageTooLarge):
+        return image_too_large(str(err))
+    return bad_image(str(err))
+
+
+@contextmanager
+def _admitted(engine: ReconstructionEngine, cost: int) -> Iterator[None]:
+    """Hold ``cost`` bytes of the engine's memory budget: 413 when it never could, 503 when not now."""
+    try:
+        with engine.admit(cost):
+            yield
+    except WorkTooLarge as err:
+        raise image_too_large(str(err)) from None
+    except WorkBudgetFull:
+        raise overloaded(engine.settings.retry_after_s) from None
 
 
 def _stem(filename: str | None, fallback: str) -> str:
@@ -102,21 +143,14 @@ async def reconstruct_upload(engine: ReconstructionEngine, data: bytes, faces: F
     except NoFaceFound as err:
         raise no_face(str(err)) from None
     except InvalidBox as err:
-        raise invalid_options(str(err)) from None
-
-
-async def _reconstruct_or_problem(engine: ReconstructionEngine, data: bytes,
-                                  faces: FaceSelection) -> ImageReconstruction | ProblemError:
-    try:
-        return await reconstruct_upload(engine, data, faces, None)
-    except ProblemError as err:
-        return err
+        raise invalid_field("box", str(err)) from None
 
 
 @router.post("/reconstruct", summary="Alias of /v1/reconstruct", description=_RECONSTRUCT_DOC,
-             response_class=Response, responses=_MESH_RESPONSES, operation_id="reconstruct_alias")
+             response_class=Response, responses=_MESH_RESPONSES, operation_id="reconstruct_alias",
+             dependencies=[Depends(_SINGLE_FIELDS)])
 @router.post("/v1/reconstruct", summary="Reconstruct the faces of a photo", description=_RECONSTRUCT_DOC,
-             response_class=Response, responses=_MESH_RESPONSES)
+             response_class=Response, responses=_MESH_RESPONSES, dependencies=[Depends(_SINGLE_FIELDS)])
 async def reconstruct(
     engine: EngineDep,
     image: Annotated[UploadFile, File(description="the photo: JPEG, PNG or WebP (EXIF orientation honoured)")],
@@ -124,21 +158,62 @@ async def reconstruct(
     box: Annotated[str | None, Form(description=BOX_HELP, examples=["120,80,360,350"])] = None,
 ) -> Response:
     face_box = parse_box(box)
-    rec = await reconstruct_upload(engine, await image.read(), options.faces, face_box)
-    headers = {"X-Face-Count": str(len(rec.faces))}
-    if options.format is OutputFormat.json:
-        body = await engine.run_cpu(reconstruction_json, rec, options.space, engine.topology, options.include_mesh)
-        return JSONResponse(body.model_dump(mode="json"), headers=headers)
-    payload = await engine.run_cpu(lambda: mesh_payload(
-        build_meshes(rec, engine.topology, options.space, options.texture, engine.uv_map), options.format))
-    headers["Content-Disposition"] = f'attachment; filename="{payload.filename}"'
-    return Response(payload.content, media_type=payload.media_type, headers=headers)
+    data = await image.read()
+    if not data:
+        raise bad_image("the image file is empty")
+    (header,) = await engine.run_cpu(engine.read_headers, [data])
+    if not isinstance(header, ImageHeader):
+        raise _header_problem(header)
+    json_mesh = options.format is OutputFormat.json and options.include_mesh
+    cost = engine.request_cost([header], len(data), faces=options.faces, box=face_box is not None, json_mesh=json_mesh)
+    with _admitted(engine, cost):
+        rec = await reconstruct_upload(engine, data, options.faces, face_box)
+        del data
+        headers = {"X-Face-Count": str(len(rec.faces))}
+        if rec.faces_dropped:
+            headers["X-Faces-Dropped"] = str(rec.faces_dropped)
+        if options.format is OutputFormat.json:
+            body = await engine.run_cpu(reconstruction_json, rec, options.space, engine.topology, options.include_mesh)
+            return JSONResponse(body.model_dump(mode="json"), headers=headers)
+        payload = await engine.run_cpu(lambda: mesh_payload(
+            build_meshes(rec, engine.topology, options.space, options.texture, engine.uv_map), options.format))
+        headers["Content-Disposition"] = f'attachment; filename="{payload.filename}"'
+        return Response(payload.content, media_type=payload.media_type, headers=headers)
+
+
+async def _batch_item(engine: ReconstructionEngine, options: ReconstructionOptions, index: int,
+                      filename: str | None, data: bytes, header: ImageHeader | ImageDecodeError,
+                      slots: asyncio.Semaphore) -> tuple[BatchItemJSON, dict[str, bytes]]:
+    """One image of a batch, reconstructed and encoded at once (so its pixels are freed before the
+    batch ends), while holding one of the batch's ``slots``; a problem becomes the item's error."""
+    try:
+        if not data:
+            raise bad_image("the image file is empty")
+        if not isinstance(header, ImageHeader):
+            raise _header_problem(header)
+        async with slots:
+            rec = await reconstruct_upload(engine, data, options.faces, None)
+            if options.format is OutputFormat.json:
+                result = await engine.run_cpu(reconstruction_json, rec, options.space, engine.topology,
+                                              options.include_mesh)
+                return BatchItemJSON(index=index, filename=filename, status=200, result=result,
+                                     faces_dropped=rec.faces_dropped), {}
+            stem = f"{index:03d}_{_stem(filename, 'image')}"
+            meshes = await engine.run_cpu(build_meshes, rec, engine.topology, options.space, options.texture,
+                                          engine.uv_map, stem)
+            files = await engine.run_cpu(mesh_files, meshes, options.format, stem)
+            return BatchItemJSON(index=index, filename=filename, status=200, faces_dropped=rec.faces_dropped), files
+    except ProblemError as err:
+        problem = Problem(type=TYPE_PREFIX + err.slug, title=err.title, status=err.status, detail=err.detail)
+        return BatchItemJSON(index=index, filename=filename, status=err.status,
+                             error=problem.model_dump(exclude_none=True)), {}
 
 
 @router.post("/v1/reconstruct/batch", summary="Reconstruct several photos in one request",
-             response_class=Response, responses=_BATCH_RESPONSES,
-             description=("Every image is processed like /v1/reconstruct (concurrently, sharing network batches). "
-                          "One bad image does not fail the others: each item reports its own status and problem."))
+             response_class=Response, responses=_BATCH_RESPONSES, dependencies=[Depends(_BATCH_FIELDS)],
+             description=("Every image is processed like /v1/reconstruct (several at once, sharing network "
+                          "batches). One bad image does not fail the others: each item reports its own status and "
+                          "problem. The batch is admitted as a whole, by the memory its images will need."))
 async def reconstruct_batch(
     engine: EngineDep,
     settings: SettingsDep,
@@ -150,29 +225,22 @@ async def reconstruct_batch(
     if len(images) > settings.max_batch_images:
         raise invalid_options(f"{len(images)} images: at most {settings.max_batch_images} per batch")
     contents = [await upload.read() for upload in images]
-    outcomes = await asyncio.gather(*(_reconstruct_or_problem(engine, data, options.faces) for data in contents))
-    items, files = [], {}
-    for index, (upload, outcome) in enumerate(zip(images, outcomes)):
-        if isinstance(outcome, ProblemError):
-            problem = Problem(type=TYPE_PREFIX + outcome.slug, title=outcome.title,
-                              status=outcome.status, detail=outcome.detail)
-            items.append(BatchItemJSON(index=index, filename=upload.filename, status=outcome.status,
-                                       error=problem.model_dump(exclude_none=True)))
-            continue
-        result: ReconstructionJSON | None = None
+    headers = await engine.run_cpu(engine.read_headers, [data or b"" for data in contents])
+    json_mesh = options.format is OutputFormat.json and options.include_mesh
+    parallel, cost = engine.batch_plan(headers, sum(len(data) for data in contents), faces=options.faces,
+                                       json_mesh=json_mesh)
+    with _admitted(engine, cost):
+        slots = asyncio.Semaphore(parallel)
+        outcomes = await asyncio.gather(*(
+            _batch_item(engine, options, index, upload.filename, data, header, slots)
+            for index, (upload, data, header) in enumerate(zip(images, contents, headers))))
+        del contents
+        items = [item for item, _ in outcomes]
+        files = {name: data for _, item_files in outcomes for name, data in item_files.items()}
+        succeeded = sum(item.status == 200 for item in items)
+        summary = BatchJSON(succeeded=succeeded, failed=len(items) - succeeded, items=items)
         if options.format is OutputFormat.json:
-            result = await engine.run_cpu(reconstruction_json, outcome, options.space, engine.topology,
-                                          options.include_mesh)
-        else:
-            stem = f"{index:03d}_{_stem(upload.filename, 'image')}"
-            meshes = await engine.run_cpu(build_meshes, outcome, engine.topology, options.space, options.texture,
-                                          engine.uv_map, stem)
-            files.update(await engine.run_cpu(mesh_files, meshes, options.format, stem))
-        items.append(BatchItemJSON(index=index, filename=upload.filename, status=200, result=result))
-    succeeded = sum(item.status == 200 for item in items)
-    summary = BatchJSON(succeeded=succeeded, failed=len(items) - succeeded, items=items)
-    if options.format is OutputFormat.json:
-        return JSONResponse(summary.model_dump(mode="json"))
-    files["results.json"] = json.dumps(summary.model_dump(mode="json"), indent=1).encode()
-    return Response(zip_files(files), media_type=MEDIA_TYPES["zip"],
-                    headers={"Content-Disposition": 'attachment; filename="batch.zip"'})
+            return JSONResponse(summary.model_dump(mode="json"))
+        files["results.json"] = json.dumps(summary.model_dump(mode="json"), indent=1).encode()
+        return Response(zip_files(files), media_type=MEDIA_TYPES["zip"],
+                        headers={"Content-Disposition": 'attachment; filename="batch.zip"'})

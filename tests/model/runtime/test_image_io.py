@@ -64,3 +64,64 @@ def test_too_many_pixels_is_refused():
     data = _encode(Image.new("RGB", (100, 100)), "PNG")
     with pytest.raises(ImageDecodeError, match="more than"):
         load_rgb(data, max_pixels=5000)
+
+
+def _first_decoding(data: bytes) -> np.ndarray:
+    """load_rgb as first written (whole-image conversions with Pillow), the reference for its pixels."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    if image.mode in {"I;16", "I;16B", "I;16L", "I;16N", "I"}:
+        values = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values * (255.0 / peak), 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(image.convert("RGB"))
+
+
+def _odd_images() -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))
+    grey16 = Image.fromarray(rng.integers(0, 65535, (37, 53), dtype=np.uint16))
+    cases = []
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        cases.append((f"jpeg-{orientation}", _encode(rgb, "JPEG", exif=exif.tobytes(), quality=90)))
+        cases.append((f"png16-{orientation}", _encode(grey16, "PNG", exif=exif.tobytes())))
+    rgba = np.asarray(rgb.convert("RGBA")).copy()
+    rgba[..., 3] = rng.integers(0, 256, rgba.shape[:2])
+    cases += [("rgba", _encode(Image.fromarray(rgba), "PNG")), ("cmyk", _encode(rgb.convert("CMYK"), "JPEG")),
+              ("palette", _encode(rgb.convert("P"), "PNG")), ("palette-alpha", _encode(rgb.convert("P"), "PNG",
+                                                                                       transparency=3)),
+              ("grey16-low", _encode(Image.fromarray(rng.integers(0, 200, (9, 7), dtype=np.uint16)), "PNG")),
+              ("bilevel", _encode(rgb.convert("1"), "PNG")), ("la", _encode(rgb.convert("LA"), "PNG"))]
+    return cases
+
+
+@pytest.mark.parametrize(("name", "data"), _odd_images(), ids=[name for name, _ in _odd_images()])
+def test_strip_decoding_gives_the_pixels_of_whole_image_conversion(name, data, monkeypatch):
+    import model.runtime.image_io as image_io
+
+    monkeypatch.setattr(image_io, "_STRIP_PIXELS", 100)  # several strips even for these small images
+    out = load_rgb(data)
+    expected = _first_decoding(data)
+    assert out.shape == expected.shape and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_the_header_is_read_without_decoding():
+    from model.runtime.image_io import ImageTooLarge, read_header
+
+    data = _encode(Image.new("RGB", (300, 200), (9, 9, 9)), "PNG")
+    header = read_header(data[: len(data) - 20])  # truncated: the pixels would not decode
+    assert (header.format, header.width, header.height, header.mode) == ("PNG", 300, 200, "RGB")
+    assert header.pixels == 60_000 and header.peak_bytes_per_pixel == 7
+    with pytest.raises(ImageTooLarge):
+        read_header(data, max_pixels=50_000)
+    progressive = read_header(_encode(Image.new("CMYK", (64, 64)), "JPEG", progressive=True))
+    assert progressive.progressive and progressive.peak_bytes_per_pixel == 12
+    assert read_header(_encode(Image.new("I;16", (8, 8)), "PNG")).peak_bytes_per_pixel == 5
+    assert read_header(_encode(Image.new("RGB", (8, 8)), "WEBP")).peak_bytes_per_pixel == 16

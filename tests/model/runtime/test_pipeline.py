@@ -50,3 +50,35 @@ def test_no_face_and_a_box_outside_the_image(parts):
         pipeline.reconstruct(np.full((240, 320, 3), 128, np.uint8))
     with pytest.raises(InvalidBox):
         pipeline.reconstruct(_canvas(), box=(700.0, 10.0, 800.0, 90.0))
+
+
+@pytest.mark.parametrize("box", [
+    (10.0, 10.0, 10.000001, 10.000001),  # a point: nonsense once answered with 200
+    (10.0, 10.0, 17.9, 40.0),  # under 8 pixels wide
+    (0.0, 0.0, 400.0, 90.0),  # more than 4 times as wide as high
+    (0.0, 0.0, 10000.0, 10000.0),  # reaches more than a photo's width beyond it
+    (-700.0, 10.0, 100.0, 300.0),
+    (0.0, 0.0, 1e300, 1e300),
+    (float("nan"), 0.0, 100.0, 100.0),
+    (700.0, 10.0, 800.0, 90.0),  # outside
+])
+def test_boxes_outside_the_rule_are_refused(parts, box):
+    with pytest.raises(InvalidBox, match="^box "):
+        FacePipeline.check_box(_canvas(), box)
+
+
+@pytest.mark.parametrize("box", [(-640.0, -480.0, 1280.0, 960.0), (0.0, 0.0, 8.0, 8.0), (600.0, 400.0, 700.0, 500.0)])
+def test_boxes_within_the_rule_are_taken(parts, box):
+    FacePipeline.check_box(_canvas(), box)
+    (face,) = FacePipeline(*parts).reconstruct(_canvas(), box=box).faces
+    assert face.box == box
+
+
+def test_faces_beyond_max_faces_are_counted(parts):
+    reconstructor, _ = parts
+    three = np.concatenate([rendered_face()[0]] * 3, axis=1)
+    detector = FaceDetector(DEFAULT_DETECTOR, max_faces=256)
+    rec = FacePipeline(reconstructor, detector, max_faces=2).reconstruct(three, faces="all")
+    assert len(rec.faces) == 2 and rec.faces_dropped == 1
+    assert FacePipeline(reconstructor, detector, max_faces=3).reconstruct(three, faces="all").faces_dropped == 0
+    assert FacePipeline(reconstructor, detector, max_faces=1).reconstruct(three).faces_dropped == 0  # largest
