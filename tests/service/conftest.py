@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -72,3 +75,16 @@ def real_photos() -> list[np.ndarray]:
     if not paths:
         pytest.skip(f"real face photos not found under {AFLW_DEV}")
     return [np.asarray(Image.open(path).convert("RGB")) for path in paths]
+
+
+def wait_until_ready(process: subprocess.Popen, port: int, timeout_s: float = 90.0) -> None:
+    """Wait until a ``facerecon serve`` subprocess on loopback ``port`` answers /readyz with 200."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
+                return
+        except OSError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "the server did not become ready"
+        time.sleep(0.1)

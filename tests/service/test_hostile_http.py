@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import REPO
+from tests.service.conftest import wait_until_ready
 from tests.service.test_serve import _free_port, _get
 
 API_KEY = "hostile-test-key"
@@ -66,15 +67,7 @@ def server():
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if _get(port, "/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.1)
+        wait_until_ready(process, port)
         started = Server(port, process, 0.0)
         started.baseline_rss_mb = started.rss_mb()
         yield started

@@ -27,7 +27,7 @@ from PIL import Image
 from service.app import create_app
 from service.settings import ServiceSettings
 from tests.conftest import REPO, rendered_face
-from tests.service.conftest import jpeg_bytes
+from tests.service.conftest import jpeg_bytes, wait_until_ready
 
 PROBLEM = "application/problem+json"
 MIB = 1 << 20
@@ -321,15 +321,7 @@ def test_serving_writes_no_file(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=work, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.2)
+        wait_until_ready(server, port, 60)
         body = (b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
                 b"Content-Type: image/jpeg\r\n\r\n" + jpeg_bytes(_photo()) + b"\r\n--b--\r\n")
         for path in ("/v1/reconstruct", "/v1/reconstruct/batch"):

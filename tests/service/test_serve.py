@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from tests.conftest import REPO
-from tests.service.conftest import jpeg_bytes
+from tests.service.conftest import jpeg_bytes, wait_until_ready
 
 
 def _free_port() -> int:
@@ -44,15 +44,7 @@ def test_serve_process_shuts_down_gracefully(face_photo):
     server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if _get(port, "/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.2)
+        wait_until_ready(server, port)
         status, body = _get(port, "/v1/info")
         assert status == 200 and json.loads(body)["limits"]["max_batch_images"] == 40  # from the environment
 
