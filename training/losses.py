@@ -86,7 +86,7 @@ class FaceLoss(torch.nn.Module):
         self.register_buffer("faces", torch.as_tensor(topology.faces))
         self.register_buffer("regions", torch.as_tensor(topology.regions))
         self.register_buffer("mirror", torch.as_tensor(topology.mirror))
-        self.register_buffer("laplacian", uniform_laplacian(topology.faces, topology.num_vertices))
+        self.register_buffer("laplacian", uniform_laplacian(topology.surface_faces, topology.num_surface_vertices))
         self.num_regions = len(REGION_NAMES)
 
     def landmark_loss(self, result: FaceReconstruction, target: torch.Tensor) -> torch.Tensor:
@@ -137,7 +137,8 @@ class FaceLoss(torch.nn.Module):
             "smoothness": w.smoothness * smoothness,
             "symmetry": w.symmetry * (100 * (result.neutral_vertices - result.neutral_vertices[:, self.mirror] * flip))
             .square().mean(),
-            "albedo_smoothness": w.albedo_smoothness * _apply(self.laplacian, result.albedo).square().mean() * 100,
+            "albedo_smoothness": w.albedo_smoothness
+            * _apply(self.laplacian, result.albedo[:, : self.laplacian.shape[0]]).square().mean() * 100,
         }
         if w.region_image > 0:
             terms["region_image"] = w.region_image * self.region_image_loss(result, batch["image"], batch["photo_mask"])

@@ -1,17 +1,30 @@
 """Mesh files for reconstructed faces: GLB, OBJ (+ MTL + PNG, or a zip of them) and PLY.
 
-Coordinates are metres in the glTF convention (+Y up, +Z toward the viewer; a face is about
-0.15 m wide). Topology is kept exactly in every format: the vertices in their order and the
-triangles as given, with no merging, no removal of unreferenced vertices or degenerate
-triangles.
+Coordinates are metres in the glTF convention (+X the subject's left, +Y up, +Z toward the
+viewer; a face is about 0.15 m wide) in every format, PLY included (:data:`AXES_COMMENT`;
+Blender's PLY importer does not convert axes, so a PLY arrives there lying face up, while
+its glTF and OBJ importers turn +Y up into Blender's +Z up). Topology is kept exactly in
+every format: the vertices in their order and the triangles as given, with no merging, no
+removal of unreferenced vertices or degenerate triangles.
 
-* GLB is written here directly (JSON + one binary buffer), not through trimesh, to control
-  what trimesh's exporter does not: a non-metallic material (glTF's default material is fully
-  metallic), unit normals even for vertices no triangle uses, vertex colours in the linear
-  colour space glTF requires, 16-bit indices when they fit, and the texture as a JPEG
-  (quality :data:`GLB_JPEG_QUALITY`; a photo texture is ~10x smaller than as PNG).
-* OBJ and PLY go through trimesh's exporters with ``process=False``; both write vertices and
-  faces verbatim.
+Every format carries the same smooth normals (area-weighted, :func:`_vertex_normals`), so
+viewers shade the surface smooth rather than faceted.
+
+All three writers are the project's own (no trimesh), to control what trimesh's exporters do
+not:
+
+* GLB (JSON + one binary buffer): a non-metallic material (glTF's default material is fully
+  metallic) in skin grey (:data:`UNTEXTURED_BASE_COLOR`) when the mesh has neither texture
+  nor colours (glTF's default white blows out under environment light), unit normals even
+  for vertices no triangle uses, vertex colours in the linear colour space glTF requires,
+  16-bit indices when they fit, and the texture as a JPEG (quality :data:`GLB_JPEG_QUALITY`;
+  a photo texture is ~10x smaller than as PNG).
+* OBJ: ``v`` (with colours), ``vt``, ``vn`` lines one per vertex in the mesh's order, one
+  smoothing group (``s 1``) and ``f v/vt/vn`` faces; the MTL has no ambient (``Ka`` 0;
+  Blender's Python OBJ importer maps ``Ka`` to metallic), no specular and ``Ns`` 40, which
+  Blender turns into the GLB's roughness, 0.8.
+* PLY: binary little-endian, float ``x y z``, float ``nx ny nz`` and uchar ``red green blue``
+  per vertex, a ``comment`` line stating the axes.
 
 When a mesh has both a texture and vertex colours, GLB and OBJ carry the texture only (in
 glTF, COLOR_0 would multiply the texture); PLY, which has no texture, carries the vertex
@@ -29,14 +42,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import trimesh
 from PIL import Image
-from trimesh.visual.material import SimpleMaterial
 
 from model.mesh.texture_bake import sample_vertex_colors
 
 GLB_JPEG_QUALITY = 90
 _ROUGHNESS = 0.8  # skin: non-metallic, mostly diffuse
+# The web viewer's skin grey (sRGB 0.82, 0.80, 0.78) in linear RGB(A), for meshes with
+# neither texture nor vertex colours: glTF's default, white, blows out under environment light.
+UNTEXTURED_BASE_COLOR = (0.638, 0.604, 0.57, 1.0)
+# First line of every PLY header after the format: the axes, which PLY itself cannot state.
+AXES_COMMENT = "facerecon: metres, +X subject's left, +Y up, +Z toward the viewer"
 
 _GLB_MAGIC, _GLB_JSON, _GLB_BIN = 0x46546C67, 0x4E4F534A, 0x004E4942
 _FLOAT, _UNSIGNED_SHORT, _UNSIGNED_INT = 5126, 5123, 5125
@@ -211,8 +227,11 @@ class _GlbWriter:
             attributes["TEXCOORD_0"] = self.accessor(gltf_uvs, _FLOAT, "VEC2", _ARRAY_BUFFER)
             pbr["baseColorTexture"] = {"index": self.jpeg_texture(np.asarray(mesh.texture))}
         elif mesh.vertex_colors is not None:
+            # COLOR_0 times the default base colour factor, 1: the colours as they are
             linear = _SRGB_TO_LINEAR[np.asarray(mesh.vertex_colors)]
             attributes["COLOR_0"] = self.accessor(linear, _FLOAT, "VEC3", _ARRAY_BUFFER)
+        else:
+            pbr["baseColorFactor"] = list(UNTEXTURED_BASE_COLOR)
         self.gltf["materials"].append({"name": name, "pbrMetallicRoughness": pbr, "doubleSided": True})
         primitive = {
             "attributes": attributes,
@@ -246,7 +265,8 @@ def export_glb(meshes: Sequence[ExportMesh]) -> bytes:
 
     Nodes, meshes and materials are named after the meshes (made unique like the OBJ zip
     stems). Each primitive has POSITION, NORMAL and either TEXCOORD_0 + a JPEG base-colour
-    texture or linear float COLOR_0; indices are uint16 when V <= 65535, else uint32.
+    texture, or linear float COLOR_0, or neither and the base colour factor
+    :data:`UNTEXTURED_BASE_COLOR`; indices are uint16 when V <= 65535, else uint32.
     """
     if not meshes:
         raise ValueError("nothing to export")
@@ -257,60 +277,59 @@ def export_glb(meshes: Sequence[ExportMesh]) -> bytes:
     return writer.to_bytes()
 
 
-_TrimeshVisual = trimesh.visual.ColorVisuals | trimesh.visual.TextureVisuals
-
-
-def _to_trimesh(mesh: ExportMesh, visual: _TrimeshVisual | None) -> trimesh.Trimesh:
-    return trimesh.Trimesh(
-        vertices=np.asarray(mesh.vertices, dtype=np.float32),
-        faces=np.asarray(mesh.faces, dtype=np.int64),
-        visual=visual,
-        process=False,
-        validate=False,
-    )
+def _rows(template: str, array: np.ndarray) -> str:
+    """Lines of ``template % row`` for each row of the (N, K) array, each ending in a newline."""
+    if len(array) == 0:
+        return ""
+    return ((template + "\n") * len(array)) % tuple(array.ravel().tolist())
 
 
 def export_obj(mesh: ExportMesh, stem: str = "face") -> dict[str, bytes]:
     """Wavefront OBJ files keyed by file name.
 
-    ``{stem}.obj`` alone when untextured, with vertex colours as ``v x y z r g b`` (floats in
-    [0, 1]) when the mesh has them; when textured, ``{stem}.obj`` with ``vt`` per vertex and
-    ``f a/a b/b c/c`` faces, ``{stem}.mtl`` (white diffuse, no specular, ``map_Kd``) and the
-    texture as ``{stem}.png``. No normals are written.
+    ``{stem}.obj`` has line i of ``v`` (``v x y z``, or ``v x y z r g b`` with sRGB floats in
+    [0, 1] when the mesh has vertex colours and no texture), of ``vt`` (textured meshes) and
+    of ``vn`` (smooth unit normals) for vertex i of the mesh, one smoothing group ``s 1``,
+    and ``f a/a/a b/b/b c/c/c`` (``f a//a ...`` untextured) faces. When textured, also
+    ``{stem}.mtl`` (white diffuse, no ambient, no specular, ``map_Kd``) and the texture as
+    ``{stem}.png``. The first line is a comment stating the axes (:data:`AXES_COMMENT`).
     """
     if not _STEM.fullmatch(stem):
         raise ValueError(f"stem must be a plain file name, got {stem!r}")
     mesh.validate()
-    if not mesh.textured:
-        visual: _TrimeshVisual | None = None
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64) + 1
+    normals = _vertex_normals(vertices, np.asarray(mesh.faces)).astype(np.float64)
+    parts = [f"# {AXES_COMMENT}\n"]
+    if mesh.textured:
+        parts += [f"mtllib {stem}.mtl\n", f"o {stem}\n", _rows("v %.8f %.8f %.8f", vertices)]
+        parts.append(_rows("vt %.8f %.8f", np.asarray(mesh.uvs, dtype=np.float64)))
+    else:
+        parts.append(f"o {stem}\n")
         if mesh.vertex_colors is not None:
-            visual = trimesh.visual.ColorVisuals(vertex_colors=np.asarray(mesh.vertex_colors))
-        text = trimesh.exchange.obj.export_obj(
-            _to_trimesh(mesh, visual), include_normals=False, include_texture=False, header=None
-        )
-        return {f"{stem}.obj": text.encode()}
-    # trimesh names the MTL and the image after the material: {stem}.mtl, {stem}.png
-    material = SimpleMaterial(
-        name=stem,
-        image=Image.fromarray(np.asarray(mesh.texture)),
-        diffuse=[255, 255, 255, 255],
-        ambient=[255, 255, 255, 255],
-        specular=[0, 0, 0, 255],
-        glossiness=1.0,
-    )
-    visual = trimesh.visual.TextureVisuals(uv=np.asarray(mesh.uvs, dtype=np.float64), material=material)
-    text, assets = trimesh.exchange.obj.export_obj(
-        _to_trimesh(mesh, visual),
-        include_normals=False,
-        include_texture=True,
-        return_texture=True,
-        mtl_name=f"{stem}.mtl",
-        header=None,
-    )
-    files = {f"{stem}.obj": text.encode(), **assets}
-    expected = {f"{stem}.obj", f"{stem}.mtl", f"{stem}.png"}
-    if set(files) != expected:
-        raise RuntimeError(f"trimesh wrote {sorted(files)}, expected {sorted(expected)}")
+            colours = np.asarray(mesh.vertex_colors) / 255.0
+            parts.append(_rows("v %.8f %.8f %.8f %.8f %.8f %.8f", np.concatenate([vertices, colours], axis=1)))
+        else:
+            parts.append(_rows("v %.8f %.8f %.8f", vertices))
+    parts.append(_rows("vn %.6f %.6f %.6f", normals))
+    if mesh.textured:
+        parts += [f"usemtl {stem}\n", "s 1\n", _rows("f %d/%d/%d %d/%d/%d %d/%d/%d", np.repeat(faces, 3, axis=1))]
+    else:
+        parts += ["s 1\n", _rows("f %d//%d %d//%d %d//%d", np.repeat(faces, 2, axis=1))]
+    files = {f"{stem}.obj": "".join(parts).encode()}
+    if mesh.textured:
+        files[f"{stem}.mtl"] = (
+            f"newmtl {stem}\n"
+            "Ka 0.00000000 0.00000000 0.00000000\n"
+            "Kd 1.00000000 1.00000000 1.00000000\n"
+            "Ks 0.00000000 0.00000000 0.00000000\n"
+            "Ns 40.00000000\n"
+            "illum 1\n"
+            f"map_Kd {stem}.png\n"
+        ).encode()
+        png = io.BytesIO()
+        Image.fromarray(np.asarray(mesh.texture)).save(png, format="PNG")
+        files[f"{stem}.png"] = png.getvalue()
     return files
 
 
@@ -328,16 +347,43 @@ def export_obj_zip(meshes: Sequence[ExportMesh]) -> bytes:
 
 
 def export_ply(mesh: ExportMesh) -> bytes:
-    """Binary little-endian PLY: float32 x y z, uchar RGBA per vertex when the mesh has
-    colours (given, or sampled from its texture at the UVs), and the triangles."""
+    """Binary little-endian PLY: per vertex float ``x y z``, float ``nx ny nz`` (smooth unit
+    normals) and, when the mesh has colours (given, or sampled from its texture at the UVs),
+    uchar ``red green blue`` (sRGB); the triangles as ``uchar int vertex_indices`` lists. The
+    header's first comment states the axes (:data:`AXES_COMMENT`)."""
     mesh.validate()
+    vertices = np.asarray(mesh.vertices, dtype=np.float32)
+    faces = np.asarray(mesh.faces)
     colors = mesh.vertex_colors
     if colors is None and mesh.textured:
         texture = np.asarray(mesh.texture)
         height, width = texture.shape[:2]
         uvs = np.asarray(mesh.uvs, dtype=np.float32)
         colors = sample_vertex_colors(texture, np.stack([uvs[:, 0] * width, (1.0 - uvs[:, 1]) * height], axis=1))
-    visual = None if colors is None else trimesh.visual.ColorVisuals(vertex_colors=np.asarray(colors))
-    return trimesh.exchange.ply.export_ply(
-        _to_trimesh(mesh, visual), encoding="binary", vertex_normal=False, include_attributes=False
-    )
+    vertex_fields = [(name, "<f4") for name in ("x", "y", "z", "nx", "ny", "nz")]
+    if colors is not None:
+        vertex_fields += [(name, "u1") for name in ("red", "green", "blue")]
+    vertex_rows = np.empty(len(vertices), dtype=vertex_fields)
+    for k, name in enumerate("xyz"):
+        vertex_rows[name] = vertices[:, k]
+    normals = _vertex_normals(vertices, faces)
+    for k, name in enumerate(("nx", "ny", "nz")):
+        vertex_rows[name] = normals[:, k]
+    if colors is not None:
+        for k, name in enumerate(("red", "green", "blue")):
+            vertex_rows[name] = np.asarray(colors)[:, k]
+    face_rows = np.empty(len(faces), dtype=[("count", "u1"), ("indices", "<i4", (3,))])
+    face_rows["count"] = 3
+    face_rows["indices"] = faces
+    header = [
+        "ply",
+        "format binary_little_endian 1.0",
+        f"comment {AXES_COMMENT}",
+        f"element vertex {len(vertices)}",
+        *(f"property float {name}" for name in ("x", "y", "z", "nx", "ny", "nz")),
+        *(f"property uchar {name}" for name in ("red", "green", "blue") if colors is not None),
+        f"element face {len(faces)}",
+        "property list uchar int vertex_indices",
+        "end_header",
+    ]
+    return "\n".join(header).encode() + b"\n" + vertex_rows.tobytes() + face_rows.tobytes()

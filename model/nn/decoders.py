@@ -36,6 +36,35 @@ class SubdivisionUpsampler(nn.Module):
         return values
 
 
+class CavityAttachment(nn.Module):
+    """Surface vertices (B, Vs, C) -> all vertices (B, V, C): appends the cavity vertices (the inside
+    of the mouth, the eyeballs), each a fixed weighted sum of its opening's rim plus, for
+    positions, a fixed offset in the face's own frame (``FaceTopology.attach_cavities``)."""
+
+    sources: torch.Tensor  # buffer (K, L)
+    weights: torch.Tensor  # buffer (K, L, 1)
+    offsets: torch.Tensor  # buffer (K, 3)
+    shade: torch.Tensor  # buffer (K, 1)
+
+    def __init__(self, topology: FaceTopology) -> None:
+        super().__init__()
+        self.register_buffer("sources", torch.as_tensor(topology.cavity_sources), persistent=False)
+        self.register_buffer("weights", torch.as_tensor(topology.cavity_weights)[..., None], persistent=False)
+        self.register_buffer("offsets", torch.as_tensor(topology.cavity_offsets), persistent=False)
+        self.register_buffer("shade", torch.as_tensor(topology.cavity_shade)[:, None], persistent=False)
+
+    def _rim_sums(self, values: torch.Tensor) -> torch.Tensor:
+        return (values[:, self.sources] * self.weights).sum(dim=2)
+
+    def positions(self, surface: torch.Tensor) -> torch.Tensor:
+        """(B, Vs, 3) metres in the face's frame -> (B, V, 3)."""
+        return torch.cat([surface, self._rim_sums(surface) + self.offsets], dim=1)
+
+    def albedo(self, surface: torch.Tensor) -> torch.Tensor:
+        """(B, Vs, 3) albedo -> (B, V, 3): a cavity takes its rim's colour, shaded darker inward."""
+        return torch.cat([surface, self._rim_sums(surface) * self.shade], dim=1)
+
+
 class VertexDecoder(nn.Module):
     """MLP from a code (B, D) to per-vertex values on the coarse level, upsampled to (B, V, C).
 

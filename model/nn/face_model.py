@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from model.nn.decoders import ExpressionDecoder, IdentityDecoder, SubdivisionUpsampler, VertexDecoder
+from model.nn.decoders import (
+    CavityAttachment,
+    ExpressionDecoder,
+    IdentityDecoder,
+    SubdivisionUpsampler,
+    VertexDecoder,
+)
 from model.nn.encoders import EncoderConfig, FaceEncoder
 from model.nn.geometry import matrix_to_euler_degrees, pose_transform, project_to_pixels, rotation_6d_to_matrix
 from model.onnx_contract import OUTPUT_NAMES
@@ -37,7 +43,7 @@ class FaceReconstruction:
     +Y up, +Z toward the camera); NDC in the crop (see :mod:`model.nn.geometry`); pixels in the crop.
     """
 
-    neutral_vertices: torch.Tensor  # (B, V, 3) metres: identity only
+    neutral_vertices: torch.Tensor  # (B, V, 3) metres: identity only (V: surface + cavity vertices)
     expressive_vertices: torch.Tensor  # (B, V, 3) metres: identity + expression, frontal
     posed_vertices: torch.Tensor  # (B, V, 3) NDC
     vertices_2d: torch.Tensor  # (B, V, 2) crop pixels
@@ -49,8 +55,8 @@ class FaceReconstruction:
     scale: torch.Tensor  # (B,) NDC per metre
     albedo: torch.Tensor  # (B, V, 3) in [0, 1]
     lighting: torch.Tensor  # (B, 9, 3) SH coefficients
-    identity_offsets: torch.Tensor  # (B, V, 3) metres, for regularisers
-    expression_offsets: torch.Tensor  # (B, V, 3) metres, for regularisers
+    identity_offsets: torch.Tensor  # (B, Vs, 3) metres on the surface vertices, for regularisers
+    expression_offsets: torch.Tensor  # (B, Vs, 3) metres on the surface vertices, for regularisers
 
     OUTPUT_NAMES = OUTPUT_NAMES  # the exported graph's outputs (model.onnx_contract)
 
@@ -68,7 +74,7 @@ class FaceReconstructionModel(nn.Module):
         self.config = config
         self.topology_version = topology.version
         enc = config.encoder
-        template = torch.as_tensor(topology.vertices, dtype=torch.float32)
+        template = torch.as_tensor(topology.vertices[: topology.num_surface_vertices], dtype=torch.float32)
         upsampler = SubdivisionUpsampler(topology, config.coarse_level)
         self.encoder = FaceEncoder(enc)
         self.identity_decoder = IdentityDecoder(
@@ -79,6 +85,7 @@ class FaceReconstructionModel(nn.Module):
             config.expression_offset_scale,
         )
         self.albedo_decoder = VertexDecoder(enc.albedo_dim, config.decoder_hidden, upsampler)
+        self.cavities = CavityAttachment(topology)
         self.register_buffer("faces", torch.as_tensor(topology.faces), persistent=False)
         self.register_buffer("landmark_vertices", torch.as_tensor(topology.landmarks68), persistent=False)
         # (68, 3) metres in the model frame from each landmark's vertex to the landmark: zero until
@@ -93,8 +100,10 @@ class FaceReconstructionModel(nn.Module):
     def forward(self, image: torch.Tensor) -> FaceReconstruction:
         size = self.image_size
         codes = self.encoder((image - self.config.input_mean) / self.config.input_std)
-        neutral, identity_offsets = self.identity_decoder(codes.identity)
-        expressive, expression_offsets = self.expression_decoder(codes.expression, neutral)
+        neutral_surface, identity_offsets = self.identity_decoder(codes.identity)
+        expressive_surface, expression_offsets = self.expression_decoder(codes.expression, neutral_surface)
+        neutral = self.cavities.positions(neutral_surface)
+        expressive = self.cavities.positions(expressive_surface)
         rotation = rotation_6d_to_matrix(codes.pose[:, :6])
         translation = codes.pose[:, 6:9]
         scale = self.config.base_scale * torch.exp(codes.pose[:, 9])
@@ -114,7 +123,7 @@ class FaceReconstructionModel(nn.Module):
             euler_degrees=matrix_to_euler_degrees(rotation),
             translation=translation,
             scale=scale,
-            albedo=torch.sigmoid(self.albedo_decoder(codes.albedo)),
+            albedo=self.cavities.albedo(torch.sigmoid(self.albedo_decoder(codes.albedo))),
             lighting=codes.lighting,
             identity_offsets=identity_offsets,
             expression_offsets=expression_offsets,

@@ -1,5 +1,6 @@
 // The 3D view: WebGL 2, one small shader with Lambert shading, triangles or a line wireframe,
-// and the photo as a backdrop for the overlay.
+// and the photo as a backdrop for the overlay. The meshes' triangles are counter-clockwise seen
+// from outside, so a back face is the inside of the mask: shaded darker and warmer.
 
 import { OrbitCamera, attachOrbitControls } from "./camera.js";
 
@@ -7,6 +8,7 @@ const BACKGROUND = [0.114, 0.137, 0.165];
 const SKIN_GREY = [0.82, 0.8, 0.78];
 const WIRE_COLOUR = [0.45, 0.95, 0.85];
 const OVERLAY_OPACITY = 0.8; // a shaded mesh over the photo lets the photo show through a little
+const INSIDE_TINT = [0.5, 0.43, 0.4]; // back faces: about 0.45 as bright, a little warmer
 const MAX_PHOTO_SIDE = 4096;
 
 // How a fragment is coloured (the shader's uShading).
@@ -41,6 +43,7 @@ void main() {
     vec3 n = normalize(gl_FrontFacing ? vNormal : -vNormal);
     float diffuse = max(dot(n, normalize(vec3(0.4, 0.5, 0.8))), 0.0);  // light from above right of the eye
     base *= photo ? 0.55 + 0.45 * diffuse : 0.25 + 0.75 * diffuse;
+    if (!gl_FrontFacing) base *= vec3(${INSIDE_TINT.join(", ")});  // the inside reads as the inside
   }
   colour = vec4(base, uOpacity);
 }`;

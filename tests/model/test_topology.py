@@ -18,8 +18,9 @@ def _directed_edges(faces: np.ndarray) -> np.ndarray:
     return faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
 
 
-def _check_manifold_disk(faces: np.ndarray, num_vertices: int) -> np.ndarray:
-    """Asserts faces form an oriented manifold disk; returns its boundary vertices."""
+def _check_oriented_manifold(faces: np.ndarray, num_vertices: int, holes: int) -> list[set[int]]:
+    """Asserts faces form an oriented manifold disk with ``holes`` holes; returns the vertex sets
+    of its boundary loops."""
     directed = _directed_edges(faces)
     # Consistent winding: no directed edge twice; interior edges appear once each way.
     assert len(np.unique(directed, axis=0)) == len(directed)
@@ -27,37 +28,99 @@ def _check_manifold_disk(faces: np.ndarray, num_vertices: int) -> np.ndarray:
     assert counts.max() <= 2
     boundary_edges = undirected[counts == 1]
     boundary = np.unique(boundary_edges)
-    # One boundary loop: every boundary vertex has exactly two boundary edges, and they chain.
+    # Every boundary vertex has exactly two boundary edges: the boundary is a set of loops.
     assert np.all(np.bincount(boundary_edges.ravel())[boundary] == 2)
-    # Euler characteristic of a disk.
-    assert num_vertices - len(undirected) + len(faces) == 1
+    # Euler characteristic of a disk with holes.
+    assert num_vertices - len(undirected) + len(faces) == 1 - holes
     assert len(np.unique(faces)) == num_vertices
-    return boundary
+    loops: list[set[int]] = []
+    remaining = {tuple(e) for e in boundary_edges.tolist()}
+    while remaining:
+        loop = set(remaining.pop())
+        grew = True
+        while grew:
+            linked = {e for e in remaining if e[0] in loop or e[1] in loop}
+            remaining -= linked
+            loop |= {v for e in linked for v in e}
+            grew = bool(linked)
+        loops.append(loop)
+    assert len(loops) == 1 + holes
+    return loops
 
 
-def test_base_triangulation_is_a_disk_bounded_by_the_face_oval(topology: FaceTopology):
-    mediapipe = pytest.importorskip("mediapipe")
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
+def _fold_angles(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(E,) degrees between the normals of the two triangles on each interior edge."""
+    corners = vertices.astype(np.float64)[faces]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    edges = np.sort(_directed_edges(faces), axis=1)
+    owner = np.repeat(np.arange(len(faces)), 3)
+    order = np.lexsort((edges[:, 1], edges[:, 0]))
+    edges, owner = edges[order], owner[order]
+    shared = (edges[1:] == edges[:-1]).all(axis=1)
+    cos = (normals[owner[:-1][shared]] * normals[owner[1:][shared]]).sum(axis=1)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
-    assert topology.base_faces.shape == (898, 3)
-    boundary = _check_manifold_disk(topology.base_faces, NUM_BASE_VERTICES)
-    assert set(boundary.tolist()) == {v for edge in FACEMESH_FACE_OVAL for v in edge}
-    del mediapipe
+
+def _mediapipe_loops() -> tuple[set[int], ...]:
+    contours = pytest.importorskip("mediapipe.python.solutions.face_mesh_connections")
+    oval = {v for edge in contours.FACEMESH_FACE_OVAL for v in edge}
+    left = {v for edge in contours.FACEMESH_LEFT_EYE for v in edge}
+    right = {v for edge in contours.FACEMESH_RIGHT_EYE for v in edge}
+    inner_lips = {v for edge in contours.FACEMESH_LIPS for v in edge} & {
+        78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95}
+    return oval, inner_lips, left, right
 
 
-def test_output_mesh_is_a_dense_disk_keeping_the_base_vertices(topology: FaceTopology):
+def test_base_triangulation_is_the_face_oval_with_mouth_and_eye_openings(topology: FaceTopology):
+    loops = _check_oriented_manifold(topology.base_faces, NUM_BASE_VERTICES, holes=3)
+    assert sorted(map(sorted, loops)) == sorted(map(sorted, _mediapipe_loops()))
+
+
+def test_surface_has_the_mouth_and_each_eye_as_boundary_loops(topology: FaceTopology):
+    surface = topology.surface_faces
+    loops = _check_oriented_manifold(surface, topology.num_surface_vertices, holes=3)
+    oval, inner_lips, left, right = _mediapipe_loops()
+    for base_loop in (oval, inner_lips, left, right):
+        assert sum(base_loop <= loop for loop in loops) == 1  # each base loop lies on one boundary loop
+
+
+def test_cavities_close_the_openings(topology: FaceTopology):
+    """Surface plus cavities is one disk bounded by the oval alone: a viewer looking into an
+    open mouth or an eye sees a surface, not through the head."""
+    (boundary,) = _check_oriented_manifold(topology.faces, topology.num_vertices, holes=0)
+    assert _mediapipe_loops()[0] <= boundary
+    surface = topology.vertices[: topology.num_surface_vertices]
+    np.testing.assert_allclose(topology.attach_cavities(surface), topology.vertices, atol=1e-6)
+    cavity = topology.vertices[topology.num_surface_vertices :]
+    names = np.array(REGION_NAMES)[topology.regions[topology.num_surface_vertices :]]
+    assert set(names) == {"mouth", "eye_left", "eye_right"}
+    mouth_rim = topology.cavity_sources[names == "mouth"][0]
+    rim_depth = topology.vertices[mouth_rim, 2].mean()
+    assert cavity[names == "mouth", 2].min() < rim_depth - 0.015  # the mouth recedes into the head
+
+
+def test_output_mesh_is_dense_and_keeps_the_base_vertices(topology: FaceTopology):
     assert topology.num_vertices >= 5000
-    assert topology.level_sizes == [468, 1833, 7257]
-    _check_manifold_disk(topology.faces, topology.num_vertices)
+    sizes = topology.level_sizes
+    assert sizes[0] == NUM_BASE_VERTICES and sizes[-1] == topology.num_surface_vertices and len(sizes) == 3
     # The base vertices stay addressable and keep their template positions.
     base_corners = np.unique(topology.faces[np.isin(topology.faces, np.arange(NUM_BASE_VERTICES))])
     assert len(base_corners) == NUM_BASE_VERTICES
     parents = topology.edge_parents
-    assert np.all(parents.max(axis=1) < np.arange(NUM_BASE_VERTICES, topology.num_vertices))
+    assert np.all(parents.max(axis=1) < np.arange(NUM_BASE_VERTICES, topology.num_surface_vertices))
+
+
+def test_no_neighbouring_triangles_of_the_template_fold(topology: FaceTopology):
+    """No pleats or notches: every pair of neighbouring triangles is within 120 degrees (the
+    Delaunay triangulation of the frontal projection had 24 pairs past 150 near the ears,
+    nostrils and upper lip)."""
+    assert _fold_angles(topology.vertices, topology.faces).max() < 120.0
+    assert _fold_angles(topology.vertices, topology.surface_faces).max() < 90.0
 
 
 def test_triangles_face_the_viewer(topology: FaceTopology):
-    v = topology.vertices[topology.faces]
+    v = topology.vertices[topology.surface_faces]
     normals = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
     assert np.mean(normals[:, 2] > 0) > 0.97
 
@@ -125,7 +188,8 @@ def test_save_load_round_trip(topology: FaceTopology, tmp_path):
     topology.save(path)
     again = FaceTopology.load(path)
     assert again.version == topology.version
-    for name in ("vertices", "faces", "base_faces", "uvs", "regions", "mirror", "landmarks68", "edge_parents"):
+    for name in ("vertices", "faces", "base_faces", "uvs", "regions", "mirror", "landmarks68", "edge_parents",
+                 "cavity_sources", "cavity_weights", "cavity_offsets", "cavity_shade"):
         np.testing.assert_array_equal(getattr(again, name), getattr(topology, name))
 
 
@@ -148,4 +212,4 @@ def test_landmark_vertices_do_not_stand_out_of_the_surface(topology: FaceTopolog
         neighbours[b].add(a)
     umbrella = np.array([np.linalg.norm(v[sorted(nb)].mean(axis=0) - v[i]) for i, nb in enumerate(neighbours)])
     base = topology.level_sizes[0]
-    assert umbrella[:base].mean() < 5 * umbrella[base:].mean()
+    assert umbrella[:base].mean() < 5 * umbrella[base : topology.num_surface_vertices].mean()

@@ -32,7 +32,7 @@ from training.data.landmarks import MediaPipeLabeler
 
 log = logging.getLogger(__name__)
 
-TOPOLOGY_FORMAT = "1"
+TOPOLOGY_FORMAT = "2"
 TEMPLATE_FACE_WIDTH_M = 0.15
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -186,6 +186,150 @@ def triangulate_disk(points: np.ndarray, oval: np.ndarray) -> np.ndarray:
     return triangles
 
 
+def _unit_normals(points: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F, 3) unit normals of triangles (F, 3) over points (P, 3)."""
+    corners = points[faces]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-30)
+
+
+def _smallest_angle(points: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F,) smallest corner angle of each triangle in degrees."""
+    corners = points[faces]
+    out = np.full(len(faces), 180.0)
+    for k in range(3):
+        u = corners[:, (k + 1) % 3] - corners[:, k]
+        v = corners[:, (k + 2) % 3] - corners[:, k]
+        cos = (u * v).sum(1) / np.maximum(np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1), 1e-30)
+        out = np.minimum(out, np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    return out
+
+
+def _signed_areas(plane: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    a, b, c = (plane[faces[:, k]] for k in range(3))
+    return (b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0]
+
+
+def smooth_by_edge_flips(points: np.ndarray, plane: np.ndarray, faces: np.ndarray, fixed_edges: set[tuple[int, int]],
+                         mirror: np.ndarray, min_angle: float = 8.0, max_rounds: int = 50) -> np.ndarray:
+    """Flip interior edges of a triangulation (F, 3) where that lowers the fold between the two
+    triangles in 3D (points (P, 3)), keeping the triangulation an embedding of the 2D layout
+    ``plane`` (P, 2), never flipping ``fixed_edges`` and never making a corner sharper than
+    ``min_angle`` degrees (or than it already was). An edge and its mirror image flip together, so
+    the result stays left/right symmetric. Returns the new (F, 3)."""
+    faces = faces.copy()
+    for _ in range(max_rounds):
+        keys = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+        owner: dict[tuple[int, int], list[int]] = {}
+        for index, key in enumerate(map(tuple, keys.tolist())):
+            owner.setdefault(key, []).append(index // 3)
+        candidates = []
+        for (a, b), pair in owner.items():
+            if len(pair) != 2 or (a, b) in fixed_edges:
+                continue
+            first, second = faces[pair[0]], faces[pair[1]]
+            c = int(next(v for v in first if v not in (a, b)))
+            d = int(next(v for v in second if v not in (a, b)))
+            if (min(c, d), max(c, d)) in owner:
+                continue
+            k = int(np.flatnonzero(first == c)[0])
+            x, y = int(first[(k + 1) % 3]), int(first[(k + 2) % 3])
+            new = np.array([[c, x, d], [c, d, y]])
+            if (_signed_areas(plane, new) <= 0).any():
+                continue
+            old_fold = np.degrees(np.arccos(np.clip(np.prod(_unit_normals(points, faces[pair]), axis=0).sum(), -1, 1)))
+            new_fold = np.degrees(np.arccos(np.clip(np.prod(_unit_normals(points, new), axis=0).sum(), -1, 1)))
+            worst = min(min_angle, float(_smallest_angle(points, faces[pair]).min()))
+            if new_fold < old_fold - 1.0 and _smallest_angle(points, new).min() >= worst:
+                candidates.append((old_fold - new_fold, (a, b), pair, new))
+        flipped: set[int] = set()
+        by_edge = {edge: (pair, new) for _, edge, pair, new in candidates}
+        for _, (a, b), pair, new in sorted(candidates, key=lambda item: -item[0]):
+            mirrored = (int(min(mirror[a], mirror[b])), int(max(mirror[a], mirror[b])))
+            moves = [(pair, new)]
+            if mirrored != (a, b):
+                if mirrored not in by_edge:
+                    continue
+                moves.append(by_edge[mirrored])
+            touched = [t for p, _ in moves for t in p]
+            if flipped.intersection(touched) or len(set(touched)) != len(touched):
+                continue
+            for p, n in moves:
+                faces[p] = n
+            flipped.update(touched)
+        if not flipped:
+            break
+    return faces
+
+
+def _segments_cross(p: np.ndarray, q: np.ndarray, r: np.ndarray, s: np.ndarray) -> bool:
+    """Whether the open 2D segments pq and rs cross."""
+    def side(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
+        return float((b - a)[0] * (c - a)[1] - (b - a)[1] * (c - a)[0])
+    return side(p, q, r) * side(p, q, s) < 0 and side(r, s, p) * side(r, s, q) < 0
+
+
+def insert_edges_by_flips(plane: np.ndarray, faces: np.ndarray, edges: set[tuple[int, int]],
+                          max_rounds: int = 100) -> np.ndarray:
+    """Make every edge (a, b) of ``edges`` an edge of the 2D triangulation (F, 3) of ``plane``
+    (P, 2) by flipping the edges that cross it (where their quadrilateral is convex)."""
+    faces = faces.copy()
+    for _ in range(max_rounds):
+        present = {tuple(e) for e in np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1).tolist()}
+        missing = [e for e in edges if e not in present]
+        if not missing:
+            return faces
+        flipped = False
+        for a, b in missing:
+            for u, v in sorted(present):
+                if {u, v} & {a, b} or not _segments_cross(plane[a], plane[b], plane[u], plane[v]):
+                    continue
+                pair = np.flatnonzero(((faces == u) | (faces == v)).sum(axis=1) == 2)
+                first, second = faces[pair[0]], faces[pair[1]]
+                c = int(next(w for w in first if w not in (u, v)))
+                d = int(next(w for w in second if w not in (u, v)))
+                k = int(np.flatnonzero(first == c)[0])
+                x, y = int(first[(k + 1) % 3]), int(first[(k + 2) % 3])
+                new = np.array([[c, x, d], [c, d, y]])
+                if (_signed_areas(plane, new) > 0).all():
+                    faces[pair] = new
+                    flipped = True
+                    break
+            if flipped:
+                break
+        if not flipped:
+            break
+    raise RuntimeError(f"could not insert edges {sorted(missing)} into the triangulation")
+
+
+def triangulate_face(template: np.ndarray, oval: np.ndarray, openings: list[np.ndarray],
+                     mirror: np.ndarray) -> np.ndarray:
+    """The base triangulation (F, 3) of the template (P, 3): a disk inside the oval loop with a
+    hole inside each opening loop (inner lips, eyes), counter-clockwise seen from +Z.
+
+    Delaunay on the frontal projection folds where the face turns away from the camera (the
+    cheeks toward the ears, around the nostrils), so the points are laid out flat by mean-value
+    coordinates of that first triangulation (angles measured in 3D), triangulated again there,
+    and edges are then flipped to lower the folds in 3D. The opening loops are kept as edges and
+    the triangles inside them removed.
+    """
+    first = triangulate_disk(template, oval)
+    plane = mean_value_uvs(template, first).astype(np.float64)
+    faces = triangulate_disk(np.c_[plane, np.zeros(len(plane))], oval)
+    loops = [oval, *openings]
+    fixed = {(int(min(a, b)), int(max(a, b))) for loop in loops for a, b in zip(loop, np.roll(loop, -1))}
+    faces = insert_edges_by_flips(plane, faces, fixed)
+    faces = smooth_by_edge_flips(template, plane, faces, fixed, mirror)
+    edges = {tuple(e) for e in np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1).tolist()}
+    if missing := sorted(fixed - edges):
+        raise RuntimeError(f"opening or oval edges missing from the triangulation: {missing}")
+    centroids = plane[faces].mean(axis=1)
+    inside = np.zeros(len(faces), dtype=bool)
+    for loop in openings:
+        inside |= _inside_polygon(centroids, plane[loop])
+    return faces[~inside]
+
+
 def subdivide(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One round of midpoint subdivision keeping the old vertices first.
 
@@ -217,19 +361,24 @@ def boundary_vertices(faces: np.ndarray) -> np.ndarray:
 def fair_new_vertices(vertices: np.ndarray, faces: np.ndarray, num_fixed: int) -> np.ndarray:
     """Place the vertices past index ``num_fixed`` on the smoothest surface through the fixed ones.
 
-    Minimises the squared uniform Laplacian of all positions (thin-plate energy) with the first
-    ``num_fixed`` vertices held, a sparse linear solve. Unlike repeated Laplacian smoothing of the
-    new vertices (membrane energy), this does not shrink them toward the fixed ones' chords, which
-    left every fixed vertex standing out as a bump.
+    Minimises the squared Laplacian of all positions (thin-plate energy) with the first
+    ``num_fixed`` vertices held, a sparse linear solve. The Laplacian weighs each neighbour by the
+    inverse edge length and normalises by the total weight, so a cluster of close base vertices
+    (mouth corners, nostrils) is not pulled like far ones: uniform weights left pleats there.
+    Unlike repeated Laplacian smoothing (membrane energy), this does not shrink the new vertices
+    toward the fixed ones' chords, which left every fixed vertex standing out as a bump.
     """
     n = len(vertices)
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    adjacency = sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64).tocsr()
-    laplacian = sparse.diags(np.asarray(adjacency.sum(axis=1)).ravel()) - adjacency
+    out = vertices.astype(np.float64).copy()
+    edges = np.unique(np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1), axis=0)
+    weight = 1.0 / np.maximum(np.linalg.norm(out[edges[:, 0]] - out[edges[:, 1]], axis=1), 1e-9)
+    adjacency = sparse.coo_matrix(
+        (np.r_[weight, weight], (np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]])), shape=(n, n)
+    ).tocsr()
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    laplacian = sparse.diags(1.0 / degree) @ (sparse.diags(degree) - adjacency)
     energy = (laplacian.T @ laplacian).tocsr()
     free = np.arange(n) >= num_fixed
-    out = vertices.astype(np.float64).copy()
     rhs = -(energy[free][:, ~free] @ out[~free])
     out[free] = spsolve(energy[free][:, free].tocsc(), rhs)
     return out
@@ -260,21 +409,54 @@ def extend_mirror(mirror: np.ndarray, edge_parents: np.ndarray, vertices: np.nda
     return out
 
 
-def boundary_loop(faces: np.ndarray) -> np.ndarray:
-    """Ordered boundary vertices of a disk (F, 3), following the triangles' winding."""
+def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
+    """Every boundary loop of a mesh (F, 3) as ordered vertices following the triangles' winding."""
     directed = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
     _, inverse, counts = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True, return_counts=True)
     following = dict(directed[counts[inverse.ravel()] == 1].tolist())
-    start = min(following)
-    loop = [start]
-    while following[loop[-1]] != start:
-        loop.append(following[loop[-1]])
-    return np.array(loop)
+    loops = []
+    while following:
+        start = min(following)
+        loop = [start]
+        while following[loop[-1]] != start:
+            loop.append(following.pop(loop[-1]))
+        following.pop(loop[-1])
+        loops.append(np.array(loop))
+    return loops
+
+
+def boundary_loop(faces: np.ndarray) -> np.ndarray:
+    """The outer (longest) boundary loop of a disk with holes (F, 3), following the winding."""
+    return max(boundary_loops(faces), key=len)
 
 
 def mean_value_uvs(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Fold-free UVs (V, 2) in [0.02, 0.98] for a disk mesh: the boundary on a circle by chord
-    length, interior vertices by mean-value coordinates (Floater), which cannot fold."""
+    """Fold-free UVs (V, 2) in [0.02, 0.98] for a disk mesh, holes allowed: the outer boundary on
+    a circle by chord length, every other vertex by mean-value coordinates (Floater), which
+    cannot fold. Each hole is filled for the solve by a fan to a virtual vertex at its centroid,
+    so a hole keeps its own patch of the layout (the cavity surfaces behind the openings use it).
+    """
+    filled_vertices, filled_faces = _fill_holes(vertices, faces)
+    return _mean_value_disk_uvs(filled_vertices, filled_faces)[: len(vertices)]
+
+
+def _fill_holes(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Close every inner boundary loop of (V, 3), (F, 3) with a fan to a new centroid vertex."""
+    loops = boundary_loops(faces)
+    outer = boundary_loop(faces)
+    extra_vertices, extra_faces = [vertices], [faces]
+    count = len(vertices)
+    for loop in loops:
+        if np.array_equal(loop, outer):
+            continue
+        extra_vertices.append(vertices[loop].mean(axis=0, keepdims=True))
+        # A hole's boundary runs clockwise seen from the front, so (b, a, centre) is counter-clockwise.
+        extra_faces.append(np.stack([np.roll(loop, -1), loop, np.full(len(loop), count)], axis=1))
+        count += 1
+    return np.concatenate(extra_vertices), np.concatenate(extra_faces)
+
+
+def _mean_value_disk_uvs(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     n = len(vertices)
     loop = boundary_loop(faces)
     chords = np.linalg.norm(vertices[np.roll(loop, -1)] - vertices[loop], axis=1)
@@ -374,6 +556,109 @@ def label_regions(vertices: np.ndarray, base: np.ndarray) -> np.ndarray:
     return region
 
 
+@dataclass(frozen=True)
+class CavitySpec:
+    """The surface behind one opening: rings that shrink toward the rim's centroid (``shrink``
+    of the way) while receding ``depth`` metres and opening ``spread`` metres up (upper rim) and
+    down (lower rim), then a centre vertex; ``shade`` darkens the albedo ring by ring (from the
+    rim inward, then the centre). The spread keeps the inside of a closed mouth a pocket rather
+    than two walls pressed together (which would fold at the corners)."""
+
+    shrink: tuple[float, ...]
+    depth: tuple[float, ...]
+    spread: tuple[float, ...]
+    shade: tuple[float, ...]
+
+
+# The mouth recedes 2.4 cm into the head, opens into a pocket and darkens; an eyeball bulges
+# gently forward of its rim.
+MOUTH_CAVITY = CavitySpec(shrink=(0.05, 0.3, 0.65, 1.0), depth=(0.004, 0.012, 0.020, 0.024),
+                          spread=(0.003, 0.008, 0.007, 0.0), shade=(0.55, 0.35, 0.2, 0.15))
+EYE_CAVITY = CavitySpec(shrink=(0.2, 0.55, 1.0), depth=(0.002, 0.0012, 0.0008), spread=(0.0015, 0.001, 0.0),
+                        shade=(1.0, 1.0, 1.0))
+
+
+def cavity_rows(rim: np.ndarray, rim_points: np.ndarray, spec: CavitySpec,
+                first_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weights (K, L) over the rim loop (L,) of each cavity vertex, their offsets (K, 3) in the
+    face's frame and shades (K,), and the cavity's triangles (T, 3), numbered from
+    ``first_index`` (the rim keeps its own indices). ``rim_points`` (L, 3): the rim in the template.
+
+    The rim runs as the surface's boundary edges do (clockwise seen from the front, around a hole),
+    so the cavity's triangles take each rim edge the other way round: one consistent winding.
+    """
+    size = len(rim)
+    centroid = np.full(size, 1.0 / size)
+    # -1 on the lower rim, +1 on the upper, 0 at the corners: the rim's elliptic angle.
+    centred = rim_points[:, :2] - rim_points[:, :2].mean(axis=0)
+    vertical = np.sin(np.arctan2(centred[:, 1] / np.ptp(centred[:, 1]), centred[:, 0] / np.ptp(centred[:, 0])))
+    weights, offsets, shade = [], [], []
+    for shrink, depth, spread, s in zip(spec.shrink[:-1], spec.depth[:-1], spec.spread[:-1], spec.shade[:-1]):
+        weights.append((1.0 - shrink) * np.eye(size) + shrink * centroid)
+        offsets.append(np.stack([np.zeros(size), spread * vertical, np.full(size, -depth)], axis=1))
+        shade += [s] * size
+    weights.append(centroid[None])
+    offsets.append(np.array([[0.0, 0.0, -spec.depth[-1]]]))
+    shade.append(spec.shade[-1])
+    rings = [rim] + [first_index + r * size + np.arange(size) for r in range(len(spec.shrink) - 1)]
+    centre = first_index + (len(spec.shrink) - 1) * size
+    faces = []
+    for outer, inner in zip(rings[:-1], rings[1:]):
+        a, b = outer, np.roll(outer, -1)
+        a2, b2 = inner, np.roll(inner, -1)
+        faces += [np.stack([b, a, a2], 1), np.stack([b, a2, b2], 1)]
+    faces.append(np.stack([np.roll(rings[-1], -1), rings[-1], np.full(size, centre)], 1))
+    return np.concatenate(weights), np.concatenate(offsets), np.array(shade), np.concatenate(faces)
+
+
+def attach_cavities(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, regions: np.ndarray,
+                    mirror: np.ndarray, openings: list[tuple[np.ndarray, CavitySpec]]) -> dict[str, np.ndarray]:
+    """Append a cavity behind each opening (rim loop (L,) of surface vertices, spec).
+
+    Returns the asset's arrays with the cavity vertices appended: vertices, faces, uvs, regions,
+    mirror, and cavity_sources / cavity_weights / cavity_offsets / cavity_shade.
+    """
+    count = len(vertices)
+    width = max(len(rim) for rim, _ in openings)
+    sources, weights, offsets, shade, new_faces, rim_of, starts = [], [], [], [], [], [], []
+    for rim, spec in openings:
+        w, o, s, f = cavity_rows(rim, vertices[rim], spec, count)
+        starts.append(count)
+        sources.append(np.pad(np.tile(rim, (len(w), 1)), ((0, 0), (0, width - len(rim)))))
+        weights.append(np.pad(w, ((0, 0), (0, width - len(rim)))))
+        offsets.append(o)
+        shade.append(s)
+        new_faces.append(f)
+        rim_of.append(rim)
+        count += len(w)
+    sources_all, weights_all = np.concatenate(sources), np.concatenate(weights)
+    offsets_all = np.concatenate(offsets)
+    cavity_vertices = (weights_all[..., None] * vertices[sources_all]).sum(1) + offsets_all
+    cavity_uvs = (weights_all[..., None] * uvs[sources_all]).sum(1)
+    cavity_regions = np.concatenate([np.full(len(w), regions[rim[0]]) for rim, w in zip(rim_of, weights)])
+    # Mirror: ring position j of one cavity <-> the ring position of the rim vertex's mirror.
+    cavity_mirror = []
+    for rim, w in zip(rim_of, weights):
+        other = next(k for k, r in enumerate(rim_of) if set(mirror[rim].tolist()) == set(r.tolist()))
+        partner_rim, partner_start = rim_of[other], starts[other]
+        position = {int(v): i for i, v in enumerate(partner_rim)}
+        along = np.array([position[int(mirror[v])] for v in rim])
+        rings = (len(w) - 1) // len(rim)
+        ring_blocks = [partner_start + r * len(rim) + along for r in range(rings)]
+        cavity_mirror.append(np.concatenate([*ring_blocks, [partner_start + len(w) - 1]]))
+    return {
+        "vertices": np.concatenate([vertices, cavity_vertices]),
+        "faces": np.concatenate([faces, *new_faces]),
+        "uvs": np.concatenate([uvs, cavity_uvs]),
+        "regions": np.concatenate([regions, cavity_regions]),
+        "mirror": np.concatenate([mirror, *cavity_mirror]),
+        "cavity_sources": sources_all,
+        "cavity_weights": weights_all,
+        "cavity_offsets": offsets_all,
+        "cavity_shade": np.concatenate(shade),
+    }
+
+
 def jaw_from_oval(template: np.ndarray, mirror: np.ndarray, oval: np.ndarray) -> np.ndarray:
     """The 17 iBUG jaw points as base vertices: the jawline is the face oval from where it
     passes below the outer eye corner down to the chin, with the nine points of each half
@@ -400,6 +685,16 @@ def jaw_from_oval(template: np.ndarray, mirror: np.ndarray, oval: np.ndarray) ->
     return np.array(right + left, dtype=np.int64)
 
 
+def opening_loops(template: np.ndarray) -> list[tuple[np.ndarray, CavitySpec]]:
+    """The base-vertex loops that become openings: the inner lips, then each eye's lid margin."""
+    from mediapipe.python.solutions import face_mesh_connections as contours
+
+    inner_lips = min(_split_loops(contours.FACEMESH_LIPS), key=lambda loop: np.ptp(template[loop, 0]))
+    return [(inner_lips, MOUTH_CAVITY),
+            (ordered_loop(contours.FACEMESH_LEFT_EYE), EYE_CAVITY),
+            (ordered_loop(contours.FACEMESH_RIGHT_EYE), EYE_CAVITY)]
+
+
 def build_topology(landmark_sets: np.ndarray, config: TopologyBuildConfig) -> FaceTopology:
     """(N, 468, 3) MediaPipe landmark sets (+Y up, +Z toward viewer) -> the topology asset."""
     from mediapipe.python.solutions import face_mesh_connections as contours
@@ -412,7 +707,14 @@ def build_topology(landmark_sets: np.ndarray, config: TopologyBuildConfig) -> Fa
     oval = ordered_loop(contours.FACEMESH_FACE_OVAL)
     width = template[oval, 0].max() - template[oval, 0].min()
     template *= TEMPLATE_FACE_WIDTH_M / width
-    base_faces = triangulate_disk(template, oval)
+    return topology_from_template(template, mirror, oval, config)
+
+
+def topology_from_template(template: np.ndarray, mirror: np.ndarray, oval: np.ndarray,
+                           config: TopologyBuildConfig) -> FaceTopology:
+    """The asset from the symmetric, scaled template (468, 3), its mirror map and the oval loop."""
+    openings = opening_loops(template)
+    base_faces = triangulate_face(template, oval, [loop for loop, _ in openings], mirror)
 
     vertices, faces, parents = template, base_faces, []
     for _ in range(config.subdivisions):
@@ -422,19 +724,30 @@ def build_topology(landmark_sets: np.ndarray, config: TopologyBuildConfig) -> Fa
     vertices = fair_new_vertices(vertices, faces, NUM_BASE_VERTICES)
     vertices = symmetrise(vertices, mirror)
     edge_parents = np.concatenate(parents) if parents else np.zeros((0, 2), dtype=np.int64)
+    uvs = mean_value_uvs(vertices, faces)
+    regions = label_regions(vertices, vertices[:NUM_BASE_VERTICES])
+    # The openings' rims on the subdivided surface: the hole loops through each base loop.
+    holes = [loop for loop in boundary_loops(faces) if not np.array_equal(loop, boundary_loop(faces))]
+    rims = [(next(h for h in holes if base[0] in set(h.tolist())), spec) for base, spec in openings]
+    arrays = attach_cavities(vertices, faces, uvs, regions, mirror, rims)
 
-    digest = hashlib.sha256(faces.astype(np.int32).tobytes() + vertices.astype(np.float32).tobytes())
+    digest = hashlib.sha256(arrays["faces"].astype(np.int32).tobytes()
+                            + arrays["vertices"].astype(np.float32).tobytes())
     return FaceTopology(
         version=f"{TOPOLOGY_FORMAT}.{digest.hexdigest()[:12]}",
-        vertices=vertices.astype(np.float32),
-        faces=faces.astype(np.int64),
+        vertices=arrays["vertices"].astype(np.float32),
+        faces=arrays["faces"].astype(np.int64),
         base_faces=base_faces.astype(np.int64),
-        uvs=mean_value_uvs(vertices, faces),
-        regions=label_regions(vertices, vertices[:NUM_BASE_VERTICES]),
-        mirror=mirror.astype(np.int64),
+        uvs=arrays["uvs"].astype(np.float32),
+        regions=arrays["regions"].astype(np.int64),
+        mirror=arrays["mirror"].astype(np.int64),
         landmarks68=np.concatenate([jaw_from_oval(template, mirror[:NUM_BASE_VERTICES], oval),
                                     IBUG68_FROM_MEDIAPIPE[17:]]),
         edge_parents=edge_parents.astype(np.int64),
+        cavity_sources=arrays["cavity_sources"].astype(np.int64),
+        cavity_weights=arrays["cavity_weights"].astype(np.float32),
+        cavity_offsets=arrays["cavity_offsets"].astype(np.float32),
+        cavity_shade=arrays["cavity_shade"].astype(np.float32),
     )
 
 

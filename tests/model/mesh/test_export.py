@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import trimesh
 
-from model.mesh.export import ExportMesh, export_glb, export_obj, export_obj_zip, export_ply
+from model.mesh.export import (
+    AXES_COMMENT,
+    UNTEXTURED_BASE_COLOR,
+    ExportMesh,
+    export_glb,
+    export_obj,
+    export_obj_zip,
+    export_ply,
+)
 from model.mesh.texture_bake import sample_vertex_colors
 
 
@@ -122,6 +130,25 @@ def test_glb_material_is_a_non_metallic_double_sided_surface(patch):
     assert gltf["accessors"][primitive["indices"]]["componentType"] == 5123
 
 
+def test_glb_base_colour_is_skin_grey_only_without_texture_or_colours(patch):
+    v, f = patch["vertices"], patch["faces"]
+    plain, coloured, textured = (
+        _glb_json(export_glb([mesh]))["materials"][0]["pbrMetallicRoughness"]
+        for mesh in [
+            ExportMesh(v, f),
+            ExportMesh(v, f, vertex_colors=patch["colours"]),
+            ExportMesh(v, f, uvs=patch["uvs"], texture=patch["texture"]),
+        ]
+    )
+    # glTF's default white blows out under environment light; linear, the viewer's grey
+    assert plain["baseColorFactor"] == list(UNTEXTURED_BASE_COLOR)
+    np.testing.assert_allclose(_linear_to_srgb(np.array(UNTEXTURED_BASE_COLOR[:3])), [209, 204, 199], atol=1)
+    # COLOR_0 and the texture are multiplied by the factor: left at its default, 1
+    assert "baseColorFactor" not in coloured and "baseColorFactor" not in textured
+    material = _single(_load_glb(export_glb([ExportMesh(v, f)]))).visual.material
+    np.testing.assert_allclose(material.baseColorFactor, np.rint(np.array(UNTEXTURED_BASE_COLOR) * 255), atol=1)
+
+
 def test_textured_glb_round_trips_uvs_and_the_image(patch):
     mesh_in = ExportMesh(patch["vertices"], patch["faces"], uvs=patch["uvs"], texture=patch["texture"])
     data = export_glb([mesh_in])
@@ -188,11 +215,19 @@ def test_obj_with_vertex_colours_round_trips(odd_topology, tmp_path):
     vertex_lines = [line.split() for line in lines if line.startswith("v ")]
     assert len(vertex_lines) == len(odd_topology["vertices"])  # unreferenced vertex written too
     assert {len(fields) for fields in vertex_lines} == {7}  # v x y z r g b
-    face_lines = np.array([line.split()[1:] for line in lines if line.startswith("f ")], dtype=int) - 1
-    np.testing.assert_array_equal(face_lines, odd_topology["faces"])
+    face_corners = [[corner.split("//") for corner in line.split()[1:]] for line in lines if line.startswith("f ")]
+    face_lines = np.array(face_corners, dtype=int) - 1  # (F, 3, 2): vertex and normal index
+    np.testing.assert_array_equal(face_lines[..., 0], odd_topology["faces"])
+    np.testing.assert_array_equal(face_lines[..., 1], odd_topology["faces"])
     np.testing.assert_allclose(np.array(vertex_lines)[:, 1:4].astype(float), odd_topology["vertices"], atol=1e-7)
     colours = np.rint(np.array(vertex_lines)[:, 4:].astype(float) * 255)
     np.testing.assert_array_equal(colours, odd_topology["colours"])
+
+
+def _radial(vertices: np.ndarray) -> np.ndarray:
+    """Unit outward normals of the half cylinder."""
+    radial = vertices * [1, 0, 1]
+    return radial / np.linalg.norm(radial, axis=1, keepdims=True)
 
 
 def test_obj_loads_back_in_trimesh(patch, tmp_path):
@@ -202,15 +237,46 @@ def test_obj_loads_back_in_trimesh(patch, tmp_path):
     np.testing.assert_array_equal(mesh.faces, patch["faces"])
     np.testing.assert_allclose(mesh.vertices, patch["vertices"], atol=1e-7)
     np.testing.assert_array_equal(mesh.visual.vertex_colors[:, :3], patch["colours"])
+    assert (np.sum(mesh.vertex_normals * _radial(patch["vertices"]), axis=1) > 0.99).all()
+
+
+@pytest.mark.parametrize("textured", [False, True])
+def test_obj_has_one_smooth_normal_per_vertex_in_one_smoothing_group(odd_topology, patch, textured):
+    if textured:
+        mesh_in = ExportMesh(patch["vertices"], patch["faces"], uvs=patch["uvs"], texture=patch["texture"])
+    else:
+        mesh_in = ExportMesh(odd_topology["vertices"], odd_topology["faces"])
+    lines = export_obj(mesh_in, stem="n")["n.obj"].decode().splitlines()
+    assert lines[0] == f"# {AXES_COMMENT}"
+    normals = np.array([line.split()[1:] for line in lines if line.startswith("vn ")], dtype=float)
+    assert normals.shape == mesh_in.vertices.shape
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
+    # the GLB's normals, line i for vertex i: also the unreferenced vertex's (+Z)
+    glb_normals = _single(_load_glb(export_glb([mesh_in]))).vertex_normals
+    np.testing.assert_allclose(normals, glb_normals, atol=1e-6)
+    # one smoothing group, set before the first face
+    assert [line for line in lines if line.startswith("s ")] == ["s 1"]
+    first_face = next(i for i, line in enumerate(lines) if line.startswith("f "))
+    assert lines.index("s 1") < first_face
+    # every corner: vertex, uv (textured) and normal of the same index
+    corners = [corner.split("/") for line in lines if line.startswith("f ") for corner in line.split()[1:]]
+    indices = np.array([[c[0], c[2]] + ([c[1]] if textured else []) for c in corners], dtype=int) - 1
+    np.testing.assert_array_equal(indices, np.repeat(np.asarray(mesh_in.faces).reshape(-1, 1), indices.shape[1], 1))
+    assert all(c[1] == "" for c in corners) != textured
+    if textured:
+        assert (np.sum(normals * _radial(patch["vertices"]), axis=1) > 0.99).all()
 
 
 def test_textured_obj_round_trips_with_mtl_and_png(patch, tmp_path):
     mesh_in = ExportMesh(patch["vertices"], patch["faces"], uvs=patch["uvs"], texture=patch["texture"])
     files = export_obj(mesh_in, stem="t")
     assert set(files) == {"t.obj", "t.mtl", "t.png"}
-    assert files["t.obj"].startswith(b"mtllib t.mtl\n")
+    lines = files["t.obj"].decode().splitlines()
+    assert lines[:2] == [f"# {AXES_COMMENT}", "mtllib t.mtl"]
     mtl = files["t.mtl"].decode().splitlines()
     assert "map_Kd t.png" in mtl and "Kd 1.00000000 1.00000000 1.00000000" in mtl
+    # no ambient (some importers read Ka as metallic) and no specular: skin, as in the GLB
+    assert "Ka 0.00000000 0.00000000 0.00000000" in mtl and "Ks 0.00000000 0.00000000 0.00000000" in mtl
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     mesh = trimesh.load(tmp_path / "t.obj", process=False)
@@ -238,6 +304,10 @@ def test_obj_zip_holds_one_obj_per_mesh_with_unique_stems(patch):
         assert archive.read("face_2.png") == export_obj(meshes[1], stem="face_2")["face_2.png"]
 
 
+def _ply_header(data: bytes) -> list[str]:
+    return data[: data.index(b"end_header\n")].decode().splitlines()
+
+
 def test_ply_keeps_topology_and_colours(odd_topology):
     mesh_in = ExportMesh(odd_topology["vertices"], odd_topology["faces"], vertex_colors=odd_topology["colours"])
     data = export_ply(mesh_in)
@@ -248,6 +318,34 @@ def test_ply_keeps_topology_and_colours(odd_topology):
     np.testing.assert_array_equal(mesh.visual.vertex_colors[:, :3], odd_topology["colours"])
 
 
+def test_ply_has_normals_rgb_colours_and_states_its_axes(odd_topology):
+    mesh_in = ExportMesh(odd_topology["vertices"], odd_topology["faces"], vertex_colors=odd_topology["colours"])
+    data = export_ply(mesh_in)
+    assert _ply_header(data) == [
+        "ply",
+        "format binary_little_endian 1.0",
+        f"comment {AXES_COMMENT}",
+        f"element vertex {len(odd_topology['vertices'])}",
+        *(f"property float {name}" for name in ["x", "y", "z", "nx", "ny", "nz"]),
+        *(f"property uchar {name}" for name in ["red", "green", "blue"]),  # no alpha
+        f"element face {len(odd_topology['faces'])}",
+        "property list uchar int vertex_indices",
+    ]
+    assert AXES_COMMENT == "facerecon: metres, +X subject's left, +Y up, +Z toward the viewer"
+    mesh = trimesh.load(io.BytesIO(data), file_type="ply", process=False)
+    glb_normals = _single(_load_glb(export_glb([mesh_in]))).vertex_normals
+    np.testing.assert_allclose(mesh.vertex_normals, glb_normals, atol=1e-6)
+    assert len(data) == len(b"\n".join(line.encode() for line in _ply_header(data))) + len(b"\nend_header\n") + (
+        len(odd_topology["vertices"]) * (6 * 4 + 3) + len(odd_topology["faces"]) * (1 + 3 * 4)
+    )
+
+
+def test_ply_normals_point_out_of_the_surface(patch):
+    mesh = trimesh.load(io.BytesIO(export_ply(ExportMesh(patch["vertices"], patch["faces"]))), file_type="ply",
+                        process=False)
+    assert (np.sum(mesh.vertex_normals * _radial(patch["vertices"]), axis=1) > 0.99).all()
+
+
 def test_ply_of_a_textured_mesh_takes_colours_from_the_texture(patch):
     data = export_ply(ExportMesh(patch["vertices"], patch["faces"], uvs=patch["uvs"], texture=patch["texture"]))
     colours = trimesh.load(io.BytesIO(data), file_type="ply", process=False).visual.vertex_colors[:, :3].astype(int)
@@ -256,10 +354,10 @@ def test_ply_of_a_textured_mesh_takes_colours_from_the_texture(patch):
     np.testing.assert_allclose(colours[:, 1], patch["uvs"][:, 1] * 255, atol=2.5)
 
 
-def test_ply_without_colours_is_geometry_only(patch):
+def test_ply_without_colours_is_geometry_and_normals_only(patch):
     data = export_ply(ExportMesh(patch["vertices"], patch["faces"]))
     header = data[: data.index(b"end_header")].decode()
-    assert "red" not in header
+    assert "red" not in header and "property float nz" in header
     np.testing.assert_array_equal(trimesh.load(io.BytesIO(data), file_type="ply", process=False).faces, patch["faces"])
 
 

@@ -6,6 +6,8 @@ pytest.importorskip("scipy")
 from tests.conftest import SHARED_DATA  # noqa: E402
 from training.tools.topology_builder import (  # noqa: E402
     boundary_loop,
+    boundary_loops,
+    insert_edges_by_flips,
     mean_value_uvs,
     mirror_assignment,
     procrustes_mean,
@@ -94,5 +96,37 @@ def test_builds_a_valid_topology_from_real_photos(tmp_path):
     built = build_topology_from_images([SHARED_DATA / "train" / "lfw"], out, TopologyBuildConfig(max_images=40))
     loaded = FaceTopology.load(out)
     assert loaded.version == built.version
-    assert loaded.num_vertices == 7257 and len(loaded.base_faces) == 898
+    assert len(boundary_loops(loaded.surface_faces)) == 4  # the oval, the mouth and two eyes
+    assert loaded.num_vertices > loaded.num_surface_vertices  # the cavities behind them
     assert np.array_equal(loaded.mirror[loaded.mirror], np.arange(loaded.num_vertices))
+
+
+def test_mean_value_uvs_keep_a_patch_for_each_hole_and_do_not_fold():
+    points, oval = _disk_points(n_inner=300)
+    faces = triangulate_disk(points, oval)
+    centre = np.argmin(np.linalg.norm(points[:, :2], axis=1))
+    holed = faces[~(faces == centre).any(axis=1)]  # remove the fan around one vertex: a hole
+    holed = holed - (holed > centre)  # and the vertex
+    points = np.delete(points, centre, axis=0)
+    assert len(boundary_loops(holed)) == 2
+    uv = mean_value_uvs(points, holed)
+    assert np.all(_signed_area(uv[holed]) > 0)
+    # The hole keeps an open patch: its rim surrounds where the removed vertex would sit.
+    rim = [loop for loop in boundary_loops(holed) if len(loop) < len(oval)][0]
+    assert np.ptp(uv[rim], axis=0).min() > 0.01
+
+
+def test_edges_are_inserted_by_flips_without_breaking_the_embedding():
+    points, oval = _disk_points(n_inner=80, seed=3)
+    faces = triangulate_disk(points, oval)
+    edges = {tuple(e) for e in np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1).tolist()}
+    # A chord between two interior points that is not an edge yet but crosses only a few.
+    interior = np.arange(len(oval), len(points))
+    distance = np.linalg.norm(points[interior, None, :2] - points[None, interior, :2], axis=-1)
+    a, b = next((int(interior[i]), int(interior[j])) for i, j in zip(*np.nonzero((distance > 0.25) & (distance < 0.35)))
+                if (min(interior[i], interior[j]), max(interior[i], interior[j])) not in edges)
+    wanted = {(min(a, b), max(a, b))}
+    out = insert_edges_by_flips(points[:, :2], faces, wanted)
+    new_edges = {tuple(e) for e in np.sort(out[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1).tolist()}
+    assert wanted <= new_edges
+    assert len(out) == len(faces) and np.all(_signed_area(points[out][:, :, :2]) > 0)

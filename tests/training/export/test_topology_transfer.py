@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from training.export.topology_transfer import (  # noqa: E402
+    coarse_row_map,
+    model_from_onnx,
+    transfer_decoders,
+    transfer_topology,
+)
+
+
+def _batchnorm_stats_nudged(model):
+    """Give every BatchNorm non-trivial statistics so the export folds something real."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.1, generator=generator)
+                module.running_var.uniform_(0.5, 1.5, generator=generator)
+                module.weight.uniform_(0.8, 1.2, generator=generator)
+                module.bias.normal_(0.0, 0.1, generator=generator)
+
+
+@pytest.fixture(scope="module")
+def exported(topology, tmp_path_factory):
+    from model.nn.face_model import FaceReconstructionModel
+    from training.export.onnx_export import export_onnx
+
+    torch.manual_seed(3)
+    model = FaceReconstructionModel(topology)
+    _batchnorm_stats_nudged(model)
+    with torch.no_grad():
+        for decoder in (model.identity_decoder.offsets, model.expression_decoder.offsets, model.albedo_decoder):
+            decoder.mlp[-1].weight.normal_(0.0, 0.02)
+        model.landmark_offsets.normal_(0.0, 0.001)
+    path = tmp_path_factory.mktemp("transfer") / "model.onnx"
+    export_onnx(model.eval(), path, trained=True, steps=7, landmark_calibration="test", half_weights=True)
+    return path
+
+
+def test_weights_read_back_from_the_graph_compute_what_the_graph_computes(topology, exported):
+    model = model_from_onnx(exported, topology)
+    session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(0).random((2, 3, model.image_size, model.image_size)).astype(np.float32)
+    outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": images})))
+    with torch.no_grad():
+        result = model(torch.as_tensor(images))
+    for name in ("expressive_vertices", "neutral_vertices", "albedo", "lighting", "rotation"):
+        np.testing.assert_allclose(getattr(result, name).numpy(), outputs[name], atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(result.landmarks_2d.numpy(), outputs["landmarks_2d"], atol=2e-3)
+
+
+def test_decoder_rows_become_midpoints_of_the_base_rows(topology, exported):
+    """On a coarse vertex the transferred decoder outputs the mean of its edge's two base vertices;
+    base vertices (and with them the landmarks) keep exactly their outputs."""
+    source = model_from_onnx(exported, topology)
+    target = model_from_onnx(exported, topology)
+    rows = coarse_row_map(topology, source.config.coarse_level)
+    transfer_decoders(source, target, rows)
+    images = torch.rand(2, 3, source.image_size, source.image_size)
+    with torch.no_grad():
+        before, after = source(images), target(images)
+        coarse = target.identity_decoder.offsets.mlp(target.encoder(images * 2 - 1).identity)
+    np.testing.assert_array_equal(after.landmarks_2d.numpy(), before.landmarks_2d.numpy())
+    np.testing.assert_array_equal(after.expressive_vertices[:, :468].numpy(), before.expressive_vertices[:, :468].numpy())
+    coarse = coarse.view(2, -1, 3)
+    a, b = topology.edge_parents[0]
+    np.testing.assert_allclose(coarse[:, 468].numpy(), (0.5 * (coarse[:, a] + coarse[:, b])).numpy(), atol=1e-6)
+
+
+def test_transfer_refuses_a_topology_with_other_base_vertices(topology, exported):
+    import dataclasses
+
+    moved = dataclasses.replace(topology, vertices=topology.vertices * 1.1)
+    with pytest.raises(ValueError, match="base vertices"):
+        transfer_topology(exported, topology, moved)

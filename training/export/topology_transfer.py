@@ -1,0 +1,132 @@
+"""Carry an exported face model over to a new topology asset without retraining.
+
+Only the surface's triangulation changes between topology versions that keep the 468 base
+vertices (their template positions, order and mirror map): the encoders, the pose and every
+base vertex's learned offset carry over exactly, so the 68 landmarks (base vertices plus their
+calibrated offsets) and with them the landmark figures do not move. The decoders' last layers
+predict one row per coarse-level vertex, and a coarse vertex is the midpoint of a base edge: each
+new coarse vertex takes the mean of its two base vertices' rows, which is exactly the midpoint of
+their outputs (the layer is linear), on the new template's smooth surface. (Copying the old rows
+of edges both triangulations share was tried: those offsets were learned around the old, folded
+triangulation and left pleats on the lower lip of a turned face.)
+
+Weights are read back from the exported ONNX graph (the shipped file), with each convolution's
+folded batch normalisation kept in the convolution and its BatchNorm set to the identity (running
+mean 0, variance 1 - eps, scale 1, shift = the folded bias): the rebuilt model computes what the
+graph does in evaluation mode. Its BatchNorm statistics are not the training ones, so a fine-tune
+from the written checkpoint must re-measure them first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from model.nn.face_model import FaceReconstructionModel, ModelConfig
+from model.onnx_contract import LANDMARK_OFFSETS, ModelMetadata
+from model.topology import NUM_BASE_VERTICES, FaceTopology
+
+WRAPPER_PREFIX = "model."  # the exporter names initializers by the wrapper's state-dict keys
+DECODER_LAST_LAYERS = ("identity_decoder.offsets.mlp.4", "expression_decoder.offsets.mlp.4", "albedo_decoder.mlp.4")
+
+
+def onnx_weights(graph: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Every initializer of ``graph`` by the name the computation reads it under: a weight stored
+    as float16 (:func:`training.export.onnx_graph.store_weights_as_float16`) is read through a
+    Cast to float32, so it is returned as float32 under the Cast's output name; equal weights the
+    exporter stored once are read through Identity nodes under their other names."""
+    out = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.graph.initializer}
+    for node in graph.graph.node:  # nodes are in topological order
+        if node.op_type in ("Cast", "Identity") and node.input[0] in out:
+            out[node.output[0]] = out[node.input[0]].astype(np.float32)
+    return out
+
+
+def model_from_onnx(path: Path, topology: FaceTopology, config: ModelConfig | None = None) -> FaceReconstructionModel:
+    """Rebuild the PyTorch model of an exported graph on ``topology`` (the one it was exported for)."""
+    graph = onnx.load(str(path))
+    weights = onnx_weights(graph)
+    model = FaceReconstructionModel(topology, config or ModelConfig()).eval()
+    state = model.state_dict()
+    loaded = {}
+    for key in state:
+        if WRAPPER_PREFIX + key in weights:
+            loaded[key] = torch.from_numpy(np.array(weights[WRAPPER_PREFIX + key]))
+    convolutions = [node for node in graph.graph.node if node.op_type == "Conv"]
+    modules = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
+    pairs = [(c, b) for c, b in zip(modules[:-1], modules[1:])
+             if isinstance(c, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)]
+    if len(pairs) != len(convolutions):
+        raise ValueError(f"{path}: {len(convolutions)} convolutions, the model has {len(pairs)}")
+    names = {id(m): n for n, m in model.named_modules()}
+    for node, (conv, norm) in zip(convolutions, pairs):
+        kernel, bias = weights[node.input[1]], weights[node.input[2]]
+        if tuple(kernel.shape) != tuple(conv.weight.shape):
+            raise ValueError(f"{path}: convolution {node.name} is {kernel.shape}, expected {tuple(conv.weight.shape)}")
+        conv_name, norm_name = names[id(conv)], names[id(norm)]
+        loaded[f"{conv_name}.weight"] = torch.as_tensor(kernel)
+        loaded[f"{norm_name}.weight"] = torch.ones_like(norm.weight)
+        loaded[f"{norm_name}.bias"] = torch.as_tensor(bias)
+        loaded[f"{norm_name}.running_mean"] = torch.zeros(norm.num_features)
+        loaded[f"{norm_name}.running_var"] = torch.full((norm.num_features,), 1.0 - norm.eps)
+        loaded[f"{norm_name}.num_batches_tracked"] = torch.tensor(0)
+    loaded["landmark_offsets"] = torch.as_tensor(weights[LANDMARK_OFFSETS])
+    missing = sorted(set(state) - set(loaded))
+    if missing:
+        raise ValueError(f"{path}: no weights for {missing}")
+    model.load_state_dict(loaded)
+    return model
+
+
+def coarse_row_map(topology: FaceTopology, coarse_level: int) -> list[tuple[int, ...]]:
+    """For each coarse-level vertex of ``topology``, the base vertices whose decoder rows it takes:
+    a base vertex its own, a midpoint the mean of its edge's two."""
+    if coarse_level != 1:
+        raise ValueError("topology transfer supports decoders on subdivision level 1 (ModelConfig.coarse_level)")
+    rows: list[tuple[int, ...]] = [(v,) for v in range(NUM_BASE_VERTICES)]
+    rows += [(a, b) for a, b in topology.edge_parents[: topology.level_sizes[1] - NUM_BASE_VERTICES].tolist()]
+    return rows
+
+
+def transfer_decoders(source: FaceReconstructionModel, target: FaceReconstructionModel,
+                      rows: list[tuple[int, ...]]) -> None:
+    """Copy every weight of ``source`` into ``target`` (built on the new topology), remapping the
+    decoders' last layers row by row (``rows`` from :func:`coarse_row_map`)."""
+    state = source.state_dict()
+    out = {}
+    for key, value in state.items():
+        layer = key.rsplit(".", 1)[0]
+        if layer in DECODER_LAST_LAYERS:
+            per_vertex = value.view(-1, 3, *value.shape[1:])
+            value = torch.stack([per_vertex[list(r)].mean(dim=0) for r in rows]).reshape(-1, *value.shape[1:])
+        out[key] = value
+    target.load_state_dict(out)
+
+
+def transfer_topology(model_path: Path, old_topology: FaceTopology, new_topology: FaceTopology) -> tuple[
+        FaceReconstructionModel, ModelMetadata]:
+    """The model of ``model_path`` (exported for ``old_topology``) rebuilt on ``new_topology``."""
+    for name in ("vertices", "mirror", "landmarks68"):
+        old_base = getattr(old_topology, name)[:NUM_BASE_VERTICES]
+        new_base = getattr(new_topology, name)[:NUM_BASE_VERTICES]
+        if old_base.shape != new_base.shape or not np.allclose(old_base, new_base, atol=1e-7):
+            raise ValueError(f"the two topologies differ in their base vertices' {name}: retrain instead")
+    graph = onnx.load(str(model_path))
+    props = {p.key: p.value for p in graph.metadata_props}
+    metadata = ModelMetadata.from_properties(props)
+    if metadata.topology_version != old_topology.version:
+        raise ValueError(f"{model_path} was exported for topology {metadata.topology_version}, "
+                         f"not {old_topology.version}")
+    config = ModelConfig()  # the shipped architecture (exports record only the input size, checked below)
+    if metadata.input_size != config.encoder.image_size:
+        raise ValueError(f"{model_path} takes {metadata.input_size}-pixel crops, "
+                         f"the model config {config.encoder.image_size}")
+    source = model_from_onnx(model_path, old_topology, config)
+    target = FaceReconstructionModel(new_topology, config).eval()
+    transfer_decoders(source, target, coarse_row_map(new_topology, config.coarse_level))
+    return target, metadata
