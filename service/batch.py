@@ -4,6 +4,7 @@ through the same detection and reconstruction as the service (in-process, ONNX R
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -77,18 +78,24 @@ def collect_images(paths: Sequence[Path]) -> tuple[list[tuple[Path, Path]], list
 
 def reconstruct_files(pipeline: FacePipeline, jobs: Sequence[tuple[Path, Path]], out_dir: Path,
                       options: MeshOptions, uv_map: UVRasterMap, *, show_progress: bool = True) -> BatchSummary:
-    """Reconstruct every job; a file that fails is skipped with its reason, the rest go on."""
+    """Reconstruct every job; a file that fails is skipped with its reason, the rest go on.
+
+    Progress goes to stderr: a tqdm bar on a terminal, else (a log file, a pipe) one plain line per file."""
     summary = BatchSummary()
-    topology = pipeline.reconstructor.topology
-    progress = tqdm(total=len(jobs), desc="reconstruct", unit="image", disable=not show_progress)
+    reconstructor = pipeline.reconstructor
+    topology = reconstructor.topology
+    lines = show_progress and not sys.stderr.isatty()
+    progress = tqdm(total=len(jobs), desc="reconstruct", unit="image", disable=not show_progress or lines)
     started = time.perf_counter()
-    for source, stem in jobs:
+    for number, (source, stem) in enumerate(jobs, 1):
         try:
             image = pipeline.decode(source.read_bytes())
             rec = pipeline.reconstruct(image, options.faces, options.box)
         except (OSError, ImageDecodeError, NoFaceFound, InvalidBox) as err:
             summary.skipped.append((str(source), _reason(err)))
+            outcome = "skipped"
         else:
+            outcome = f"{len(rec.faces)} face{'s' if len(rec.faces) != 1 else ''}"
             target = out_dir / stem
             target.parent.mkdir(parents=True, exist_ok=True)
             names = []
@@ -96,12 +103,18 @@ def reconstruct_files(pipeline: FacePipeline, jobs: Sequence[tuple[Path, Path]],
                 for name, data in mesh_files([mesh], options.format, mesh.name).items():
                     (target.parent / name).write_bytes(data)
                     names.append(name)
-            sidecar = reconstruction_json(rec, options.space, topology, include_mesh=False).model_dump(mode="json")
+            sidecar = reconstruction_json(rec, options.space, topology, include_mesh=False,
+                                          model_version=reconstructor.model_version,
+                                          landmark_calibration=reconstructor.metadata.landmark_calibration
+                                          ).model_dump(mode="json")
             sidecar = {"source": str(source), "files": names, **sidecar}
             target.with_name(f"{stem.name}.json").write_text(json.dumps(sidecar, indent=1))
             summary.processed += 1
             summary.faces += len(rec.faces)
-        progress.set_postfix_str(f"faces {summary.faces}, skipped {len(summary.skipped)}", refresh=False)
+        status = f"faces {summary.faces}, skipped {len(summary.skipped)}"
+        if lines:
+            print(f"reconstruct {number}/{len(jobs)}: {source}: {outcome} ({status})", file=sys.stderr, flush=True)
+        progress.set_postfix_str(status, refresh=False)
         progress.update(1)
     progress.close()
     summary.seconds = time.perf_counter() - started

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias, cast
 
 from model.conventions import FaceSelection, MeshSpace, parse_box
 
@@ -66,22 +66,6 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0 if summary.processed else 1
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
@@ -105,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # no WebSocket routes, so no upgrades.
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=log_config, access_log=False,
                 timeout_graceful_shutdown=settings.graceful_shutdown_s, ws="none",
-                http=guarded_h11_protocol(settings, app.state.metrics),
+                http=guarded_h11_protocol(settings, app.state.metrics, lambda: app.state.model_version),
                 h11_max_incomplete_event_size=settings.max_header_bytes)
     return 0
 
@@ -130,41 +114,104 @@ def add_plugin_commands(sub: SubParsers) -> None:
         register(sub)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, ``(default: ...)``, except where there is none to show
+    (the help then says what applies)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``facerecon`` and of each of its commands (also those of the plugins): help with defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def versions() -> str:
+    """The package's version and the shipped model's (``facerecon --version``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
+
+    try:
+        package = version("facerecon")
+    except PackageNotFoundError:
+        package = "unknown (not installed)"
+    try:
+        reconstructor = FaceReconstructor(DEFAULT_MODEL)
+    except (FileNotFoundError, ValueError) as err:
+        model = f"none ({err})"
+    else:
+        model = (f"{reconstructor.model_version} (landmark calibration: "
+                 f"{reconstructor.metadata.landmark_calibration}; {DEFAULT_MODEL})")
+    return f"facerecon {package}\nmodel {model}"
+
+
+class VersionAction(argparse.Action):
+    """``--version``: prints :func:`versions` (the model is loaded only then) and exits 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(versions())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from model.runtime.detector import DEFAULT_DETECTOR
     from model.runtime.reconstructor import DEFAULT_MODEL
 
-    parser = argparse.ArgumentParser(prog="facerecon", description="Single-image 3D face reconstruction.")
+    parser = CommandParser(prog="facerecon", description="Single-image 3D face reconstruction.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action=VersionAction, help="print the package's and the shipped model's "
+                                                                "versions and exit")
+    sub = cast(SubParsers, parser.add_subparsers(dest="command", required=True, parser_class=CommandParser))
 
-    rec = sub.add_parser("reconstruct", help="reconstruct the faces in photos and folders into mesh files")
+    rec = sub.add_parser("reconstruct", help="reconstruct the faces in photos and folders into mesh files",
+                         description="Reconstruct the faces in photos and folders: one mesh per face and a JSON "
+                                     "sidecar per photo (box, score, landmarks, pose, model version). Progress goes "
+                                     "to stderr: a bar on a terminal, one line per photo otherwise.")
     rec.add_argument("images", nargs="+", type=Path, metavar="PATH", help="photos, or folders searched recursively")
     rec.add_argument("-o", "--out", type=Path, required=True, metavar="OUTDIR",
-                     help="folder for one mesh per face and a JSON sidecar per photo (box, score, landmarks, pose)")
-    rec.add_argument("--format", choices=MESH_FORMATS, default="glb")
-    rec.add_argument("--faces", choices=[s.value for s in FaceSelection], default=FaceSelection.largest.value)
-    rec.add_argument("--box", type=_box_argument, metavar="x1,y1,x2,y2", help="face box in pixels: skips detection")
+                     help="folder for one mesh per face and a JSON sidecar per photo (box, score, landmarks, pose, "
+                          "model_version, landmark_calibration)")
+    rec.add_argument("--format", choices=MESH_FORMATS, default="glb", help="mesh file format")
+    rec.add_argument("--faces", choices=[s.value for s in FaceSelection], default=FaceSelection.largest.value,
+                     help="largest: the largest detected face of each photo; all: every detected face")
+    rec.add_argument("--box", type=_box_argument, metavar="x1,y1,x2,y2",
+                     help="face box in pixels: skips detection (default: detect the faces)")
     rec.add_argument("--space", choices=[s.value for s in MeshSpace], default=MeshSpace.image.value,
                      help="image: posed as in the photo; canonical: frontal; neutral: frontal without expression")
     rec.add_argument("--texture", choices=("none", "vertex", "uv"), default="vertex",
                      help="vertex colours or a UV texture baked from the photo")
-    rec.add_argument("--texture-size", type=int, default=512)
-    rec.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    rec.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR)
+    rec.add_argument("--texture-size", type=int, default=512, metavar="PIXELS",
+                     help="side of the baked UV texture (--texture uv)")
+    rec.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="reconstruction model (.onnx)")
+    rec.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR, help="face detector model (.onnx)")
     rec.add_argument("--refine", action="store_true",
                      help="reconstruct detected faces twice, re-cropped around the first pass's landmarks "
                           "(more accurate, one more network run)")
     rec.add_argument("--mirror-average", action="store_true",
                      help="also reconstruct each face from its mirror image and average the two (more accurate, "
                           "twice the network's work)")
-    rec.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    rec.add_argument("-q", "--quiet", action="store_true", help="no progress bar or progress lines")
     rec.set_defaults(func=cmd_reconstruct)
 
-    srv = sub.add_parser("serve", help="start the HTTP service")
-    srv.add_argument("--host", help="interface to listen on (default 127.0.0.1, or FACERECON_HOST)")
-    srv.add_argument("--port", type=int, help="default 8000, or FACERECON_PORT")
-    srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+    srv = sub.add_parser("serve", help="start the HTTP service",
+                         description="Start the HTTP service. Every setting is also an environment variable "
+                                     "(FACERECON_*, see service/settings.py); options override them.")
+    srv.add_argument("--host", help="interface to listen on (default: 127.0.0.1, or FACERECON_HOST)")
+    srv.add_argument("--port", type=int, help="TCP port (default: 8000, or FACERECON_PORT)")
+    srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                     help="least severe log level written (default: info, or FACERECON_LOG_LEVEL)")
     srv.set_defaults(func=cmd_serve)
 
     add_plugin_commands(sub)

@@ -256,7 +256,7 @@ class MeshFile:
 
     @property
     def model_version(self) -> str | None:
-        """``X-Model-Version`` when the server sends it."""
+        """``X-Model-Version`` when the server sends it: the model that made the mesh (as ``info().model_version``)."""
         return self.headers.get("x-model-version")
 
     def files(self) -> dict[str, bytes]:
@@ -280,6 +280,11 @@ class BatchArchive:
     summary: BatchJSON
     request_id: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def model_version(self) -> str | None:
+        """``X-Model-Version`` when the server sends it (also ``summary.model_version``)."""
+        return self.headers.get("x-model-version")
 
     def files(self) -> dict[str, bytes]:
         """The zip's files by name (``results.json`` included)."""
@@ -585,9 +590,10 @@ class FaceReconClient:
         """``POST /v1/reconstruct``: the largest face (``faces="all"``: every face) of one photo.
 
         ``image``: JPEG, PNG or WebP bytes, a path, or a binary file. ``format``: ``glb`` | ``obj`` | ``ply``
-        give a :class:`MeshFile` (7,257-vertex meshes in metres), ``json`` a ``ReconstructionJSON`` (per face:
-        box, score, yaw/pitch/roll in degrees, (68, 2) and (68, 3) landmarks in pixels, metres_per_pixel; with
-        ``include_mesh`` (V, 3) vertices in metres and (F, 3) triangles). ``texture``: none | vertex | uv;
+        give a :class:`MeshFile` (meshes in metres, as many vertices as ``info()`` says), ``json`` a
+        ``ReconstructionJSON`` (per face: box, score, yaw/pitch/roll in degrees, (68, 2) and (68, 3) landmarks in
+        pixels, metres_per_pixel; with ``include_mesh`` (V, 3) vertices in metres and (F, 3) triangles).
+        ``texture``: none | vertex | uv;
         ``space``: image | canonical | neutral; ``box``: ``(x1, y1, x2, y2)`` in pixels of the upright photo,
         or ``"x1,y1,x2,y2"``, to skip detection. Options left None take the server's defaults (vertex, image,
         largest). Raises :class:`NoFace`, :class:`BadImage` ... (:class:`FaceReconError`)."""

@@ -62,11 +62,11 @@ def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(a
 class ReconstructionOptions:
     """What to reconstruct and how to encode it: form fields of /v1/reconstruct and /v1/reconstruct/batch."""
 
-    format: Annotated[OutputFormat, Form(description=FORMAT_HELP)] = OutputFormat.glb
-    texture: Annotated[TextureMode, Form(description=TEXTURE_HELP)] = TextureMode.vertex
-    space: Annotated[MeshSpace, Form(description=SPACE_HELP)] = MeshSpace.image
-    faces: Annotated[FaceSelection, Form(description=FACES_HELP)] = FaceSelection.largest
-    include_mesh: Annotated[bool, Form(description=INCLUDE_MESH_HELP)] = False
+    format: Annotated[OutputFormat, Form(description=FORMAT_HELP, examples=["json"])] = OutputFormat.glb
+    texture: Annotated[TextureMode, Form(description=TEXTURE_HELP, examples=["vertex"])] = TextureMode.vertex
+    space: Annotated[MeshSpace, Form(description=SPACE_HELP, examples=["image"])] = MeshSpace.image
+    faces: Annotated[FaceSelection, Form(description=FACES_HELP, examples=["all"])] = FaceSelection.largest
+    include_mesh: Annotated[bool, Form(description=INCLUDE_MESH_HELP, examples=[False])] = False
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

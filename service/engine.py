@@ -101,6 +101,16 @@ class ReconstructionEngine:
         self.ready = False
 
     @property
+    def model_version(self) -> str:
+        """The reconstruction model's version (training steps and file hash): /v1/info, ``X-Model-Version``."""
+        return self.reconstructor.model_version
+
+    @property
+    def landmark_calibration(self) -> str:
+        """What the model's landmark offsets were fitted on (ONNX metadata), ``none`` when not calibrated."""
+        return self.reconstructor.metadata.landmark_calibration
+
+    @property
     def providers(self) -> list[str]:
         """Execution providers the reconstruction session really uses, best first."""
         return self.reconstructor.session.get_providers()

@@ -8,6 +8,8 @@ import logging.config
 import time
 
 _STANDARD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+# Extras never written: uvicorn's ``color_message`` repeats the message with ANSI colour codes for terminals.
+_DROPPED_EXTRAS = {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,7 +20,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES})
+        entry.update({k: v for k, v in vars(record).items()
+                      if k not in _STANDARD_ATTRIBUTES and k not in _DROPPED_EXTRAS})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

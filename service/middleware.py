@@ -84,12 +84,19 @@ async def answer_problem(scope: Scope, receive: Receive, send: Send, problem: Pr
     await response(scope, receive, send)
 
 
-class RequestContextMiddleware:
-    """Gives each request an id (the client's X-Request-ID when sane), echoes it, and records
-    one structured access-log line and the request metrics. Never logs bodies or file names."""
+def _no_version() -> str | None:
+    return None
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: Sequence[BaseRoute] = ()) -> None:
+
+class RequestContextMiddleware:
+    """Gives each request an id (the client's X-Request-ID when sane), echoes it, adds ``X-Model-Version``
+    (``model_version()``, once known), and records one structured access-log line and the request metrics.
+    Never logs bodies or file names."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: Sequence[BaseRoute] = (),
+                 model_version: Callable[[], str | None] = _no_version) -> None:
         self.app, self.metrics, self.route_label = app, metrics, RouteLabels(routes)
+        self.model_version = model_version
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,8 +111,11 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                version = self.model_version()
+                if version:
+                    headers.append((b"x-model-version", version.encode("latin-1")))
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -282,6 +292,11 @@ class GuardedH11Protocol(H11Protocol):
     max_headers: ClassVar[int] = 100
     metrics: ClassVar[ServiceMetrics | None] = None
 
+    @staticmethod
+    def model_version() -> str | None:
+        """The X-Model-Version of the protocol's own answers (None: not sent)."""
+        return None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_head_bytes = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
@@ -338,8 +353,10 @@ class GuardedH11Protocol(H11Protocol):
         self._count(slug)
         log.info("refused", extra={"status": status, "reason": slug})
         body = json.dumps(problem_document(status, slug, slug, detail)).encode()
+        version = self.model_version()
+        version_line = f"x-model-version: {version}\r\n" if version else ""
         head = (f"HTTP/1.1 {status} {STATUS_PHRASES[status].decode()}\r\ncontent-type: {PROBLEM_MEDIA_TYPE}\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode("latin-1")
+                f"content-length: {len(body)}\r\n{version_line}connection: close\r\n\r\n").encode("latin-1")
         self.transport.write(head + body)
         self.transport.close()
 
@@ -348,12 +365,16 @@ class GuardedH11Protocol(H11Protocol):
             self.metrics.connections_refused.labels(reason).inc()
 
 
-def guarded_h11_protocol(settings: ServiceSettings, metrics: ServiceMetrics | None = None) -> type[H11Protocol]:
+def guarded_h11_protocol(settings: ServiceSettings, metrics: ServiceMetrics | None = None,
+                         model_version: Callable[[], str | None] = _no_version) -> type[H11Protocol]:
     """The protocol class to give uvicorn (``http=``) for these settings; uvicorn must also get
-    ``h11_max_incomplete_event_size=settings.max_header_bytes``."""
+    ``h11_max_incomplete_event_size=settings.max_header_bytes``. ``model_version``: the X-Model-Version
+    of its own answers (None: not sent)."""
 
     class Protocol(GuardedH11Protocol):
-        pass
+        @staticmethod
+        def model_version() -> str | None:
+            return model_version()
 
     Protocol.header_timeout_s, Protocol.max_headers, Protocol.metrics = (settings.header_timeout_s,
                                                                         settings.max_headers, metrics)

@@ -62,9 +62,24 @@ TITLES = {
 }
 
 
-def problem_doc(description: str) -> dict[str, Any]:
-    """An OpenAPI ``responses`` entry whose body is a problem document."""
-    return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {"schema": Problem.model_json_schema()}}}
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"  # the app's OpenAPI document defines it (service.app)
+
+
+def problem_example(status: int, slug: str, detail: str, instance: str = "/v1/reconstruct") -> dict[str, Any]:
+    """An OpenAPI example object: the problem document the service answers for ``slug``."""
+    return {"summary": TITLES.get(slug, slug),
+            "value": problem_document(status, slug, slug, detail, instance, "4f1c0f5a9d2b4e0c8a7e6b5d4c3b2a19")}
+
+
+def problem_doc(description: str, *examples: tuple[int, str, str], instance: str = "/v1/reconstruct"
+                ) -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry whose body is a problem document (the shared ``Problem`` schema), with an
+    example of each ``(status, slug, detail)`` given, as answered at the path ``instance``."""
+    content: dict[str, Any] = {"schema": {"$ref": PROBLEM_SCHEMA_REF}}
+    if examples:
+        content["examples"] = {slug: problem_example(status, slug, detail, instance)
+                               for status, slug, detail in examples}
+    return {"description": description, "content": {PROBLEM_MEDIA_TYPE: content}}
 
 
 def bad_image(detail: str) -> ProblemError:

@@ -64,6 +64,12 @@ class FaceJSON(BaseModel):
                                                                        "seen from outside (include_mesh=true)")
 
 
+MODEL_VERSION_HELP = ("the reconstruction model that answered: its training steps and the first 12 hex digits of "
+                      "its file's SHA-256 (also the X-Model-Version header of every answer)")
+LANDMARK_CALIBRATION_HELP = ("what the model's 68 landmark positions on the mesh were calibrated on (the ONNX "
+                             "metadata facerecon.landmark_calibration); 'none' when not calibrated")
+
+
 class ReconstructionJSON(BaseModel):
     width: int = Field(description="upright photo width in pixels")
     height: int = Field(description="upright photo height in pixels")
@@ -71,6 +77,9 @@ class ReconstructionJSON(BaseModel):
     face_count: int
     faces_dropped: int = Field(default=0, description="faces=all: faces detected beyond the server's max_faces, "
                                                        "not reconstructed (also the X-Faces-Dropped header)")
+    model_version: str = Field(description=MODEL_VERSION_HELP, examples=["27500-steps-051f976c900f"])
+    landmark_calibration: str = Field(description=LANDMARK_CALIBRATION_HELP,
+                                      examples=["aflw2000-3d-dev (123 images)"])
     faces: list[FaceJSON]
 
 
@@ -85,9 +94,12 @@ class BatchItemJSON(BaseModel):
 
 
 class BatchJSON(BaseModel):
-    succeeded: int
-    failed: int
-    items: list[BatchItemJSON]
+    succeeded: int = Field(description="images reconstructed")
+    failed: int = Field(description="images that got a problem instead")
+    model_version: str = Field(description=MODEL_VERSION_HELP, examples=["27500-steps-051f976c900f"])
+    landmark_calibration: str = Field(description=LANDMARK_CALIBRATION_HELP,
+                                      examples=["aflw2000-3d-dev (123 images)"])
+    items: list[BatchItemJSON] = Field(description="one per image, in the order sent")
 
 
 class ReadyJSON(BaseModel):
@@ -97,7 +109,9 @@ class ReadyJSON(BaseModel):
 
 
 class InfoJSON(BaseModel):
-    model_version: str
+    model_version: str = Field(description=MODEL_VERSION_HELP, examples=["27500-steps-051f976c900f"])
+    landmark_calibration: str = Field(description=LANDMARK_CALIBRATION_HELP,
+                                      examples=["aflw2000-3d-dev (123 images)"])
     topology_version: str
     trained: bool
     vertices: int
@@ -106,3 +120,28 @@ class InfoJSON(BaseModel):
     providers: list[str]
     limits: dict[str, float | int]
     batching: dict[str, float | int]
+
+
+# Examples of the JSON answers, for the OpenAPI document (built from the models, so they always match them).
+_EXAMPLE_MODEL, _EXAMPLE_CALIBRATION = "27500-steps-051f976c900f", "aflw2000-3d-dev (123 images)"
+_EXAMPLE_FACE = FaceJSON(box=[212.0, 140.5, 388.2, 330.9], score=0.9731, yaw=-12.4, pitch=3.1, roll=1.8,
+                         landmarks_2d=[[221.4, 198.2], [223.9, 221.7]],  # 68 points, the first two shown
+                         landmarks_3d=[[221.4, 198.2, 41.3], [223.9, 221.7, 44.0]], metres_per_pixel=0.000812)
+RECONSTRUCTION_EXAMPLE = ReconstructionJSON(width=640, height=480, space=MeshSpace.image, face_count=1,
+                                            faces=[_EXAMPLE_FACE], model_version=_EXAMPLE_MODEL,
+                                            landmark_calibration=_EXAMPLE_CALIBRATION).model_dump(mode="json")
+BATCH_EXAMPLE = BatchJSON(succeeded=1, failed=1, model_version=_EXAMPLE_MODEL,
+                          landmark_calibration=_EXAMPLE_CALIBRATION, items=[
+    BatchItemJSON(index=0, filename="one.jpg", status=200, result=ReconstructionJSON(**RECONSTRUCTION_EXAMPLE)),
+    BatchItemJSON(index=1, filename="wall.jpg", status=422,
+                  error={"type": "urn:facerecon:problem:no-face", "title": "No face found", "status": 422,
+                         "detail": "no face was detected in the image"}),
+]).model_dump(mode="json")
+READY_EXAMPLE = ReadyJSON(status="ready", providers=["CPUExecutionProvider"]).model_dump(mode="json")
+INFO_EXAMPLE = InfoJSON(
+    model_version=_EXAMPLE_MODEL, landmark_calibration=_EXAMPLE_CALIBRATION, topology_version="2.141e23a26f60",
+    trained=True, vertices=7489, triangles=14832, input_size=128, providers=["CPUExecutionProvider"],
+    limits={"max_upload_bytes": 15728640, "max_pixels": 40000000, "max_faces": 16, "max_batch_images": 16,
+            "max_in_flight": 32},
+    batching={"max_batch": 16, "max_wait_ms": 4.0},
+).model_dump(mode="json")

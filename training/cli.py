@@ -1,5 +1,5 @@
 """The training commands of ``facerecon`` (export, build-topology, prepare, train, synthesize,
-evaluate, calibrate-landmarks, build-detector).
+evaluate, calibrate-landmarks, build-detector, transfer-topology).
 
 The ``facerecon`` command (:mod:`service.cli`) finds them through the ``facerecon.commands``
 entry points, one per command, each naming a ``register_*`` function here; heavy imports
@@ -52,8 +52,8 @@ def register_export(sub: SubParsers) -> None:
     src = exp.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="training checkpoint (with its landmark calibration, if any)")
     src.add_argument("--untrained", action="store_true", help="export a randomly initialised model (placeholder)")
-    exp.add_argument("--seed", type=int, default=0)
-    exp.add_argument("--out", type=Path, default=DEFAULT_MODEL)
+    exp.add_argument("--seed", type=int, default=0, help="random seed of the --untrained weights")
+    exp.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="where to write the .onnx")
     exp.add_argument("--half-weights", action="store_true",
                      help="store the weights as float16 (half the file; computed in float32)")
     exp.set_defaults(func=cmd_export)
@@ -77,10 +77,11 @@ def cmd_build_topology(args: argparse.Namespace) -> int:
 
 def register_build_topology(sub: SubParsers) -> None:
     topo = sub.add_parser("build-topology", help="regenerate the face topology asset from photos")
-    topo.add_argument("--images", type=Path, nargs="+", required=True, metavar="DIR")
-    topo.add_argument("--out", type=Path, default=DEFAULT_ASSET)
-    topo.add_argument("--max-images", type=int, default=3000)
-    topo.add_argument("--seed", type=int, default=0)
+    topo.add_argument("--images", type=Path, nargs="+", required=True, metavar="DIR",
+                      help="folders of face photos to fit the topology to")
+    topo.add_argument("--out", type=Path, default=DEFAULT_ASSET, help="where to write the topology asset (.npz)")
+    topo.add_argument("--max-images", type=int, default=3000, help="photos used at most")
+    topo.add_argument("--seed", type=int, default=0, help="random seed of the photo sample")
     topo.set_defaults(func=cmd_build_topology)
 
 
@@ -100,12 +101,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def register_prepare(sub: SubParsers) -> None:
     prep = sub.add_parser("prepare", help="label training photos with dense landmarks and store face crops")
-    prep.add_argument("--images", type=Path, nargs="+", required=True, metavar="DIR")
-    prep.add_argument("--out", type=Path, required=True, metavar="DATA")
-    prep.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)))
-    prep.add_argument("--crop-size", type=int, default=192)
-    prep.add_argument("--val-fraction", type=float, default=0.05)
-    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--images", type=Path, nargs="+", required=True, metavar="DIR",
+                      help="folders of training photos, searched recursively")
+    prep.add_argument("--out", type=Path, required=True, metavar="DATA", help="folder for the prepared data")
+    prep.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
+                      help="labelling processes (default: the CPU count, here %(default)s)")
+    prep.add_argument("--crop-size", type=int, default=192, metavar="PIXELS", help="side of the stored face crops")
+    prep.add_argument("--val-fraction", type=float, default=0.05, help="share of the faces held out for validation")
+    prep.add_argument("--seed", type=int, default=0, help="random seed of the validation split")
     prep.set_defaults(func=cmd_prepare)
 
 
@@ -133,7 +136,8 @@ def register_train(sub: SubParsers) -> None:
     trn.add_argument("--config", type=Path, required=True, metavar="CONFIG",
                      help="TOML file (training/configs/; may extend another, see training.config)")
     trn.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder; an existing run resumes")
-    trn.add_argument("--max-samples", type=int, help="use only the first N training samples (smoke tests)")
+    trn.add_argument("--max-samples", type=int, metavar="N",
+                     help="use only the first N training samples (smoke tests; default: all)")
     trn.set_defaults(func=cmd_train)
 
 
@@ -174,10 +178,11 @@ def register_synthesize(sub: SubParsers) -> None:
     syn.add_argument("--out", type=Path, required=True, metavar="DATA_POSED", help="folder for the new shards")
     syn.add_argument("--yaw-max", type=float, default=90.0, help="target yaws spread over [-yaw-max, yaw-max]")
     syn.add_argument("--per-image", type=int, default=2, help="turned views per source face")
-    syn.add_argument("--limit", type=int, help="use a random subset of this many source faces")
+    syn.add_argument("--limit", type=int, help="use a random subset of this many source faces (default: all)")
     syn.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx or training checkpoint .pt")
-    syn.add_argument("--seed", type=int, default=0)
-    syn.add_argument("--contact-sheet", type=Path, metavar="PNG", help="also draw sample faces at yaws -90..90")
+    syn.add_argument("--seed", type=int, default=0, help="random seed of the yaws, lights and subset")
+    syn.add_argument("--contact-sheet", type=Path, metavar="PNG",
+                     help="also draw sample faces at yaws -90..90 (default: no sheet)")
     syn.add_argument("--sheet-faces", type=int, default=8, help="source faces on the contact sheet")
     syn.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     syn.set_defaults(func=cmd_synthesize)
@@ -210,15 +215,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def register_evaluate(sub: SubParsers) -> None:
     ev = sub.add_parser("evaluate", help="AFLW2000-3D 68-point NME of an exported model, per yaw bin")
     ev.add_argument("--aflw2000", type=Path, required=True, metavar="DIR", help="DIR/images and DIR/gt.npz")
-    ev.add_argument("--boxes", choices=("gt", "detect"), default="gt")
+    ev.add_argument("--boxes", choices=("gt", "detect"), default="gt",
+                    help="gt: crop each face around its annotated landmarks; detect: around the detector's box")
     ev.add_argument("--refine", action="store_true",
                     help="with --boxes detect: a second pass cropped around the first pass's landmarks")
     ev.add_argument("--mirror-average", action="store_true",
                     help="average each face's reconstruction with that of its mirror image")
-    ev.add_argument("--save-overlays", type=Path, metavar="OUT", help="write the mesh and landmarks over each photo")
+    ev.add_argument("--save-overlays", type=Path, metavar="OUT",
+                    help="write the mesh and landmarks over each photo into OUT (default: none written)")
     ev.add_argument("--convert-from", type=Path, metavar="ORIG",
                     help="first convert the original release (images + .mat) from ORIG into DIR")
-    ev.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ev.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx to evaluate")
     ev.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR, help="face detector for --boxes detect")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -262,8 +269,45 @@ def register_calibrate_landmarks(sub: SubParsers) -> None:
                      help="also write the offsets into the training checkpoint that --model was exported from, so "
                           "that `export --checkpoint CKPT` carries them")
     cal.add_argument("--source", help="how the metadata names the calibration data (default: DIR's name and count)")
-    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--seed", type=int, default=0, help="random seed of the folds")
     cal.set_defaults(func=cmd_calibrate_landmarks)
+
+
+def cmd_transfer_topology(args: argparse.Namespace) -> int:
+    from model.topology import FaceTopology
+    from training.checkpoint import save_checkpoint
+    from training.export.onnx_export import export_onnx, metadata_json
+    from training.export.topology_transfer import transfer_topology
+
+    for path in (args.model, args.old_topology):
+        if not path.is_file():
+            raise CLIError(f"not found: {path}")
+    try:
+        model, source = transfer_topology(args.model, FaceTopology.load(args.old_topology), FaceTopology.load())
+    except (ValueError, KeyError) as err:
+        raise CLIError(f"cannot transfer {args.model}: {err}") from None
+    metadata = export_onnx(model, args.out, trained=source.trained, steps=source.training_steps,
+                           landmark_calibration=source.landmark_calibration, half_weights=True)
+    if args.checkpoint:
+        args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(args.checkpoint, model, steps=source.training_steps,
+                        landmark_calibration=source.landmark_calibration)
+    print(f"wrote {args.out}" + (f" and {args.checkpoint}" if args.checkpoint else "") + f"\n{metadata_json(metadata)}")
+    return 0
+
+
+def register_transfer_topology(sub: SubParsers) -> None:
+    tra = sub.add_parser("transfer-topology",
+                         help="carry an exported model over to the installed topology asset (same 468 base "
+                              "vertices, new triangulation) without retraining")
+    tra.add_argument("--model", type=Path, required=True, help="exported .onnx made for --old-topology")
+    tra.add_argument("--old-topology", type=Path, required=True, metavar="NPZ",
+                     help="the topology asset --model was exported for (e.g. from git history)")
+    tra.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="where to write the transferred .onnx")
+    tra.add_argument("--checkpoint", type=Path, metavar="CKPT",
+                     help="also write a training checkpoint of the transferred weights (for a fine-tune with "
+                          "freeze_batchnorm; default: none)")
+    tra.set_defaults(func=cmd_transfer_topology)
 
 
 def cmd_build_detector(args: argparse.Namespace) -> int:
@@ -289,9 +333,10 @@ def register_build_detector(sub: SubParsers) -> None:
     det = sub.add_parser("build-detector", help="convert MediaPipe's BlazeFace face detector to ONNX")
     det.add_argument("--source", choices=("short", "full", "both"), default="both",
                      help="short-range (large faces), full-range (small faces) or both networks")
-    det.add_argument("--out", type=Path, default=DEFAULT_DETECTOR)
+    det.add_argument("--out", type=Path, default=DEFAULT_DETECTOR, help="where to write the detector's .onnx")
     det.add_argument("--calibrate", type=Path, nargs="+", metavar="DIR",
                      help="refit the face box calibration on training photos in DIR (default: the shipped fit)")
-    det.add_argument("--calibration-photos", type=int, default=1500)
-    det.add_argument("--seed", type=int, default=0)
+    det.add_argument("--calibration-photos", type=int, default=1500,
+                     help="photos used at most to refit the box calibration (--calibrate)")
+    det.add_argument("--seed", type=int, default=0, help="random seed of the calibration photo sample")
     det.set_defaults(func=cmd_build_detector)

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from model.nn.face_model import ModelConfig
 from training.data.augment import AugmentConfig
+from training.data.identity_sampling import IdentitySamplingConfig
 from training.data.pose_sampling import SamplingConfig
+from training.identity_losses import IdentityWeights
 from training.losses import LossWeights
 
 if TYPE_CHECKING:
@@ -61,6 +63,13 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    identity: IdentityWeights = field(default_factory=IdentityWeights)
+    identity_sampling: IdentitySamplingConfig = field(default_factory=IdentitySamplingConfig)
+    # A fine-tune starts from this checkpoint's weights (fresh optimiser) when the run has none yet.
+    init_checkpoint: str = ""
+    # Keep BatchNorm on its running statistics (a fine-tune on small CPU batches, or from weights
+    # read back out of an exported graph, whose BatchNorms are folded into the convolutions).
+    freeze_batchnorm: bool = False
     seed: int = 0
     workers: int = 2
     threads: int = 0  # torch CPU threads; 0 = torch's default

@@ -26,12 +26,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
+from model.nn.encoders import EncodedFace
 from model.nn.face_model import FaceReconstructionModel
 from model.topology import NUM_BASE_VERTICES, FaceTopology
-from training.checkpoint import load_model_state, save_checkpoint
+from training.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from training.config import OptimConfig, TrainConfig
 from training.data.dataset import PreparedFaces
+from training.data.identity_sampling import IdentityPairStream
 from training.data.pose_sampling import WeightedStream, pose_balanced_weights
+from training.identity_losses import IdentityLoss
 from training.losses import FaceLoss
 
 
@@ -63,6 +66,19 @@ def _setup_distributed() -> _Distributed:
     if torch.cuda.is_available():
         torch.cuda.set_device(info.local_rank)
     return info
+
+
+def set_training_mode(model: FaceReconstructionModel, freeze_batchnorm: bool) -> None:
+    """Training mode, with the BatchNorms on their running statistics when ``freeze_batchnorm``."""
+    model.train()
+    if freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+
+
+def _first_rows(codes: EncodedFace, count: int) -> EncodedFace:
+    return EncodedFace(**{f.name: getattr(codes, f.name)[:count] for f in dataclasses.fields(codes)})
 
 
 def landmark_nme(model: FaceReconstructionModel, dataset: PreparedFaces, device: torch.device,
@@ -99,13 +115,19 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
     val_set = PreparedFaces(roots[0], "val", topology, config.augment, seed=config.seed, limit=config.val_samples)
     model = FaceReconstructionModel(topology, config.model).to(device)
     criterion = FaceLoss(topology, config.loss, model.image_size).to(device)
+    identity_loss = IdentityLoss(topology, config.identity).to(device)
+    pairs = config.identity_sampling.pairs_per_batch
+    if pairs and dist_info.world_size > 1:
+        raise ValueError("identity pairs (identity_sampling.pairs_per_batch) train in a single process")
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.optim.learning_rate,
                                   weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, config.optim))
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    step, calibration = 0, "none"
+    # ``step`` counts this run's steps; checkpoints store the weights' total, init_steps (those of
+    # the init checkpoint, for a fine-tune) plus step.
+    step, init_steps, calibration = 0, 0, "none"
     last = out / "last.pt"
     if last.is_file():
         state = torch.load(last, map_location=device, weights_only=False)
@@ -114,9 +136,15 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        step = int(state["steps"])
-    elif dist_info.main:
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        init_steps = int(state.get("init_steps", 0))
+        step = int(state["steps"]) - init_steps
+    else:
+        if config.init_checkpoint:
+            initial, data = load_checkpoint(config.init_checkpoint, topology)
+            load_model_state(model, initial.state_dict())
+            init_steps, calibration = int(data["steps"]), data.get("landmark_calibration", calibration)
+        if dist_info.main:
+            (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     net: torch.nn.Module = model
     if dist_info.world_size > 1:
         net = DistributedDataParallel(model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
@@ -125,6 +153,11 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
     sampler: Sampler[int]
     if dist_info.world_size > 1:
         sampler = DistributedSampler(train_set, seed=config.seed)
+    elif pairs:
+        weights = pose_balanced_weights(train_set.yaw, config.sampling) if config.sampling.pose_balanced \
+            else torch.ones(len(train_set)).numpy()
+        sampler = IdentityPairStream(train_set.person, weights, config.optim.batch_size, pairs,
+                                     10**9 // config.optim.batch_size, generator)
     elif config.sampling.pose_balanced:
         sampler = WeightedStream(pose_balanced_weights(train_set.yaw, config.sampling), 10**9, generator)
     else:
@@ -142,11 +175,12 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
         if not dist_info.main:
             return
         extra = {"optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": scaler.state_dict(), "train_config": dataclasses.asdict(config)}
-        save_checkpoint(out / "last.tmp.pt", model, steps=step, landmark_calibration=calibration, extra=extra)
+                 "scaler": scaler.state_dict(), "train_config": dataclasses.asdict(config), "init_steps": init_steps}
+        save_checkpoint(out / "last.tmp.pt", model, steps=init_steps + step, landmark_calibration=calibration,
+                        extra=extra)
         (out / "last.tmp.pt").replace(last)
 
-    model.train()
+    set_training_mode(model, config.freeze_batchnorm)
     epoch, started = 0, time.monotonic()
     losses: list[float] = []
     while step < config.optim.steps:
@@ -157,8 +191,20 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                result = net(batch["image"])
+                if pairs:
+                    codes = model.encode(batch["image"])
+                    result = model.decode(codes)
+                    # Each pair's photos rebuilt with their partner's identity features.
+                    partner = torch.arange(2 * pairs, device=device) ^ 1
+                    exchanged = model.decode(_first_rows(codes, 2 * pairs), identity=codes.identity[partner])
+                else:
+                    result = net(batch["image"])
             loss, terms = criterion(result, batch)
+            exchanged_loss = criterion.landmark_loss(exchanged, batch["landmarks"][: 2 * pairs]) if pairs else None
+            identity_terms = identity_loss(result, batch["person"], pairs, exchanged_loss)
+            if identity_terms:
+                loss = loss + sum(identity_terms.values())
+                terms.update({name: float(value.detach()) for name, value in identity_terms.items()})
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimiser)
@@ -185,7 +231,7 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
     progress.close()
     if dist_info.main:
         window = max(1, min(config.log_every, len(losses) // 2))
-        metrics = {"val_nme468_percent": landmark_nme(model, val_set, device), "steps": float(step),
+        metrics = {"val_nme468_percent": landmark_nme(model, val_set, device), "steps": float(init_steps + step),
                    "train_minutes": (time.monotonic() - started) / 60}
         if losses:  # this session's first and last losses (a resumed run reports only its own part)
             metrics["loss_start"] = sum(losses[:window]) / window

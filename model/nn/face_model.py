@@ -14,7 +14,7 @@ from model.nn.decoders import (
     SubdivisionUpsampler,
     VertexDecoder,
 )
-from model.nn.encoders import EncoderConfig, FaceEncoder
+from model.nn.encoders import EncodedFace, EncoderConfig, FaceEncoder
 from model.nn.geometry import matrix_to_euler_degrees, pose_transform, project_to_pixels, rotation_6d_to_matrix
 from model.onnx_contract import OUTPUT_NAMES
 from model.topology import FaceTopology
@@ -98,9 +98,17 @@ class FaceReconstructionModel(nn.Module):
         return self.config.encoder.image_size
 
     def forward(self, image: torch.Tensor) -> FaceReconstruction:
+        return self.decode(self.encode(image))
+
+    def encode(self, image: torch.Tensor) -> EncodedFace:
+        """Crops (B, 3, S, S) RGB in [0, 1] -> the first representation (codes) of each face."""
+        return self.encoder((image - self.config.input_mean) / self.config.input_std)
+
+    def decode(self, codes: EncodedFace, identity: torch.Tensor | None = None) -> FaceReconstruction:
+        """Codes -> reconstruction. ``identity`` (B, Di) replaces the codes' identity features:
+        training's identity exchange rebuilds one photo of a person with another photo's identity."""
         size = self.image_size
-        codes = self.encoder((image - self.config.input_mean) / self.config.input_std)
-        neutral_surface, identity_offsets = self.identity_decoder(codes.identity)
+        neutral_surface, identity_offsets = self.identity_decoder(codes.identity if identity is None else identity)
         expressive_surface, expression_offsets = self.expression_decoder(codes.expression, neutral_surface)
         neutral = self.cavities.positions(neutral_surface)
         expressive = self.cavities.positions(expressive_surface)

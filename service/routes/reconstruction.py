@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
@@ -40,27 +41,46 @@ from service.problems import (
     problem_doc,
     unsupported_media_type,
 )
-from service.schemas import BOX_HELP, MEDIA_TYPES, BatchItemJSON, BatchJSON, OutputFormat
+from service.schemas import (
+    BATCH_EXAMPLE,
+    BOX_HELP,
+    MEDIA_TYPES,
+    RECONSTRUCTION_EXAMPLE,
+    BatchItemJSON,
+    BatchJSON,
+    OutputFormat,
+    ReconstructionJSON,
+)
 
 _SAFE_STEM = re.compile(r"[^A-Za-z0-9_-]+")
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: problem_doc("unreadable, corrupt or truncated image, or a malformed request body"),
-    401: problem_doc("API keys are configured and X-API-Key is missing or wrong"),
-    408: problem_doc("the request body arrived too slowly"),
+    400: problem_doc("unreadable, corrupt or truncated image, or a malformed request body",
+                     (400, "bad-image", "the image file is empty")),
+    401: problem_doc("API keys are configured and X-API-Key is missing or wrong",
+                     (401, "unauthenticated", "a valid X-API-Key header is required")),
+    408: problem_doc("the request body arrived too slowly",
+                     (408, "request-timeout", "the request body arrived slower than 16384 bytes/s")),
     413: problem_doc("upload over the byte limit, image over the pixel limit, or a request needing more memory "
-                     "than the server's whole budget (image-too-large)"),
-    415: problem_doc("the upload is not a JPEG, PNG or WebP image"),
+                     "than the server's whole budget (image-too-large)",
+                     (413, "upload-too-large", "the request body is larger than the limit of 15728640 bytes"),
+                     (413, "image-too-large", "image is 12000x9000, more than 40000000 pixels")),
+    415: problem_doc("the upload is not a JPEG, PNG or WebP image",
+                     (415, "unsupported-media-type", "not an image in an accepted format (JPEG, PNG, WebP)")),
     422: problem_doc("no face found, or invalid options: a bad value, a form field that is unknown or sent twice, "
-                     "or a box outside the rule"),
+                     "or a box outside the rule",
+                     (422, "no-face", "no face was detected in the image"),
+                     (422, "invalid-options", "format: Input should be 'glb', 'obj', 'ply' or 'json'")),
     503: {**problem_doc("too many requests in flight, or not enough of the memory budget free now: retry after "
-                        "the Retry-After header's seconds"),
+                        "the Retry-After header's seconds",
+                        (503, "overloaded", "too many requests in flight; retry after 1 s")),
           "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}},
 }
 _MESH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "the mesh file(s), or JSON with format=json",
+        "model": ReconstructionJSON,  # the schema of the application/json answer
         "headers": {"X-Face-Count": {"description": "faces reconstructed", "schema": {"type": "integer"}},
                     "X-Faces-Dropped": {"description": "with faces=all: faces detected beyond the server's "
                                         "max_faces and not reconstructed (absent when none)",
@@ -70,7 +90,7 @@ _MESH_RESPONSES: dict[int | str, dict[str, Any]] = {
             MEDIA_TYPES["obj"]: _BINARY,
             MEDIA_TYPES["ply"]: _BINARY,
             MEDIA_TYPES["zip"]: _BINARY,
-            "application/json": {"schema": {"$ref": "#/components/schemas/ReconstructionJSON"}},
+            "application/json": {"example": RECONSTRUCTION_EXAMPLE},
         },
     },
     **_ERRORS,
@@ -78,14 +98,35 @@ _MESH_RESPONSES: dict[int | str, dict[str, Any]] = {
 _BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "a zip with each image's mesh file(s) and results.json, or JSON with format=json",
-        "content": {MEDIA_TYPES["zip"]: _BINARY,
-                    "application/json": {"schema": {"$ref": "#/components/schemas/BatchJSON"}}},
+        "model": BatchJSON,
+        "content": {MEDIA_TYPES["zip"]: _BINARY, "application/json": {"example": BATCH_EXAMPLE}},
     },
     **_ERRORS,
 }
+
+
+def _form_examples(image_field: str, images: int = 1, **more: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """The request examples (an ``openapi_extra``) of a reconstruction route's multipart form: ``more`` adds
+    examples (name: (summary, options))."""
+    photo = "(the bytes of a JPEG, PNG or WebP photo)"
+    image: str | list[str] = [photo] * images if images > 1 else photo
+    examples = {
+        "glb": ("the largest face as binary glTF, coloured from the photo", {"format": "glb", "texture": "vertex"}),
+        "json": ("every face's landmarks and head pose as JSON", {"format": "json", "faces": "all"}),
+        "obj": ("the face without pose or expression, as OBJ with a baked UV texture (a zip)",
+                {"format": "obj", "texture": "uv", "space": "neutral"}),
+        **more,
+    }
+    return {"requestBody": {"content": {"multipart/form-data": {"examples": {
+        name: {"summary": summary, "value": {image_field: image, **options}}
+        for name, (summary, options) in examples.items()}}}}}
+
+
 _RECONSTRUCT_DOC = ("Reconstruct the largest face (or every face) of one photo. Binary formats answer with "
                     "the file itself; `X-Face-Count` tells how many faces it holds, `X-Faces-Dropped` how many "
                     "more were found than the server reconstructs.")
+_SINGLE_EXAMPLES = _form_examples("image", box=("the face in a given box (no detection) as JSON",
+                                                {"format": "json", "box": "212,140,388,331"}))
 _SINGLE_FIELDS = form_fields(("image", "box", *ReconstructionOptions.field_names()))
 _BATCH_FIELDS = form_fields(("images", *ReconstructionOptions.field_names()), repeatable=("images",))
 
@@ -148,9 +189,10 @@ async def reconstruct_upload(engine: ReconstructionEngine, data: bytes, faces: F
 
 @router.post("/reconstruct", summary="Alias of /v1/reconstruct", description=_RECONSTRUCT_DOC,
              response_class=Response, responses=_MESH_RESPONSES, operation_id="reconstruct_alias",
-             dependencies=[Depends(_SINGLE_FIELDS)])
+             dependencies=[Depends(_SINGLE_FIELDS)], openapi_extra=_SINGLE_EXAMPLES)
 @router.post("/v1/reconstruct", summary="Reconstruct the faces of a photo", description=_RECONSTRUCT_DOC,
-             response_class=Response, responses=_MESH_RESPONSES, dependencies=[Depends(_SINGLE_FIELDS)])
+             response_class=Response, responses=_MESH_RESPONSES, dependencies=[Depends(_SINGLE_FIELDS)],
+             openapi_extra=_SINGLE_EXAMPLES)
 async def reconstruct(
     engine: EngineDep,
     image: Annotated[UploadFile, File(description="the photo: JPEG, PNG or WebP (EXIF orientation honoured)")],
@@ -173,7 +215,9 @@ async def reconstruct(
         if rec.faces_dropped:
             headers["X-Faces-Dropped"] = str(rec.faces_dropped)
         if options.format is OutputFormat.json:
-            body = await engine.run_cpu(reconstruction_json, rec, options.space, engine.topology, options.include_mesh)
+            body = await engine.run_cpu(partial(reconstruction_json, rec, options.space, engine.topology,
+                                                options.include_mesh, model_version=engine.model_version,
+                                                landmark_calibration=engine.landmark_calibration))
             return JSONResponse(body.model_dump(mode="json"), headers=headers)
         payload = await engine.run_cpu(lambda: mesh_payload(
             build_meshes(rec, engine.topology, options.space, options.texture, engine.uv_map), options.format))
@@ -194,8 +238,9 @@ async def _batch_item(engine: ReconstructionEngine, options: ReconstructionOptio
         async with slots:
             rec = await reconstruct_upload(engine, data, options.faces, None)
             if options.format is OutputFormat.json:
-                result = await engine.run_cpu(reconstruction_json, rec, options.space, engine.topology,
-                                              options.include_mesh)
+                result = await engine.run_cpu(partial(reconstruction_json, rec, options.space, engine.topology,
+                                                      options.include_mesh, model_version=engine.model_version,
+                                                      landmark_calibration=engine.landmark_calibration))
                 return BatchItemJSON(index=index, filename=filename, status=200, result=result,
                                      faces_dropped=rec.faces_dropped), {}
             stem = f"{index:03d}_{_stem(filename, 'image')}"
@@ -211,6 +256,7 @@ async def _batch_item(engine: ReconstructionEngine, options: ReconstructionOptio
 
 @router.post("/v1/reconstruct/batch", summary="Reconstruct several photos in one request",
              response_class=Response, responses=_BATCH_RESPONSES, dependencies=[Depends(_BATCH_FIELDS)],
+             openapi_extra=_form_examples("images", images=2),
              description=("Every image is processed like /v1/reconstruct (several at once, sharing network "
                           "batches). One bad image does not fail the others: each item reports its own status and "
                           "problem. The batch is admitted as a whole, by the memory its images will need."))
@@ -238,7 +284,8 @@ async def reconstruct_batch(
         items = [item for item, _ in outcomes]
         files = {name: data for _, item_files in outcomes for name, data in item_files.items()}
         succeeded = sum(item.status == 200 for item in items)
-        summary = BatchJSON(succeeded=succeeded, failed=len(items) - succeeded, items=items)
+        summary = BatchJSON(succeeded=succeeded, failed=len(items) - succeeded, model_version=engine.model_version,
+                            landmark_calibration=engine.landmark_calibration, items=items)
         if options.format is OutputFormat.json:
             return JSONResponse(summary.model_dump(mode="json"))
         files["results.json"] = json.dumps(summary.model_dump(mode="json"), indent=1).encode()

@@ -13,8 +13,12 @@ import pytest
 import trimesh
 from PIL import Image
 
+from model.topology import FaceTopology
 from tests.service.conftest import jpeg_bytes
 
+# the shipped topology: every mesh answered has its vertices and triangles
+TOPOLOGY = FaceTopology.load()
+VERTICES, TRIANGLES = TOPOLOGY.num_vertices, TOPOLOGY.num_faces
 PROBLEM = "application/problem+json"
 
 
@@ -46,7 +50,7 @@ def test_liveness_readiness_and_info(client):
     assert ready.status_code == 200
     assert ready.json()["providers"][0] == "CPUExecutionProvider"
     info = client.get("/v1/info").json()
-    assert info["vertices"] == 7257 and info["triangles"] == 14368 and info["trained"] is True
+    assert info["vertices"] == VERTICES and info["triangles"] == TRIANGLES and info["trained"] is True
     assert info["limits"]["max_upload_bytes"] == 15 * 1024 * 1024
     assert info["model_version"].startswith(f"{info['model_version'].split('-')[0]}-steps-")
 
@@ -60,7 +64,7 @@ def test_glb_of_a_photo_is_a_dense_mesh_over_the_face(client, photo_jpeg, photo_
     assert 'filename="face.glb"' in response.headers["content-disposition"]
     scene = trimesh.load(io.BytesIO(response.content), file_type="glb", process=False)
     (mesh,) = scene.geometry.values()
-    assert mesh.vertices.shape == (7257, 3) and mesh.faces.shape == (14368, 3)
+    assert mesh.vertices.shape == (VERTICES, 3) and mesh.faces.shape == (TRIANGLES, 3)
     # image space: metres, origin at the photo centre, +Y up; the mesh lies inside the box
     height, width = face_photo.shape[:2]
     x1, y1, x2, y2 = (float(v) for v in photo_box.split(","))
@@ -91,7 +95,7 @@ def test_json_gives_landmarks_pose_and_optionally_the_mesh(client, photo_jpeg, p
     assert face["vertices"] is None and face["triangles"] is None
     full = _post(client, photo_jpeg, box=photo_box, format="json", include_mesh="true", space="canonical").json()
     vertices = np.array(full["faces"][0]["vertices"])
-    assert vertices.shape == (7257, 3) and np.array(full["faces"][0]["triangles"]).shape == (14368, 3)
+    assert vertices.shape == (VERTICES, 3) and np.array(full["faces"][0]["triangles"]).shape == (TRIANGLES, 3)
     assert 0.1 < np.ptp(vertices[:, 0]) < 0.25  # a face about 15 cm wide
 
 
@@ -137,7 +141,7 @@ def test_obj_and_ply_formats(client, photo_jpeg, photo_box, options, media_type,
         return
     file_type = options["format"]
     mesh = trimesh.load(io.BytesIO(response.content), file_type=file_type, process=False, maintain_order=True)
-    assert mesh.vertices.shape == (7257, 3)
+    assert mesh.vertices.shape == (VERTICES, 3)
     if options["texture"] == "vertex":
         colours = np.asarray(mesh.visual.vertex_colors)[:, :3]
         assert colours.std() > 5  # sampled from the photo, not a constant
@@ -460,3 +464,47 @@ def test_mirror_average_setting_averages_each_face_with_its_mirror_image(make_cl
     (plain,) = FaceReconstructor(DEFAULT_MODEL, threads=1).reconstruct(decoded, [parsed_box])
     np.testing.assert_allclose(served["landmarks_2d"], direct.landmarks_2d, atol=0.01)
     assert np.abs(direct.landmarks_2d - plain.landmarks_2d).max() > 0.05
+
+
+def test_every_answer_names_the_model_version(make_client, photo_jpeg, photo_box):
+    from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
+
+    model = FaceReconstructor(DEFAULT_MODEL)
+    origin = "https://viewer.example"
+    client = make_client(api_keys=["s3cret"], cors_origins=[origin])
+    info = client.get("/v1/info").json()
+    assert info["model_version"] == model.model_version
+    assert info["landmark_calibration"] == model.metadata.landmark_calibration
+    key = {"X-API-Key": "s3cret", "Origin": origin}
+    answers = {
+        "ok": _post_with(client, photo_jpeg, key, box=photo_box),
+        "json": _post_with(client, photo_jpeg, key, box=photo_box, format="json"),
+        "batch": client.post("/v1/reconstruct/batch", files=[("images", ("a.jpg", photo_jpeg))],
+                             data={"format": "json"}, headers=key),
+        "unauthenticated": _post_with(client, photo_jpeg, {"Origin": origin}),
+        "bad image": _post_with(client, b"not an image", key),
+        "not found": client.get("/nowhere", headers=key),
+        "probe": client.get("/healthz"),
+        "metrics": client.get("/metrics"),
+        "page": client.get("/"),
+        "docs": client.get("/docs"),
+        "openapi": client.get("/openapi.json"),
+    }
+    for name, response in answers.items():
+        assert response.headers.get("x-model-version") == model.model_version, name
+    assert "x-model-version" in answers["ok"].headers["access-control-expose-headers"].lower()
+    assert answers["unauthenticated"].status_code == 401 and answers["not found"].status_code == 404
+    body = answers["json"].json()
+    assert body["model_version"] == model.model_version
+    assert body["landmark_calibration"] == model.metadata.landmark_calibration
+    batch = answers["batch"].json()
+    assert batch["model_version"] == model.model_version
+    assert batch["items"][0]["result"]["model_version"] == model.model_version
+    zipped = client.post("/v1/reconstruct/batch", files=[("images", ("a.jpg", photo_jpeg))], headers=key)
+    with zipfile.ZipFile(io.BytesIO(zipped.content)) as archive:
+        assert json.loads(archive.read("results.json"))["model_version"] == model.model_version
+
+
+def _post_with(client, image: bytes, headers: dict[str, str], **options):
+    return client.post("/v1/reconstruct", files={"image": ("photo.jpg", image, "image/jpeg")},
+                       data={k: str(v) for k, v in options.items()}, headers=headers)

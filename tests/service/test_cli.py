@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,6 +9,8 @@ import trimesh
 from PIL import Image
 
 from service.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -135,3 +140,55 @@ def test_export_round_trip_from_a_checkpoint(face_model, tmp_path, capsys):
     from model.runtime.reconstructor import FaceReconstructor
 
     assert FaceReconstructor(out).metadata.training_steps == 7
+
+
+def _run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """``facerecon`` in a subprocess, stdout and stderr piped (not terminals)."""
+    return subprocess.run([sys.executable, "-c", "import sys; from service.cli import main; sys.exit(main())", *args],
+                          capture_output=True, text=True, timeout=300, cwd=cwd or REPO)
+
+
+def test_sidecars_name_the_model_version_and_landmark_calibration(photo_path, onnx_model, tmp_path):
+    from model.runtime.reconstructor import FaceReconstructor
+
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(photo_path), "-o", str(out), "--box", _box(photo_path),
+                 "--model", str(onnx_model), "-q"]) == 0
+    sidecar = json.loads((out / "photo.json").read_text())
+    model = FaceReconstructor(onnx_model)
+    assert sidecar["model_version"] == model.model_version
+    assert sidecar["landmark_calibration"] == model.metadata.landmark_calibration == "none"
+
+
+def test_progress_is_one_plain_line_per_photo_when_stderr_is_no_terminal(photo_path, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (photos / name).write_bytes(photo_path.read_bytes())
+    (photos / "broken.jpg").write_bytes(b"not a photo")
+    run = _run_cli("reconstruct", str(photos), "-o", str(tmp_path / "out"), "--box", _box(photo_path))
+    assert run.returncode == 0, run.stderr
+    assert "\r" not in run.stderr and "\x1b" not in run.stderr
+    progress = [line for line in run.stderr.splitlines() if line.startswith("reconstruct ")]
+    assert len(progress) == 4, run.stderr
+    assert [line.split(":")[0] for line in progress] == [f"reconstruct {n}/4" for n in range(1, 5)]
+    assert "broken.jpg: skipped" in progress[2] and "a.jpg: 1 face" in progress[0]
+    quiet = _run_cli("reconstruct", str(photos / "a.jpg"), "-o", str(tmp_path / "quiet"), "--box", _box(photo_path),
+                     "-q")
+    assert quiet.returncode == 0 and not [line for line in quiet.stderr.splitlines() if line.startswith("reconstruct")]
+
+
+def test_version_prints_the_package_and_the_shipped_model(capsys):
+    from importlib.metadata import version
+
+    from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"facerecon {version('facerecon')}" in out
+    model = FaceReconstructor(DEFAULT_MODEL)
+    assert model.model_version in out and model.metadata.landmark_calibration in out
+    run = _run_cli("--version")
+    assert run.returncode == 0 and model.model_version in run.stdout

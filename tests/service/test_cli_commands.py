@@ -3,6 +3,7 @@ and a clear message where the training code is not installed (a serving-only ins
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,23 @@ def test_a_training_command_without_the_training_code_says_which_extra_to_instal
     listed = subprocess.run([sys.executable, "-c", script, "--help"], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert listed.returncode == 0 and "train" in listed.stdout and "reconstruct" in listed.stdout
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    (subparsers,) = [action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)]
+    return dict(subparsers.choices)
+
+
+def test_every_option_of_every_command_has_help_that_shows_its_default():
+    commands = _commands()
+    assert {"reconstruct", "serve", "train", "export", "evaluate"} <= set(commands)
+    for name, parser in [("facerecon", build_parser()), *commands.items()]:
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            where = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help and action.help.strip() and action.help != argparse.SUPPRESS, where
+            shown = formatter._expand_help(action)
+            if action.default not in (None, argparse.SUPPRESS):
+                assert "default" in shown, where

@@ -179,6 +179,9 @@ def test_json_reconstruction_parses_into_the_schema(client, face_jpeg):
     face = result.faces[0]
     assert np.asarray(face.landmarks_2d).shape == (68, 2) and np.asarray(face.landmarks_3d).shape == (68, 3)
     assert face.vertices is None and face.metres_per_pixel > 0
+    info = client.info()
+    assert result.model_version == info.model_version and "-steps-" in result.model_version
+    assert result.landmark_calibration == info.landmark_calibration
 
     with_mesh = client.reconstruct_json(face_jpeg, space="canonical", include_mesh=True)
     assert with_mesh.space.value == "canonical"
@@ -192,6 +195,7 @@ def test_glb_comes_back_as_a_mesh_file(client, face_jpeg, tmp_path):
     assert (mesh.media_type, mesh.filename, mesh.is_zip) == ("model/gltf-binary", "face.glb", False)
     assert mesh.request_id and mesh.headers["x-request-id"] == mesh.request_id
     assert mesh.headers["x-face-count"] == "1"  # every header, read generically
+    assert mesh.model_version == client.info().model_version
     assert mesh.save(tmp_path).read_bytes() == mesh.content
 
     photo = tmp_path / "portrait.jpg"  # a path works as well as bytes
@@ -279,6 +283,7 @@ def test_batch(client, face_jpeg, blank_jpeg):
 
     archive = client.reconstruct_batch([face_jpeg, blank_jpeg])
     assert isinstance(archive, BatchArchive) and archive.summary.succeeded == 1
+    assert archive.model_version == archive.summary.model_version == summary.model_version
     files = archive.files()
     assert "results.json" in files and any(name.endswith(".glb") for name in files)
 

@@ -19,12 +19,6 @@ from service.settings import ServiceSettings
 pytest.importorskip("openapi_python_client")  # the `test` extra
 
 PACKAGE = "facerecon_generated"
-DANGLING_REFS = ("the reconstruction routes' 200 answers reference #/components/schemas/ReconstructionJSON and "
-                 "#/components/schemas/BatchJSON (service/routes/reconstruction.py), which /openapi.json never "
-                 "defines, so the generator drops those responses and generates neither model")
-INLINE_PROBLEMS = ("service/problems.py problem_doc() inlines the Problem schema into every error response, so the "
-                   "generator makes one model per operation and status, whose names collide ('Invalid property in "
-                   "union'); a shared #/components/schemas/Problem reference generates cleanly")
 
 
 @dataclass
@@ -72,7 +66,6 @@ def test_generator_builds_a_client_of_every_operation(generated, client, monkeyp
     assert generated_models.InfoJSON.from_dict(info).to_dict() == info
 
 
-@pytest.mark.xfail(strict=True, reason=DANGLING_REFS)
 def test_generated_client_has_the_reconstruction_models(generated, client, photo_jpeg, monkeypatch):
     assert generated.returncode == 0, generated.output
     generated_models = import_models(generated, monkeypatch)
@@ -89,7 +82,6 @@ def test_generated_client_has_the_reconstruction_models(generated, client, photo
     assert generated_models.BatchJSON.from_dict(batch).to_dict()["succeeded"] == batch["succeeded"]
 
 
-@pytest.mark.xfail(strict=True, reason=f"{DANGLING_REFS}; and {INLINE_PROBLEMS}")
 def test_generator_has_no_warnings(generated):
     assert generated.returncode == 0, generated.output
     assert "WARNING" not in generated.output and "Warning(s)" not in generated.output, generated.output

@@ -245,6 +245,7 @@ def test_too_many_headers_get_431(server):
         answer = read_answer(sock)
     assert answer is not None and answer.status == 431
     answer.problem("headers-too-large")
+    assert answer.headers["x-model-version"].split("-")[1] == "steps"  # answers outside the app name the model too
     with server.connect() as sock:  # 90 fields are fine
         fields = b"".join(b"X-Field-%d: v\r\n" % i for i in range(90))
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n" + fields + b"\r\n")

@@ -72,8 +72,11 @@ def test_serve_process_shuts_down_gracefully(face_photo):
     finally:
         if server.poll() is None:
             server.kill()
-    logs = [json.loads(line) for line in server.stderr.read().splitlines() if line.startswith("{")]
+    stderr = server.stderr.read()
+    logs = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any("Application shutdown complete" in entry["message"] for entry in logs)
+    assert "\x1b" not in stderr and "\\u001b" not in stderr  # no terminal colours (uvicorn's color_message)
+    assert not any("color_message" in entry for entry in logs)
     access = [entry for entry in logs if entry["logger"] == "facerecon.access"]
     assert any(entry["route"] == "/v1/reconstruct/batch" and entry["status"] == 200 for entry in access)
     assert all("request_id" in entry for entry in access)

@@ -171,3 +171,46 @@ def test_page_shows_the_mesh_on_the_photo_and_api_errors(browser, server_url, fa
     assert "Unsupported media type" in message and "JPEG" in message
     assert page_errors == []
     page.close()
+
+
+def test_api_docs_render_without_the_internet(browser, server_url):
+    """/docs (Swagger UI) and /redoc (ReDoc) load every script, style sheet and icon from this server (the
+    files of an installed package), under a Content-Security-Policy that lets scripts come from it alone."""
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    elsewhere: list[str] = []
+
+    def only_this_server(route):
+        if route.request.url.startswith(server_url):
+            route.continue_()
+        else:  # no network beyond the server: a CDN request fails, and is recorded
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_this_server)
+    page = context.new_page()
+    console: list[str] = []
+    page_errors: list[str] = []
+    page.on("console", lambda message: console.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+
+    response = page.goto(server_url + "/docs")
+    assert response is not None and response.ok
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "https:" not in csp and "'unsafe-eval'" not in csp
+    # (waits by selectors: the page's policy refuses the eval that wait_for_function would need)
+    page.get_by_text("/v1/reconstruct/batch").first.wait_for(timeout=60_000)
+    text = page.inner_text("body")
+    assert "/v1/reconstruct" in text and "/v1/info" in text and "Reconstruct the faces of a photo" in text
+
+    response = page.goto(server_url + "/redoc")
+    assert response is not None and response.ok
+    page.locator("h2", has_text="Reconstruct several photos in one request").first.wait_for(timeout=60_000)
+    assert "/v1/reconstruct" in page.inner_text("body")
+
+    assert elsewhere == [], "the docs pages fetched from elsewhere"
+    assert page_errors == []
+    # ReDoc always shows Redocly's logo from its CDN in the menu, and hides it when it does not load: the
+    # policy blocks that image; nothing else may be refused
+    refused = [line for line in console if "Content Security Policy" in line and "cdn.redoc.ly/redoc/logo" not in line]
+    assert refused == [], refused
+    context.close()

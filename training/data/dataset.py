@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from model.topology import NUM_BASE_VERTICES, FaceTopology
 from training.data.augment import AugmentConfig, augment
+from training.data.identity_sampling import person_ids
 from training.data.pose_sampling import estimate_yaw
 from training.data.shards import decode_jpeg, read_shard, shard_paths
 from training.tools.topology_builder import IBUG68_FROM_MEDIAPIPE
@@ -27,9 +28,10 @@ class PreparedFaces(Dataset):
     """Samples of one split (``train`` or ``val``) of one or more prepared data folders.
 
     Items: ``image`` (3, S, S) float in [0, 1], ``landmarks`` (468, 2) crop pixels,
-    ``photo_mask`` (S, S) float (1 where the real, unoccluded photo shows). ``yaw`` (N,) holds
-    each sample's yaw in degrees: stored in the shard (``facerecon synthesize``), else estimated
-    from its landmarks.
+    ``photo_mask`` (S, S) float (1 where the real, unoccluded photo shows), ``person`` () long.
+    ``yaw`` (N,) holds each sample's yaw in degrees: stored in the shard (``facerecon
+    synthesize``), else estimated from its landmarks; ``person`` (N,) each sample's person id
+    (-1 where the photo is not in a person's folder; see :mod:`training.data.identity_sampling`).
     """
 
     def __init__(self, root: str | Path | Sequence[str | Path], split: str, topology: FaceTopology,
@@ -43,22 +45,24 @@ class PreparedFaces(Dataset):
             raise ValueError(f"split must be train or val, not {split!r}")
         self.shards: list[_Shard] = []
         template = topology.vertices[:NUM_BASE_VERTICES]
-        index, landmarks, valid, yaw = [], [], [], []
+        index, landmarks, valid, yaw, names = [], [], [], [], []
         for shard_id, path in enumerate(paths):
-            data = read_shard(path, ("jpeg", "offsets", "landmarks", "valid", "is_val", "yaw"))
+            data = read_shard(path, ("jpeg", "offsets", "landmarks", "valid", "is_val", "yaw", "names"))
             keep = np.flatnonzero(data["is_val"] == (split == "val"))
             self.shards.append(_Shard(jpeg=data["jpeg"], offsets=data["offsets"]))
             index.append(np.stack([np.full(len(keep), shard_id), keep], axis=1))
             landmarks.append(data["landmarks"][keep])
             valid.append(data["valid"][keep])
             yaw.append(data["yaw"][keep] if "yaw" in data else estimate_yaw(landmarks[-1], template))
+            names += data["names"][keep].tolist()
         self.index = np.concatenate(index)
+        self.person = person_ids(names)
         self.landmarks = np.concatenate(landmarks)
         self.valid = np.concatenate(valid)
         self.yaw = np.concatenate(yaw)
         if limit is not None:
             self.index, self.landmarks, self.valid = self.index[:limit], self.landmarks[:limit], self.valid[:limit]
-            self.yaw = self.yaw[:limit]
+            self.yaw, self.person = self.yaw[:limit], self.person[:limit]
         self.train = split == "train"
         self.config = config
         self.seed = seed
@@ -83,4 +87,5 @@ class PreparedFaces(Dataset):
             "image": torch.from_numpy(sample.image).permute(2, 0, 1).float() / 255.0,
             "landmarks": torch.from_numpy(sample.landmarks),
             "photo_mask": torch.from_numpy(sample.photo_mask.astype(np.float32)),
+            "person": torch.tensor(int(self.person[i])),
         }

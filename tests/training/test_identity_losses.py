@@ -1,0 +1,61 @@
+import dataclasses
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.identity_losses import LIP_GAPS, IdentityLoss, IdentityWeights, face_measurements  # noqa: E402
+
+WEIGHTS = IdentityWeights(exchange=1.0, consistency=1.0, separation=1.0, neutral_prior=1.0, rigid_expression=1.0)
+
+
+def _result(face_model, images):
+    with torch.no_grad():
+        return face_model(images)
+
+
+def test_an_open_neutral_mouth_costs_and_a_closed_one_does_not(topology, face_model):
+    loss = IdentityLoss(topology, WEIGHTS)
+    result = _result(face_model, torch.rand(2, 3, face_model.image_size, face_model.image_size))
+    lips = torch.as_tensor(sorted({v for pair in LIP_GAPS for v in pair}))
+    measured = face_measurements(result.neutral_vertices)
+    closed = result.neutral_vertices.clone()
+    upper, lower = zip(*LIP_GAPS)
+    middle = 0.5 * (closed[:, list(upper)] + closed[:, list(lower)])
+    closed[:, list(upper)] = middle + torch.tensor([0.0, 0.0005, 0.0])
+    closed[:, list(lower)] = middle - torch.tensor([0.0, 0.0005, 0.0])
+    opened = result.neutral_vertices.clone()
+    opened[:, list(lower)] -= torch.tensor([0.0, 0.01, 0.0])
+    cost = {name: loss.neutral_prior(dataclasses.replace(result, neutral_vertices=v))
+            for name, v in (("closed", closed), ("open", opened))}
+    assert cost["open"] > 50 * cost["closed"] + 10
+    assert measured.shape == (2, 12) and len(lips) == 10
+
+
+def test_same_person_terms_pull_together_and_push_apart(topology, face_model):
+    loss = IdentityLoss(topology, WEIGHTS)
+    result = _result(face_model, torch.rand(4, 3, face_model.image_size, face_model.image_size))
+    neutral = result.neutral_vertices.clone()
+    # Pairs (0, 1) and (2, 3): each pair the same shape; the second person is 20 % taller.
+    neutral[1] = neutral[0]
+    neutral[2] = neutral[0] * torch.tensor([1.0, 1.2, 1.0])
+    neutral[3] = neutral[2]
+    person = torch.tensor([0, 0, 1, 1])
+    apart = loss(dataclasses.replace(result, neutral_vertices=neutral), person, 2, None)
+    assert apart["identity_consistency"] == pytest.approx(0.0, abs=1e-9)
+    assert apart["identity_separation"] == pytest.approx(0.0, abs=1e-9)
+    collapsed = neutral.clone()
+    collapsed[:] = neutral[0]
+    together = loss(dataclasses.replace(result, neutral_vertices=collapsed), person, 2, None)
+    assert together["identity_separation"] == pytest.approx(WEIGHTS.margin_cm, rel=0.01)
+
+
+def test_rigid_expression_counts_only_nose_and_forehead(topology, face_model):
+    loss = IdentityLoss(topology, WEIGHTS)
+    result = _result(face_model, torch.rand(1, 3, face_model.image_size, face_model.image_size))
+    offsets = torch.zeros_like(result.expression_offsets)
+    assert loss.rigid_expression(dataclasses.replace(result, expression_offsets=offsets)) == 0
+    offsets[:, loss.rigid == 0] = 0.01
+    assert loss.rigid_expression(dataclasses.replace(result, expression_offsets=offsets)) == 0
+    offsets[:, loss.rigid == 1] = 0.01
+    assert loss.rigid_expression(dataclasses.replace(result, expression_offsets=offsets)) > 0

@@ -1,0 +1,119 @@
+"""Training terms that give the identity branch the person and keep expression out of it.
+
+The landmark and image losses alone let the expression branch explain everything (the identity
+decoder collapsed to a constant). These terms use what the data knows about people (LFW's person
+folders: several photos of one person) and what a neutral face is:
+
+- **identity exchange** (as DECA's shape exchange): a photo rebuilt with the identity features of
+  another photo of the same person must still fit its own landmarks;
+- **identity consistency and separation** (as RingNet's ring loss): the neutral shapes of one
+  person's photos lie closer together than a margin under their distance to another person's;
+- **neutral prior**: the neutral face has closed lips (``closed_lip_gap_mm`` between the inner
+  lips; the template, a mean over photos, has them slightly parted), the template's open eyes and
+  its mouth width (relative to the eye corners), whatever the photo shows, so opening, blinking
+  and smiling can only come from the expression branch;
+- **rigid expression**: expression offsets on the nose and forehead (which an expression barely
+  moves) cost extra, so the person's shape there must come from the identity branch.
+
+A batch's first ``2 * pairs`` samples are ``pairs`` same-person pairs, partners adjacent
+(``training.data.identity_sampling``); ``person`` (B,) holds each sample's person id (-1 unknown).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model.nn.face_model import FaceReconstruction
+from model.topology import NUM_BASE_VERTICES, REGION_NAMES, FaceTopology
+
+# MediaPipe base-vertex pairs whose distance measures how far the lips part (inner upper / lower
+# lip) and the eyes open (upper / lower lid), and the corners that measure the mouth's width and
+# the eye-corner distance it is relative to.
+LIP_GAPS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
+EYE_GAPS = ((159, 145), (158, 153), (160, 144), (386, 374), (385, 380), (387, 373))
+MOUTH_CORNERS = (61, 291)
+EYE_CORNERS = (33, 263)
+RIGID_REGIONS = ("forehead", "nose")
+
+
+@dataclass(frozen=True)
+class IdentityWeights:
+    """Weights of the identity terms (0 switches a term off; all are off by default, as in the
+    landmark-only recipes) and their settings."""
+
+    exchange: float = 0.0  # landmark loss of the identity-exchanged rebuild (crop sides, as the landmark loss)
+    consistency: float = 0.0  # same-person mean squared neutral vertex distance (cm^2)
+    separation: float = 0.0  # hinge (cm): same-person distance + margin above the distance to another person
+    margin_cm: float = 0.3
+    neutral_prior: float = 0.0  # lip gaps, eye gaps (mm^2) and mouth width of the neutral face vs the template
+    rigid_expression: float = 0.0  # mean squared expression offset on the nose and forehead (cm^2)
+    closed_lip_gap_mm: float = 1.0  # the neutral face's inner-lip gap
+
+
+def face_measurements(vertices: torch.Tensor) -> torch.Tensor:
+    """(B, V, 3) metres -> (B, 12) lip gaps and eye gaps (mm, 5 + 6) and mouth width over the
+    eye-corner distance (x 10, so a 10 % change weighs like a millimetre)."""
+    def gap(pairs: tuple[tuple[int, int], ...]) -> torch.Tensor:
+        a, b = zip(*pairs)
+        return torch.linalg.vector_norm(vertices[:, list(a)] - vertices[:, list(b)], dim=-1) * 1000
+
+    width = torch.linalg.vector_norm(vertices[:, MOUTH_CORNERS[0]] - vertices[:, MOUTH_CORNERS[1]], dim=-1)
+    eyes = torch.linalg.vector_norm(vertices[:, EYE_CORNERS[0]] - vertices[:, EYE_CORNERS[1]], dim=-1)
+    return torch.cat([gap(LIP_GAPS), gap(EYE_GAPS), (10 * width / eyes)[:, None]], dim=1)
+
+
+class IdentityLoss(torch.nn.Module):
+    """The identity terms of a batch; ``forward`` returns each weighted term."""
+
+    template_measurements: torch.Tensor  # (12,) what the neutral face measures
+    rigid: torch.Tensor  # (Vs,) 1 on the rigid regions
+
+    def __init__(self, topology: FaceTopology, weights: IdentityWeights) -> None:
+        super().__init__()
+        self.weights = weights
+        template = torch.as_tensor(topology.vertices, dtype=torch.float32)[None]
+        target = face_measurements(template)[0]
+        target[: len(LIP_GAPS)] = weights.closed_lip_gap_mm
+        self.register_buffer("template_measurements", target)
+        names = np.array(REGION_NAMES)[topology.regions[: topology.num_surface_vertices]]
+        self.register_buffer("rigid", torch.as_tensor(np.isin(names, RIGID_REGIONS).astype(np.float32)))
+
+    def rigid_expression(self, result: FaceReconstruction) -> torch.Tensor:
+        """Mean squared expression offset (cm^2) over the rigid regions' vertices."""
+        per_vertex = (100 * result.expression_offsets).square().sum(dim=-1)  # (B, Vs)
+        return (per_vertex * self.rigid).sum(dim=1).mean() / self.rigid.sum()
+
+    def neutral_prior(self, result: FaceReconstruction) -> torch.Tensor:
+        return (face_measurements(result.neutral_vertices) - self.template_measurements).square().mean()
+
+    def forward(self, result: FaceReconstruction, person: torch.Tensor, pairs: int,
+                exchanged_landmark_loss: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``exchanged_landmark_loss``: the landmark loss of the pairs rebuilt with their partner's
+        identity (None when the batch has no pairs)."""
+        w = self.weights
+        terms = {}
+        if w.neutral_prior:
+            terms["neutral_prior"] = w.neutral_prior * self.neutral_prior(result)
+        if w.rigid_expression:
+            terms["rigid_expression"] = w.rigid_expression * self.rigid_expression(result)
+        if pairs == 0:
+            return terms
+        if exchanged_landmark_loss is not None and w.exchange:
+            terms["identity_exchange"] = w.exchange * exchanged_landmark_loss
+        # Neutral shapes of the pairs' photos in cm, base vertices (centred: position is the pose's).
+        shapes = result.neutral_vertices[: 2 * pairs, :NUM_BASE_VERTICES] * 100
+        shapes = shapes - shapes.mean(dim=1, keepdim=True)
+        first, second = shapes[0::2], shapes[1::2]
+        same = (first - second).square().sum(dim=-1).mean(dim=-1)  # (P,) mean squared vertex distance
+        terms["identity_consistency"] = w.consistency * same.mean()
+        if pairs > 1:
+            # Each pair's first photo against the next pair's second photo: another person.
+            other = torch.roll(second, shifts=1, dims=0)
+            different_person = person[0 : 2 * pairs : 2] != torch.roll(person[1 : 2 * pairs : 2], 1)
+            different = (first - other).square().sum(dim=-1).mean(dim=-1)
+            hinge = torch.relu((same + 1e-6).sqrt() - (different + 1e-6).sqrt() + w.margin_cm)
+            terms["identity_separation"] = w.separation * (hinge * different_person).mean()
+        return terms
