@@ -1,5 +1,5 @@
 """The training commands of ``facerecon`` (export, build-topology, prepare, train, synthesize,
-evaluate, calibrate-landmarks, build-detector, transfer-topology).
+evaluate, evaluate-identity, calibrate-landmarks, build-detector, transfer-topology).
 
 The ``facerecon`` command (:mod:`service.cli`) finds them through the ``facerecon.commands``
 entry points, one per command, each naming a ``register_*`` function here; heavy imports
@@ -308,6 +308,71 @@ def register_transfer_topology(sub: SubParsers) -> None:
                      help="also write a training checkpoint of the transferred weights (for a fine-tune with "
                           "freeze_batchnorm; default: none)")
     tra.set_defaults(func=cmd_transfer_topology)
+
+
+def cmd_evaluate_identity(args: argparse.Namespace) -> int:
+    from model.runtime.detector import FaceDetector
+    from model.runtime.pipeline import FacePipeline
+    from model.runtime.reconstructor import FaceReconstructor
+    from training.evaluate_identity import evaluate_identity, json_safe
+
+    if not args.people.is_dir():
+        raise CLIError(f"people folder not found: {args.people}")
+    if args.min_photos < 2:
+        raise CLIError("--min-photos must be at least 2")
+    if args.max_people is not None and args.max_people < 2:
+        raise CLIError("--max-people must be at least 2")
+    if args.max_pairs < 1:
+        raise CLIError("--max-pairs must be at least 1")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise CLIError("--val-fraction must lie between 0 and 1")
+    try:
+        reconstructor = FaceReconstructor(args.model)
+        pipeline = FacePipeline(reconstructor, FaceDetector(args.detector))
+        metrics = evaluate_identity(args.people, pipeline, min_photos=args.min_photos, max_people=args.max_people,
+                                    validation_only=args.validation_only, val_fraction=args.val_fraction,
+                                    seed=args.seed, max_pairs=args.max_pairs, pair_seed=args.pair_seed,
+                                    contact_sheet_path=args.contact_sheet, show_progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    if not reconstructor.metadata.trained:
+        print(f"warning: {args.model} holds UNTRAINED weights", file=sys.stderr)
+    if args.contact_sheet is not None:
+        print(f"wrote {args.contact_sheet}", file=sys.stderr)
+    print(json.dumps(json_safe(metrics)))
+    return 0
+
+
+def register_evaluate_identity(sub: SubParsers) -> None:
+    from training.evaluate_identity import MAX_DIFFERENT_PAIRS, SHEET_PEOPLE  # numpy and Pillow only
+
+    ev = sub.add_parser("evaluate-identity",
+                        help="identity evaluation: same-vs-different-person AUC, spread and expression leak "
+                             "of the neutral and canonical meshes on a folder of people (LFW layout)")
+    ev.add_argument("--people", type=Path, required=True, metavar="DIR",
+                    help="one sub-folder of photos per person (LFW layout: DIR/<Person_Name>/*.jpg)")
+    ev.add_argument("--min-photos", type=int, default=2, metavar="N",
+                    help="skip people with fewer usable photos (a face found)")
+    ev.add_argument("--max-people", type=int, metavar="N",
+                    help="keep at most N people, folders in name order (default: all)")
+    ev.add_argument("--validation-only", action="store_true",
+                    help="keep only the people in the validation split of `facerecon prepare` "
+                         "(subject key <DIR name>/<person folder>, see --val-fraction and --seed)")
+    ev.add_argument("--val-fraction", type=float, default=0.05,
+                    help="validation share that `facerecon prepare` used (with --validation-only)")
+    ev.add_argument("--seed", type=int, default=0,
+                    help="random seed of the validation split that `facerecon prepare` used (with --validation-only)")
+    ev.add_argument("--max-pairs", type=int, default=MAX_DIFFERENT_PAIRS, metavar="N",
+                    help="score at most N different-person pairs (a seeded random subset); all same-person pairs "
+                         "are scored")
+    ev.add_argument("--pair-seed", type=int, default=0, help="random seed of the different-person pair subset")
+    ev.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx to evaluate")
+    ev.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR, help="face detector .onnx")
+    ev.add_argument("--contact-sheet", type=Path, metavar="PNG",
+                    help=f"also draw up to {SHEET_PEOPLE} people, one row each: the photo with the widest open "
+                         "mouth, front and side views of its neutral and canonical mesh (default: no sheet)")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_evaluate_identity)
 
 
 def cmd_build_detector(args: argparse.Namespace) -> int:

@@ -65,7 +65,8 @@ def test_decoder_rows_become_midpoints_of_the_base_rows(topology, exported):
         before, after = source(images), target(images)
         coarse = target.identity_decoder.offsets.mlp(target.encoder(images * 2 - 1).identity)
     np.testing.assert_array_equal(after.landmarks_2d.numpy(), before.landmarks_2d.numpy())
-    np.testing.assert_array_equal(after.expressive_vertices[:, :468].numpy(), before.expressive_vertices[:, :468].numpy())
+    np.testing.assert_array_equal(after.expressive_vertices[:, :468].numpy(),
+                                  before.expressive_vertices[:, :468].numpy())
     coarse = coarse.view(2, -1, 3)
     a, b = topology.edge_parents[0]
     np.testing.assert_allclose(coarse[:, 468].numpy(), (0.5 * (coarse[:, a] + coarse[:, b])).numpy(), atol=1e-6)
