@@ -12,6 +12,7 @@ import numpy.typing as npt
 from model.conventions import MeshSpace
 from model.mesh.export import ExportMesh, export_glb, export_obj, export_obj_zip, export_ply
 from model.mesh.texture_bake import UVRasterMap, bake_uv_texture, sample_vertex_colors
+from model.mesh.visibility import face_visibility
 from model.runtime.pipeline import ImageReconstruction, ReconstructedFace
 from model.topology import FaceTopology
 from service.schemas import MEDIA_TYPES, FaceJSON, OutputFormat, ReconstructionJSON, TextureMode
@@ -34,7 +35,8 @@ def face_vertices(face: ReconstructedFace, space: MeshSpace, image_size: tuple[i
 def build_meshes(rec: ImageReconstruction, topology: FaceTopology, space: MeshSpace, texture: TextureMode,
                  uv_map: UVRasterMap, stem: str = "face") -> list[ExportMesh]:
     """One ExportMesh per face. In the frontal spaces (canonical, neutral) several faces are laid
-    out left to right in the photo's order, SIDE_BY_SIDE_GAP apart, instead of on top of each other."""
+    out left to right in the photo's order, SIDE_BY_SIDE_GAP apart, instead of on top of each other.
+    Colours (vertex or UV) come from what the photo saw of each face (:mod:`model.mesh.visibility`)."""
     order = sorted(range(len(rec.faces)), key=lambda i: rec.faces[i].box[0])
     meshes = []
     for i, face in enumerate(rec.faces):
@@ -44,12 +46,15 @@ def build_meshes(rec: ImageReconstruction, topology: FaceTopology, space: MeshSp
             vertices = vertices + np.array([slot * SIDE_BY_SIDE_GAP, 0.0, 0.0], np.float32)
         mesh = ExportMesh(vertices=vertices, faces=topology.faces,
                           name=stem if len(rec.faces) == 1 else f"{stem}_{i}")
-        points = face.result.image_points[:, :2]
-        if texture is TextureMode.vertex:
-            mesh.vertex_colors = sample_vertex_colors(rec.image, points)
-        elif texture is TextureMode.uv:
-            mesh.uvs = topology.uvs
-            mesh.texture = bake_uv_texture(rec.image, points, topology.faces, uv_map)
+        if texture is not TextureMode.none:
+            # colour only what the photo saw: hidden or grazing parts take their mirror side's colour
+            seen = face_visibility(face.result.image_points, topology.faces, topology.mirror, topology.regions,
+                                   rec.size)
+            if texture is TextureMode.vertex:
+                mesh.vertex_colors = sample_vertex_colors(rec.image, seen.sample_points, seen)
+            else:
+                mesh.uvs = topology.uvs
+                mesh.texture = bake_uv_texture(rec.image, seen.sample_points, topology.faces, uv_map, seen)
         meshes.append(mesh)
     return meshes
 
@@ -90,8 +95,10 @@ def _rounded(array: npt.ArrayLike, decimals: int) -> list:
     return np.round(np.asarray(array, dtype=np.float64), decimals).tolist()
 
 
-def reconstruction_json(rec: ImageReconstruction, space: MeshSpace, topology: FaceTopology,
-                        include_mesh: bool) -> ReconstructionJSON:
+def reconstruction_json(rec: ImageReconstruction, space: MeshSpace, topology: FaceTopology, include_mesh: bool, *,
+                        model_version: str, landmark_calibration: str) -> ReconstructionJSON:
+    """The JSON answer, stamped with the model that made it (``FaceReconstructor.model_version`` and its
+    metadata's ``landmark_calibration``)."""
     faces = []
     for face in rec.faces:
         yaw, pitch, roll = (float(v) for v in face.result.euler_degrees)
@@ -107,4 +114,5 @@ def reconstruction_json(rec: ImageReconstruction, space: MeshSpace, topology: Fa
         ))
     width, height = rec.size
     return ReconstructionJSON(width=width, height=height, space=space, face_count=len(faces),
-                              faces_dropped=rec.faces_dropped, faces=faces)
+                              faces_dropped=rec.faces_dropped, model_version=model_version,
+                              landmark_calibration=landmark_calibration, faces=faces)

@@ -10,13 +10,28 @@ Conventions:
 
 :class:`UVRasterMap` depends only on the UV layout and the texture size, so it
 is built once and reused: baking a photo is then a handful of gathers.
+
+Given a :class:`~model.mesh.visibility.FaceVisibility`, colours come only from what the photo
+saw: a vertex (or texel) of weight ``w`` whose mirror vertex has weight ``m`` takes the shares
+
+* ``w`` of its own sample,
+* ``(1 - w) m`` of its mirror's sample (the other side of the face, seen instead),
+* ``FILL_SHARE max(0, 1 - (w + m) / FILL_SEEN)`` of a fill colour, that of the seen vertices
+  nearby on the mesh (or of its group, a region): for points neither side of which was seen,
+
+normalised to sum to one. Weights vary smoothly over the mesh (and are interpolated with the
+barycentrics over each texel's triangle), so the sources blend without seams; a point the
+photo saw squarely (``w = 1``) keeps exactly its own sample.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from model.mesh.visibility import FaceVisibility
 
 # Texels outside the layout within this many texels (8-neighbour steps) of it
 # copy a nearby layout texel, so bilinear filtering and mipmaps do not pull
@@ -29,6 +44,18 @@ _RASTER_BATCH = 1 << 21
 # Barycentric tolerance: texel centres exactly on a shared edge belong to
 # one of the two triangles, never to neither.
 _INSIDE_EPS = 1e-9
+
+# Share of the fill colour where a point and its mirror are both unseen, fading out as their
+# weights add up to FILL_SEEN (see the module's docstring).
+FILL_SHARE = 0.05
+FILL_SEEN = 0.2
+# Rings of mesh neighbours over which the fill gathers the colours of seen vertices, and the
+# spread weight from which those alone make the fill (less: blended with the group's colour).
+FILL_RINGS = 4
+_FILL_NEAR = 1e-3
+
+# Weights at least this high count as fully seen: the point's own sample alone.
+_FULL = 1.0 - 1e-6
 
 # Dilation neighbours, the closer (edge-sharing) ones first so they win ties.
 _NEIGHBOURS = [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)]
@@ -76,17 +103,73 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
 
 
-def sample_vertex_colors(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+def _check_visibility(visibility: FaceVisibility, count: int) -> None:
+    for name in ("weight", "mirror", "groups"):
+        if np.shape(getattr(visibility, name)) != (count,):
+            raise ValueError(f"visibility.{name} must be ({count},), got {np.shape(getattr(visibility, name))}")
+
+
+def _shares(own: np.ndarray, mirrored: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights of a point and of its mirror (N,) -> shares (N,) of its own sample, its mirror's
+    sample and the fill colour, summing to one (see the module's docstring)."""
+    mirror_share = (1.0 - own) * mirrored
+    fill_share = np.maximum(FILL_SEEN - own - mirrored, 0.0) * (FILL_SHARE / FILL_SEEN)
+    total = own + mirror_share + fill_share  # > 0: fill_share > 0 where the other two are 0
+    return own / total, mirror_share / total, fill_share / total
+
+
+def _fill_colors(planes: np.ndarray, visibility: FaceVisibility, needed: np.ndarray) -> np.ndarray:
+    """Vertex samples (3, V) -> (3, V) each vertex's fill colour: the mean sample of the seen
+    vertices near it on the mesh, weighted by how well they were seen and how near they are
+    (with ``visibility.structure``: within FILL_RINGS rings, or fewer once every ``needed`` (V,)
+    vertex has seen ones near); farther from any, the mean of the seen vertices of its group;
+    where its group has none, of all seen vertices; where none was seen, the plain mean sample."""
+    weight = np.asarray(visibility.weight, dtype=np.float64)
+    groups = np.asarray(visibility.groups, dtype=np.intp)
+    count = int(groups.max()) + 1 if len(groups) else 1
+    totals = np.bincount(groups, weights=weight, minlength=count)
+    overall = (planes @ weight) / weight.sum() if weight.sum() > 0 else planes.mean(axis=1)
+    means = np.empty((3, count), dtype=np.float32)
+    for channel in range(3):
+        sums = np.bincount(groups, weights=weight * planes[channel], minlength=count)
+        means[channel] = np.where(totals > 1e-6, sums / np.maximum(totals, 1e-6), overall[channel])
+    fill = means[:, groups]
+    if visibility.structure is None:
+        return fill
+    # spread the seen colours over the mesh: weighted sums and their weights, averaged ring by ring
+    spread = [np.ascontiguousarray(planes[channel] * weight, dtype=np.float32) for channel in range(3)]
+    spread.append(weight.astype(np.float32))
+    needed = np.flatnonzero(needed)
+    for _ in range(FILL_RINGS):
+        if (spread[3][needed] >= _FILL_NEAR).all():
+            break
+        spread = [visibility.structure.neighbour_mean(values) for values in spread]
+    local = np.stack(spread[:3]) / np.maximum(spread[3], 1e-12)
+    near = np.clip(spread[3] / _FILL_NEAR, 0.0, 1.0)  # fades to the group's colour far from any seen vertex
+    return (near * local + (1.0 - near) * fill).astype(np.float32)
+
+
+def sample_vertex_colors(image: np.ndarray, points: np.ndarray, visibility: FaceVisibility | None = None
+                         ) -> np.ndarray:
     """Colour of the photo under each projected vertex.
 
-    image (H, W, 3) uint8, points (V, 2) pixel coords (x right, y down, pixel
-    centres at +0.5) -> (V, 3) uint8, bilinear, clamped at the borders.
+    image (H, W, 3) uint8, points (V, 2) pixel coords where each vertex is read (x right, y
+    down, pixel centres at +0.5; with ``visibility``, pass its ``sample_points``) -> (V, 3)
+    uint8, bilinear, clamped at the borders. With ``visibility``, vertices the photo did not
+    see squarely blend in their mirror vertex's colour, or their group's (module docstring).
     """
     _check_image(image)
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f"points must be (V, 2), got {points.shape}")
-    return _to_uint8(_bilinear(image, points[:, 0], points[:, 1]).T)
+    planes = _bilinear(image, points[:, 0], points[:, 1])
+    if visibility is not None:
+        _check_visibility(visibility, len(points))
+        weight = np.asarray(visibility.weight, dtype=np.float32)
+        mirror = np.asarray(visibility.mirror, dtype=np.intp)
+        own, mirrored, fill = _shares(weight, weight[mirror])
+        planes = own * planes + mirrored * planes[:, mirror] + fill * _fill_colors(planes, visibility, fill > 0)
+    return _to_uint8(planes.T)
 
 
 @dataclass
@@ -94,7 +177,8 @@ class UVRasterMap:
     """Which triangle covers each texel of a ``T x T`` texture, and where.
 
     Build it once per topology and texture size with :meth:`build`; it can
-    also be rebuilt from stored ``face_index`` and ``bary`` arrays.
+    also be rebuilt from stored ``face_index`` and ``bary`` arrays (and ``uvs``,
+    which baking with visibility needs, to find each texel's mirror texel).
 
     Derived on construction, for :func:`bake_uv_texture`: ``texels`` (N,) flat
     indices of the covered texels, ``texel_faces`` (N,) their triangles,
@@ -105,11 +189,16 @@ class UVRasterMap:
 
     face_index: np.ndarray  # (T, T) int, -1 outside the layout
     bary: np.ndarray  # (T, T, 3) float32, barycentrics w.r.t. the triangle's vertices
+    uvs: np.ndarray | None = None  # (V, 2) the layout's texture coordinates, v up
     texels: np.ndarray = field(init=False, repr=False)
     texel_faces: np.ndarray = field(init=False, repr=False)
     texel_bary: np.ndarray = field(init=False, repr=False)
     ring_texels: np.ndarray = field(init=False, repr=False)
     ring_sources: np.ndarray = field(init=False, repr=False)
+    _mirror_cache: dict[bytes, np.ndarray] = field(init=False, repr=False, compare=False, default_factory=dict)
+    # the last (faces, mirror, mirror texels): the same arrays again skip hashing them
+    _mirror_last: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        init=False, repr=False, compare=False, default_factory=list)
 
     def __post_init__(self) -> None:
         size = self.face_index.shape[0]
@@ -118,6 +207,8 @@ class UVRasterMap:
                 f"face_index must be (T, T) and bary (T, T, 3), got "
                 f"{self.face_index.shape} and {self.bary.shape}"
             )
+        if self.uvs is not None and (np.ndim(self.uvs) != 2 or np.shape(self.uvs)[1] != 2):
+            raise ValueError(f"uvs must be (V, 2), got {np.shape(self.uvs)}")
         flat_faces = self.face_index.reshape(-1)
         covered = flat_faces >= 0
         self.texels = np.flatnonzero(covered)
@@ -129,6 +220,46 @@ class UVRasterMap:
     def size(self) -> int:
         """T, the texture width and height in texels."""
         return self.face_index.shape[0]
+
+    def mirror_texels(self, faces: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+        """(N,) for each covered texel, the index into ``texels`` of the covered texel at its
+        mirror image: the point of the same barycentrics in the triangle of the mirror vertices
+        (``mirror`` (V,)) of its triangle's corners (``faces`` (F, 3), the layout's triangles).
+
+        A mirror image just outside the layout takes the texel its dilation ring copies, one
+        farther out the texel itself. Cached per (faces, mirror).
+        """
+        if self.uvs is None:
+            raise ValueError("this UVRasterMap has no uvs: build it with UVRasterMap.build or pass uvs")
+        if self._mirror_last and self._mirror_last[0][0] is faces and self._mirror_last[0][1] is mirror:
+            return self._mirror_last[0][2]
+        given = (faces, mirror)
+        faces = np.ascontiguousarray(faces, dtype=np.int64)
+        mirror = np.ascontiguousarray(mirror, dtype=np.int64)
+        digest = hashlib.blake2b(faces.tobytes(), digest_size=16)
+        digest.update(mirror.tobytes())
+        key = digest.digest()
+        cached = self._mirror_cache.get(key)
+        if cached is None:
+            cached = self._mirror_texels(np.asarray(self.uvs, dtype=np.float64), faces, mirror)
+            if len(self._mirror_cache) >= 4:
+                self._mirror_cache.clear()
+            self._mirror_cache[key] = cached
+        self._mirror_last[:] = [(*given, cached)]
+        return cached
+
+    def _mirror_texels(self, uvs: np.ndarray, faces: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+        size = self.size
+        mirrored = uvs[mirror[faces]]  # (F, 3, 2)
+        u = _texel_blend([mirrored[:, k, 0] for k in range(3)], self.texel_faces, self.texel_bary)
+        v = _texel_blend([mirrored[:, k, 1] for k in range(3)], self.texel_faces, self.texel_bary)
+        cols = np.clip(np.floor(u * size), 0, size - 1).astype(np.intp)
+        rows = np.clip(np.floor((1.0 - v) * size), 0, size - 1).astype(np.intp)
+        position = np.full(size * size, -1, dtype=np.intp)
+        position[self.texels] = np.arange(len(self.texels))
+        position[self.ring_texels] = position[self.ring_sources]
+        found = position[rows * size + cols]
+        return np.where(found >= 0, found, np.arange(len(self.texels)))
 
     @classmethod
     def build(cls, uvs: np.ndarray, faces: np.ndarray, size: int) -> UVRasterMap:
@@ -193,6 +324,7 @@ class UVRasterMap:
         return cls(
             face_index=best.reshape(size, size),
             bary=np.clip(best_bary, 0.0, 1.0).astype(np.float32).reshape(size, size, 3),
+            uvs=uvs.astype(np.float32),
         )
 
 
@@ -216,50 +348,12 @@ def _dilation_ring(covered: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarr
     return ring, flat_source[ring]
 
 
-def _nearest_in_rows(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """valid (R, C) bool -> (before, after), each (R, C) int32: the column of the
-    nearest valid cell at or left of / at or right of each cell, -1 where none."""
-    columns = valid.shape[1]
-    ranks = np.arange(1, columns + 1, dtype=np.int32)
-    before = np.maximum.accumulate(valid * ranks, axis=1) - 1
-    after_flipped = np.maximum.accumulate(valid[:, ::-1] * ranks, axis=1)
-    after = np.where(after_flipped > 0, columns - after_flipped, -1)[:, ::-1]
-    return before, after
-
-
-def _axis_nearest_fill(colors: np.ndarray, sources: np.ndarray, targets: np.ndarray, size: int) -> np.ndarray:
-    """Colour each target texel from the nearest source texel in its row or column.
-
-    colors (3, K) float32 channel planes of the source texels at flat indices
-    sources (K,), K >= 1; targets (M,) flat indices of other texels ->
-    (3, M) float32: the colour of the closest source straight left, right,
-    above or below the target; the mean source colour for a target whose row
-    and column hold no source.
-    """
-    valid: np.ndarray = np.zeros(size * size, dtype=bool)
-    valid[sources] = True
-    valid = valid.reshape(size, size)
-    grid = np.zeros((3, size * size), dtype=np.float32)
-    grid[:, sources] = colors
-    rows, cols = np.divmod(targets, size)
-    distance_list: list[np.ndarray] = []
-    flat_list: list[np.ndarray] = []
-    # rows of `valid`, then rows of its transpose (contiguous: fast accumulate)
-    for transposed in (False, True):
-        line, along = (cols, rows) if transposed else (rows, cols)
-        lines_valid = np.ascontiguousarray(valid.T) if transposed else valid
-        for nearest in _nearest_in_rows(lines_valid):
-            found = nearest[line, along]
-            exists = found >= 0
-            distance_list.append(np.where(exists, np.abs(found - along), 2 * size))
-            flat = found * size + line if transposed else line * size + found
-            flat_list.append(np.where(exists, flat, 0))
-    distances, flats = np.stack(distance_list, axis=1), np.stack(flat_list, axis=1)
-    closest = np.argmin(distances, axis=1)
-    filled = grid[:, np.take_along_axis(flats, closest[:, None], axis=1)[:, 0]]
-    lonely = np.take_along_axis(distances, closest[:, None], axis=1)[:, 0] >= 2 * size
-    filled[:, lonely] = colors.mean(axis=1, keepdims=True)
-    return filled
+def _texel_blend(values: list[np.ndarray], faces: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Per-corner (F,) values of the triangles faces (N,) -> (N,) interpolated with bary (3, N)."""
+    total = bary[0] * np.take(values[0], faces)
+    for corner in (1, 2):
+        total += bary[corner] * np.take(values[corner], faces)
+    return total
 
 
 def bake_uv_texture(
@@ -267,27 +361,26 @@ def bake_uv_texture(
     image_points: np.ndarray,
     faces: np.ndarray,
     uv_map: UVRasterMap,
-    visible: np.ndarray | None = None,
+    visibility: FaceVisibility | None = None,
 ) -> np.ndarray:
     """Project the photo into the UV layout.
 
-    image (H, W, 3) uint8; image_points (V, 2) pixel coords of every vertex in
-    the photo; faces (F, 3), the topology ``uv_map`` was built for;
-    visible (V,) bool or None -> (T, T, 3) uint8 texture, row 0 = top (v = 1).
+    image (H, W, 3) uint8; image_points (V, 2) pixel coords where each vertex is read in the
+    photo (with ``visibility``, pass its ``sample_points``); faces (F, 3), the topology
+    ``uv_map`` was built for -> (T, T, 3) uint8 texture, row 0 = top (v = 1).
 
-    Every covered texel samples the photo (bilinear) at the point its
-    barycentrics give in the triangle of projected vertices. When ``visible``
-    is given, covered texels whose triangle has no visible vertex take the
-    colour of the nearest visible texel straight left, right, above or below
-    them (the mean visible colour when their row and column have none); if
-    no triangle has a visible vertex, visibility is ignored.
-    Outside the layout, a ring of DILATE_TEXELS texels copies a nearby
-    covered texel (8-neighbour growth) and the rest is the mean colour of the
-    layout.
+    Every covered texel samples the photo (bilinear) at the point its barycentrics give in
+    the triangle of projected vertices. With ``visibility``, a texel's weight is the
+    barycentric blend of its triangle's vertex weights, and it blends (module docstring) its
+    own sample with that of its mirror texel (:meth:`UVRasterMap.mirror_texels`: the photo at
+    the same barycentrics in the triangle of the mirror vertices, to the nearest texel) and
+    the fill colours of its triangle's vertices. Outside the layout, a ring of DILATE_TEXELS
+    texels copies a nearby covered texel (8-neighbour growth) and the rest is the mean
+    colour of the layout.
     """
     _check_image(image)
     image_points = np.asarray(image_points, dtype=np.float32)
-    faces = np.asarray(faces)
+    faces = np.asarray(faces, dtype=np.intp)
     if image_points.ndim != 2 or image_points.shape[1] != 2:
         raise ValueError(f"image_points must be (V, 2), got {image_points.shape}")
     if faces.ndim != 2 or faces.shape[1] != 3:
@@ -298,21 +391,17 @@ def bake_uv_texture(
 
     # photo position of each texel: its barycentrics over the triangle corners'
     # projections, gathered per corner from (F,) arrays
-    x = np.zeros(len(uv_map.texels), dtype=np.float32)
-    y = np.zeros(len(uv_map.texels), dtype=np.float32)
-    for corner in range(3):
-        projected = image_points[faces[:, corner]]
-        x += uv_map.texel_bary[corner] * np.take(np.ascontiguousarray(projected[:, 0]), uv_map.texel_faces)
-        y += uv_map.texel_bary[corner] * np.take(np.ascontiguousarray(projected[:, 1]), uv_map.texel_faces)
+    x = _texel_blend([np.ascontiguousarray(image_points[faces[:, k], 0]) for k in range(3)],
+                     uv_map.texel_faces, uv_map.texel_bary)
+    y = _texel_blend([np.ascontiguousarray(image_points[faces[:, k], 1]) for k in range(3)],
+                     uv_map.texel_faces, uv_map.texel_bary)
     planes = _bilinear(image, x, y)
 
-    if visible is not None:
-        visible = np.asarray(visible, dtype=bool)
-        if visible.shape != (len(image_points),):
-            raise ValueError(f"visible must be (V,), got {visible.shape}")
-        seen = np.take(visible[faces].any(axis=1), uv_map.texel_faces)
-        if seen.any() and not seen.all():
-            planes[:, ~seen] = _axis_nearest_fill(planes[:, seen], uv_map.texels[seen], uv_map.texels[~seen], size)
+    if visibility is not None:
+        _check_visibility(visibility, len(image_points))
+        weight = np.asarray(visibility.weight, dtype=np.float32)
+        if weight[faces].min() < _FULL:  # else every texel keeps its own sample
+            planes = _blend_texels(planes, image, image_points, faces, uv_map, visibility)
 
     mean = _to_uint8(planes.mean(axis=1))
     colors = _to_uint8(planes)
@@ -324,3 +413,40 @@ def bake_uv_texture(
         flat_texture[offsets + channel] = colors[channel]
     texture[uv_map.ring_texels] = texture[uv_map.ring_sources]
     return texture.reshape(size, size, 3)
+
+
+def _blend_texels(planes: np.ndarray, image: np.ndarray, image_points: np.ndarray, faces: np.ndarray,
+                  uv_map: UVRasterMap, visibility: FaceVisibility) -> np.ndarray:
+    """The texels' own samples (3, N) -> (3, N) blended with their mirror texels' samples and
+    the fill colours by the texels' visibility (see :func:`bake_uv_texture`)."""
+    weight = np.asarray(visibility.weight, dtype=np.float32)
+    own_weight = _texel_blend([np.ascontiguousarray(weight[faces[:, k]]) for k in range(3)],
+                              uv_map.texel_faces, uv_map.texel_bary)
+    mirror_texels = uv_map.mirror_texels(faces, visibility.mirror)
+    mirror_weight = np.take(own_weight, mirror_texels)
+    # without the fill, the shares are s and 1 - s: colour = mirror + s (own - mirror)
+    mirror_share = (1.0 - own_weight) * mirror_weight
+    own_share = own_weight / np.maximum(own_weight + mirror_share, 1e-12)
+    blended = np.empty_like(planes)
+    for channel in range(3):
+        mirrored = np.take(planes[channel], mirror_texels)
+        np.subtract(planes[channel], mirrored, out=blended[channel])
+        blended[channel] *= own_share
+        blended[channel] += mirrored
+    # the fill has a say only where both sides are barely seen: with the shares (a, b, c),
+    # colour = (a + b) / (a + b + c) * the blend above + c / (a + b + c) * fill
+    needed = np.flatnonzero(own_weight + mirror_weight < FILL_SEEN)
+    if len(needed):
+        texel_faces, bary = uv_map.texel_faces[needed], uv_map.texel_bary[:, needed]
+        needed_faces = np.zeros(len(faces), dtype=bool)
+        needed_faces[texel_faces] = True
+        needed_vertices = np.zeros(len(image_points), dtype=bool)
+        needed_vertices[faces[needed_faces]] = True
+        fill = _fill_colors(_bilinear(image, image_points[:, 0], image_points[:, 1]), visibility, needed_vertices)
+        _, _, filled = _shares(own_weight[needed], mirror_weight[needed])
+        for channel in range(3):
+            kept = blended[channel, needed]
+            fill_colour = _texel_blend([np.ascontiguousarray(fill[channel, faces[:, k]]) for k in range(3)],
+                                       texel_faces, bary)
+            blended[channel, needed] = kept + filled * (fill_colour - kept)
+    return blended
