@@ -1,5 +1,6 @@
 """The training commands of ``facerecon`` (export, build-topology, prepare, train, synthesize,
-evaluate, evaluate-identity, calibrate-landmarks, build-detector, transfer-topology).
+evaluate, evaluate-identity, calibrate-landmarks, build-detector, transfer-topology,
+embed-identities).
 
 The ``facerecon`` command (:mod:`service.cli`) finds them through the ``facerecon.commands``
 entry points, one per command, each naming a ``register_*`` function here; heavy imports
@@ -373,6 +374,29 @@ def register_evaluate_identity(sub: SubParsers) -> None:
                          "mouth, front and side views of its neutral and canonical mesh (default: no sheet)")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate_identity)
+
+
+def cmd_embed_identities(args: argparse.Namespace) -> int:
+    from training.data.identity_embeddings import EMBEDDINGS_FILE, embed_prepared
+
+    try:
+        counts = embed_prepared(args.data, args.batch_size)
+    except ImportError as err:
+        raise CLIError(f"{err}: install the teacher extra (pip install -e '.[teacher]')") from None
+    except FileNotFoundError as err:
+        raise CLIError(str(err)) from None
+    print(f"wrote {args.data / EMBEDDINGS_FILE}: {counts['embedded']} of {counts['samples']} samples "
+          "(those in a person's folder)")
+    return 0
+
+
+def register_embed_identities(sub: SubParsers) -> None:
+    emb = sub.add_parser("embed-identities",
+                         help="face-recognition embeddings of prepared photos in person folders, the identity "
+                              "branch's training-time teacher (needs the teacher extra: dlib)")
+    emb.add_argument("--data", type=Path, required=True, metavar="DATA", help="prepared data folder")
+    emb.add_argument("--batch-size", type=int, default=32, help="face chips per network call")
+    emb.set_defaults(func=cmd_embed_identities)
 
 
 def cmd_build_detector(args: argparse.Namespace) -> int:

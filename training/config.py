@@ -67,6 +67,15 @@ class TrainConfig:
     identity_sampling: IdentitySamplingConfig = field(default_factory=IdentitySamplingConfig)
     # A fine-tune starts from this checkpoint's weights (fresh optimiser) when the run has none yet.
     init_checkpoint: str = ""
+    # With init_checkpoint: restart the identity branch, the encoder's identity head (fresh) and the
+    # identity decoder (:meth:`VertexDecoder.restart`: same output at the start). The landmark-only
+    # recipe left it collapsed: every ReLU of the decoder's second layer off, so no gradient reached
+    # its weights, its output a constant for every face, and identity features barely varying.
+    restart_identity_branch: bool = False
+    # Train only the parameters whose names start with one of these (empty: all). A fine-tune of
+    # the identity branch keeps the trunk and the pose and expression heads, which carry the
+    # landmark accuracy on turned faces, as they are.
+    trainable: tuple[str, ...] = ()
     # Keep BatchNorm on its running statistics (a fine-tune on small CPU batches, or from weights
     # read back out of an exported graph, whose BatchNorms are folded into the convolutions).
     freeze_batchnorm: bool = False

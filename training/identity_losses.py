@@ -12,8 +12,12 @@ folders: several photos of one person) and what a neutral face is:
   lips; the template, a mean over photos, has them slightly parted), the template's open eyes and
   its mouth width (relative to the eye corners), whatever the photo shows, so opening, blinking
   and smiling can only come from the expression branch;
-- **rigid expression**: expression offsets on the nose and forehead (which an expression barely
-  moves) cost extra, so the person's shape there must come from the identity branch.
+- **rigid expression**: expression offsets on the forehead and nose (which an expression barely
+  moves), and less on the cheeks and jaw, cost extra, so the person's shape there must come from
+  the identity branch;
+- **teacher** (optional): the identity features of the batch's photos are as similar to each
+  other (cosine) as a face-recognition network's embeddings of the same photos
+  (:mod:`training.data.identity_embeddings`; a relational distillation, no extra parameters).
 
 A batch's first ``2 * pairs`` samples are ``pairs`` same-person pairs, partners adjacent
 (``training.data.identity_sampling``); ``person`` (B,) holds each sample's person id (-1 unknown).
@@ -36,7 +40,9 @@ LIP_GAPS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
 EYE_GAPS = ((159, 145), (158, 153), (160, 144), (386, 374), (385, 380), (387, 373))
 MOUTH_CORNERS = (61, 291)
 EYE_CORNERS = (33, 263)
-RIGID_REGIONS = ("forehead", "nose")
+# How much each region's expression offsets cost in the rigid-expression term: an expression
+# barely moves the forehead and nose, the cheeks a little (smiles), the jaw with the mouth.
+RIGID_REGIONS = {"forehead": 1.0, "nose": 1.0, "cheek_left": 0.3, "cheek_right": 0.3, "chin_jaw": 0.1}
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,9 @@ class IdentityWeights:
     separation: float = 0.0  # hinge (cm): same-person distance + margin above the distance to another person
     margin_cm: float = 0.3
     neutral_prior: float = 0.0  # lip gaps, eye gaps (mm^2) and mouth width of the neutral face vs the template
-    rigid_expression: float = 0.0  # mean squared expression offset on the nose and forehead (cm^2)
+    rigid_expression: float = 0.0  # mean squared expression offset (cm^2) weighted by RIGID_REGIONS
     closed_lip_gap_mm: float = 1.0  # the neutral face's inner-lip gap
+    teacher: float = 0.0  # squared difference of identity-feature and teacher-embedding cosine similarities
 
 
 def face_measurements(vertices: torch.Tensor) -> torch.Tensor:
@@ -69,7 +76,7 @@ class IdentityLoss(torch.nn.Module):
     """The identity terms of a batch; ``forward`` returns each weighted term."""
 
     template_measurements: torch.Tensor  # (12,) what the neutral face measures
-    rigid: torch.Tensor  # (Vs,) 1 on the rigid regions
+    rigid: torch.Tensor  # (Vs,) each surface vertex's RIGID_REGIONS weight
 
     def __init__(self, topology: FaceTopology, weights: IdentityWeights) -> None:
         super().__init__()
@@ -79,22 +86,40 @@ class IdentityLoss(torch.nn.Module):
         target[: len(LIP_GAPS)] = weights.closed_lip_gap_mm
         self.register_buffer("template_measurements", target)
         names = np.array(REGION_NAMES)[topology.regions[: topology.num_surface_vertices]]
-        self.register_buffer("rigid", torch.as_tensor(np.isin(names, RIGID_REGIONS).astype(np.float32)))
+        self.register_buffer("rigid", torch.as_tensor([RIGID_REGIONS.get(n, 0.0) for n in names], dtype=torch.float32))
 
     def rigid_expression(self, result: FaceReconstruction) -> torch.Tensor:
-        """Mean squared expression offset (cm^2) over the rigid regions' vertices."""
+        """Mean squared expression offset (cm^2), weighted by each vertex's RIGID_REGIONS weight."""
         per_vertex = (100 * result.expression_offsets).square().sum(dim=-1)  # (B, Vs)
         return (per_vertex * self.rigid).sum(dim=1).mean() / self.rigid.sum()
 
     def neutral_prior(self, result: FaceReconstruction) -> torch.Tensor:
         return (face_measurements(result.neutral_vertices) - self.template_measurements).square().mean()
 
+    @staticmethod
+    def teacher_loss(identity: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor | None:
+        """identity (B, Di) features, embedding (B, E) teacher embeddings (zeros where none) ->
+        mean squared difference of their pairwise cosine similarities over the photos with one."""
+        known = embedding.abs().sum(dim=1) > 0
+        if known.sum() < 2:
+            return None
+        features = torch.nn.functional.normalize(identity[known], dim=1)
+        targets = torch.nn.functional.normalize(embedding[known], dim=1)
+        off_diagonal = ~torch.eye(len(features), dtype=torch.bool, device=features.device)
+        return ((features @ features.T - targets @ targets.T)[off_diagonal]).square().mean()
+
     def forward(self, result: FaceReconstruction, person: torch.Tensor, pairs: int,
-                exchanged_landmark_loss: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                exchanged_landmark_loss: torch.Tensor | None, identity: torch.Tensor | None = None,
+                embedding: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``exchanged_landmark_loss``: the landmark loss of the pairs rebuilt with their partner's
-        identity (None when the batch has no pairs)."""
+        identity (None when the batch has no pairs); ``identity`` (B, Di) the identity features and
+        ``embedding`` (B, E) the teacher's embeddings, for the teacher term."""
         w = self.weights
         terms = {}
+        if w.teacher and identity is not None and embedding is not None:
+            teacher = self.teacher_loss(identity, embedding)
+            if teacher is not None:
+                terms["identity_teacher"] = w.teacher * teacher
         if w.neutral_prior:
             terms["neutral_prior"] = w.neutral_prior * self.neutral_prior(result)
         if w.rigid_expression:

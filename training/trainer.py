@@ -119,7 +119,10 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
     pairs = config.identity_sampling.pairs_per_batch
     if pairs and dist_info.world_size > 1:
         raise ValueError("identity pairs (identity_sampling.pairs_per_batch) train in a single process")
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.optim.learning_rate,
+    if config.trainable:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith(config.trainable))
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.optim.learning_rate,
                                   weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, config.optim))
     use_amp = device.type == "cuda"
@@ -140,9 +143,14 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
         step = int(state["steps"]) - init_steps
     else:
         if config.init_checkpoint:
-            initial, data = load_checkpoint(config.init_checkpoint, topology)
+            initial, init_state = load_checkpoint(config.init_checkpoint, topology)
             load_model_state(model, initial.state_dict())
-            init_steps, calibration = int(data["steps"]), data.get("landmark_calibration", calibration)
+            init_steps, calibration = int(init_state["steps"]), init_state.get("landmark_calibration", calibration)
+            if config.restart_identity_branch:
+                for layer in model.encoder.identity_head:
+                    if isinstance(layer, torch.nn.Linear):
+                        layer.reset_parameters()
+                model.identity_decoder.offsets.restart()
         if dist_info.main:
             (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     net: torch.nn.Module = model
@@ -201,7 +209,8 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
                     result = net(batch["image"])
             loss, terms = criterion(result, batch)
             exchanged_loss = criterion.landmark_loss(exchanged, batch["landmarks"][: 2 * pairs]) if pairs else None
-            identity_terms = identity_loss(result, batch["person"], pairs, exchanged_loss)
+            identity_terms = identity_loss(result, batch["person"], pairs, exchanged_loss,
+                                           codes.identity if pairs else None, batch["embedding"])
             if identity_terms:
                 loss = loss + sum(identity_terms.values())
                 terms.update({name: float(value.detach()) for name, value in identity_terms.items()})

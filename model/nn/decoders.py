@@ -87,6 +87,18 @@ class VertexDecoder(nn.Module):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
+    def restart(self, output_std: float = 1e-3) -> None:
+        """Fresh hidden layers and small random output weights (std ``output_std``), the output bias
+        kept: the decoder outputs about what its bias says for every code, as before if it had
+        collapsed to that, but with live ReLUs and a little dependence on the code, so training
+        can grow it (exactly zero weights would be a saddle for terms that compare two outputs)."""
+        last = self.mlp[-1]
+        assert isinstance(last, nn.Linear)
+        for layer in list(self.mlp)[:-1]:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+        nn.init.normal_(last.weight, std=output_std)
+
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         coarse = self.mlp(code).view(code.shape[0], self.upsampler.coarse_vertices, self.channels)
         return self.upsampler(coarse)

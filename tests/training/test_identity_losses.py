@@ -59,3 +59,12 @@ def test_rigid_expression_counts_only_nose_and_forehead(topology, face_model):
     assert loss.rigid_expression(dataclasses.replace(result, expression_offsets=offsets)) == 0
     offsets[:, loss.rigid == 1] = 0.01
     assert loss.rigid_expression(dataclasses.replace(result, expression_offsets=offsets)) > 0
+
+
+def test_the_teacher_term_is_zero_when_features_mirror_the_teachers_similarities():
+    torch.manual_seed(0)
+    embedding = torch.randn(6, 128)
+    embedding[5] = 0  # a photo without a teacher embedding is left out
+    assert IdentityLoss.teacher_loss(embedding.clone(), embedding) == pytest.approx(0.0, abs=1e-6)
+    assert IdentityLoss.teacher_loss(torch.randn(6, 128), embedding) > 0.005
+    assert IdentityLoss.teacher_loss(torch.randn(6, 128), torch.zeros(6, 128)) is None

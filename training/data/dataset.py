@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from model.topology import NUM_BASE_VERTICES, FaceTopology
 from training.data.augment import AugmentConfig, augment
+from training.data.identity_embeddings import EMBEDDING_DIM, load_embeddings
 from training.data.identity_sampling import person_ids
 from training.data.pose_sampling import estimate_yaw
 from training.data.shards import decode_jpeg, read_shard, shard_paths
@@ -28,7 +29,9 @@ class PreparedFaces(Dataset):
     """Samples of one split (``train`` or ``val``) of one or more prepared data folders.
 
     Items: ``image`` (3, S, S) float in [0, 1], ``landmarks`` (468, 2) crop pixels,
-    ``photo_mask`` (S, S) float (1 where the real, unoccluded photo shows), ``person`` () long.
+    ``photo_mask`` (S, S) float (1 where the real, unoccluded photo shows), ``person`` () long,
+    ``embedding`` (128,) float: the face-recognition teacher's embedding where the data folder has
+    one for the sample (:mod:`training.data.identity_embeddings`), else zeros.
     ``yaw`` (N,) holds each sample's yaw in degrees: stored in the shard (``facerecon
     synthesize``), else estimated from its landmarks; ``person`` (N,) each sample's person id
     (-1 where the photo is not in a person's folder; see :mod:`training.data.identity_sampling`).
@@ -45,7 +48,8 @@ class PreparedFaces(Dataset):
             raise ValueError(f"split must be train or val, not {split!r}")
         self.shards: list[_Shard] = []
         template = topology.vertices[:NUM_BASE_VERTICES]
-        index, landmarks, valid, yaw, names = [], [], [], [], []
+        index, landmarks, valid, yaw, names, embeddings = [], [], [], [], [], []
+        teachers = {r: load_embeddings(r) for r in roots}
         for shard_id, path in enumerate(paths):
             data = read_shard(path, ("jpeg", "offsets", "landmarks", "valid", "is_val", "yaw", "names"))
             keep = np.flatnonzero(data["is_val"] == (split == "val"))
@@ -54,15 +58,20 @@ class PreparedFaces(Dataset):
             landmarks.append(data["landmarks"][keep])
             valid.append(data["valid"][keep])
             yaw.append(data["yaw"][keep] if "yaw" in data else estimate_yaw(landmarks[-1], template))
-            names += data["names"][keep].tolist()
+            kept_names = data["names"][keep].tolist()
+            names += kept_names
+            teacher = teachers[path.parent]
+            embeddings.append(np.stack([teacher.get(n, np.zeros(EMBEDDING_DIM, np.float32)) for n in kept_names])
+                              if kept_names else np.zeros((0, EMBEDDING_DIM), np.float32))
         self.index = np.concatenate(index)
         self.person = person_ids(names)
+        self.embedding = np.concatenate(embeddings).astype(np.float32)
         self.landmarks = np.concatenate(landmarks)
         self.valid = np.concatenate(valid)
         self.yaw = np.concatenate(yaw)
         if limit is not None:
             self.index, self.landmarks, self.valid = self.index[:limit], self.landmarks[:limit], self.valid[:limit]
-            self.yaw, self.person = self.yaw[:limit], self.person[:limit]
+            self.yaw, self.person, self.embedding = self.yaw[:limit], self.person[:limit], self.embedding[:limit]
         self.train = split == "train"
         self.config = config
         self.seed = seed
@@ -88,4 +97,5 @@ class PreparedFaces(Dataset):
             "landmarks": torch.from_numpy(sample.landmarks),
             "photo_mask": torch.from_numpy(sample.photo_mask.astype(np.float32)),
             "person": torch.tensor(int(self.person[i])),
+            "embedding": torch.from_numpy(self.embedding[i]),
         }

@@ -116,3 +116,25 @@ def test_landmark_offsets_are_saved_with_the_weights(topology):
     other = FaceReconstructionModel(topology)
     other.load_state_dict(state)
     assert torch.equal(other.landmark_offsets, model.landmark_offsets)
+
+
+def test_a_restarted_decoder_keeps_its_output_and_can_learn_again(topology):
+    """A collapsed decoder (dead ReLUs: the same output for every code) restarts with the same
+    output and gradients that reach its weights."""
+    torch.manual_seed(0)
+    model = FaceReconstructionModel(topology)
+    decoder = model.identity_decoder.offsets
+    with torch.no_grad():
+        decoder.mlp[2].bias.fill_(-100.0)  # every ReLU of the second layer off
+        decoder.mlp[-1].bias.normal_(0.0, 0.1)
+    codes = torch.randn(3, model.config.encoder.identity_dim)
+    before = decoder(codes).detach()
+    decoder(codes).square().sum().backward()
+    assert decoder.mlp[-1].weight.grad.abs().max() == 0  # collapsed: nothing to learn from
+    decoder.restart()
+    decoder.zero_grad()
+    after = decoder(codes)
+    assert (after - before).abs().max() < 0.05  # 0.5 mm at the identity decoder's offset scale
+    assert (after[0] - after[1]).abs().max() > 0  # and the code matters again
+    decoder(codes).square().sum().backward()
+    assert decoder.mlp[-1].weight.grad.abs().max() > 0

@@ -82,3 +82,25 @@ def test_several_folders_load_as_one_set_with_a_yaw_per_sample(synthetic_data, t
     np.testing.assert_array_equal(both.yaw, np.tile(one.yaw, 2))
     # The fixture's faces turn up to 0.4 rad (23 degrees) each way; shards without a yaw get it estimated.
     assert np.abs(one.yaw).max() < 30 and np.abs(one.yaw).max() > 5
+
+
+def test_teacher_embeddings_and_people_reach_the_samples(synthetic_data, topology, tmp_path):
+    import shutil
+
+    from training.data.identity_embeddings import EMBEDDINGS_FILE
+    from training.data.shards import read_shard, write_shard
+
+    root = tmp_path / "prepared"
+    root.mkdir()
+    shard = read_shard(synthetic_data / "shard_00000.npz")
+    names = [f"lfw/person_{i // 2}/{i}.jpg" if i < 8 else f"utkface/{i}.jpg" for i in range(len(shard["names"]))]
+    samples = [{"jpeg": shard["jpeg"][shard["offsets"][i]: shard["offsets"][i + 1]], "landmarks": shard["landmarks"][i],
+                "valid": shard["valid"][i]} for i in range(len(names))]
+    write_shard(root / "shard_00000.npz", samples, names, [False] * len(names))
+    vectors = np.random.default_rng(0).normal(size=(8, 128)).astype(np.float32)
+    np.savez(root / EMBEDDINGS_FILE, names=np.array(names[:8]), embeddings=vectors)
+    data = PreparedFaces(root, "train", topology, AugmentConfig())
+    assert data.person[0] == data.person[1] != data.person[2] and (data.person[8:] == -1).all()
+    np.testing.assert_array_equal(data[3]["embedding"].numpy(), vectors[3])
+    assert data[9]["embedding"].abs().sum() == 0
+    shutil.rmtree(root)
