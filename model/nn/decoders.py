@@ -56,6 +56,10 @@ class CavityAttachment(nn.Module):
     def _rim_sums(self, values: torch.Tensor) -> torch.Tensor:
         return (values[:, self.sources] * self.weights).sum(dim=2)
 
+    def follow(self, surface: torch.Tensor) -> torch.Tensor:
+        """(B, Vs, C) per-vertex displacements -> (B, V, C): each cavity vertex moves with its rim."""
+        return torch.cat([surface, self._rim_sums(surface)], dim=1)
+
     def positions(self, surface: torch.Tensor) -> torch.Tensor:
         """(B, Vs, 3) metres in the face's frame -> (B, V, 3)."""
         return torch.cat([surface, self._rim_sums(surface) + self.offsets], dim=1)

@@ -43,7 +43,7 @@ import torch
 from tqdm import tqdm
 
 from model.conventions import ndc_to_pixels, points_box
-from model.nn.decoders import SubdivisionUpsampler
+from model.nn.decoders import CavityAttachment, SubdivisionUpsampler
 from model.nn.geometry import euler_to_matrix, matrix_to_euler_degrees, vertex_normals
 from model.nn.renderer import interpolate, rasterize
 from model.runtime.crop import square_box
@@ -156,16 +156,17 @@ class PosedFace:
 
 
 def face_in_stored_crop(posed: np.ndarray, rotation: np.ndarray, matrix: np.ndarray, size: int,
-                        labels: np.ndarray, upsampler: SubdivisionUpsampler) -> PosedFace:
+                        labels: np.ndarray, spread: Callable[[torch.Tensor], torch.Tensor]) -> PosedFace:
     """The network's posed vertices (V, 3) in the NDC of its crop (cut by ``matrix``, 2x3, from
     the stored crop) -> :class:`PosedFace` in stored-crop pixels, with the base vertices moved
-    onto the labels (468, 2+) in x, y and the other vertices moved along by subdivision."""
+    onto the labels (468, 2+) in x, y and the other vertices moved along: ``spread`` carries base
+    displacements (1, 468, C) to every vertex (1, V, C) (subdivision, then the cavities' rims)."""
     network = ndc_to_pixels(posed, size)
     linear = matrix[:, :2]
     xy = (network[:, :2] - matrix[:, 2]) @ np.linalg.inv(linear).T
     depth = network[:, 2] / math.sqrt(abs(np.linalg.det(linear)))
     offsets = torch.as_tensor(labels[:, :2] - xy[:NUM_BASE_VERTICES], dtype=torch.float32)
-    xy = xy + upsampler(offsets[None])[0].numpy()
+    xy = xy + spread(offsets[None])[0].numpy()
     return PosedFace(np.concatenate([xy, depth[:, None]], axis=1).astype(np.float32), rotation.astype(np.float32))
 
 
@@ -444,7 +445,8 @@ class SceneBuilder:
         self.model = model
         self.topology = topology
         self.config = config
-        self.upsampler = SubdivisionUpsampler(topology, coarse_level=0)
+        upsampler, cavities = SubdivisionUpsampler(topology, coarse_level=0), CavityAttachment(topology)
+        self.spread = lambda values: cavities.follow(upsampler(values))
 
     def scenes(self, sources: list[dict]) -> list[Scene]:
         """Scenes of the faces ``sources`` (as :meth:`SourceFaces.get` returns them), one network call."""
@@ -453,7 +455,7 @@ class SceneBuilder:
         posed, rotation = self.model.run(np.stack([crop for crop, _ in crops]))
         out = []
         for i, source in enumerate(sources):
-            face = face_in_stored_crop(posed[i], rotation[i], crops[i][1], size, source["landmarks"], self.upsampler)
+            face = face_in_stored_crop(posed[i], rotation[i], crops[i][1], size, source["landmarks"], self.spread)
             out.append(build_scene(source["image"], source["valid"], face, self.topology, self.config))
         return out
 
