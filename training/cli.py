@@ -380,13 +380,12 @@ def cmd_embed_identities(args: argparse.Namespace) -> int:
     from training.data.identity_embeddings import EMBEDDINGS_FILE, embed_prepared
 
     try:
-        counts = embed_prepared(args.data, args.batch_size)
+        counts = embed_prepared(args.data, args.batch_size, args.workers)
     except ImportError as err:
         raise CLIError(f"{err}: install the teacher extra (pip install -e '.[teacher]')") from None
     except FileNotFoundError as err:
         raise CLIError(str(err)) from None
-    print(f"wrote {args.data / EMBEDDINGS_FILE}: {counts['embedded']} of {counts['samples']} samples "
-          "(those in a person's folder)")
+    print(f"wrote {args.data / EMBEDDINGS_FILE}: {counts['embedded']} samples (those in a person's folder)")
     return 0
 
 
@@ -396,6 +395,7 @@ def register_embed_identities(sub: SubParsers) -> None:
                               "branch's training-time teacher (needs the teacher extra: dlib)")
     emb.add_argument("--data", type=Path, required=True, metavar="DATA", help="prepared data folder")
     emb.add_argument("--batch-size", type=int, default=32, help="face chips per network call")
+    emb.add_argument("--workers", type=int, default=2, help="processes (one shard each at a time)")
     emb.set_defaults(func=cmd_embed_identities)
 
 

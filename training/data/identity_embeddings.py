@@ -13,7 +13,9 @@ Needs the ``teacher`` extra (dlib builds from source: several minutes).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -31,45 +33,71 @@ CHIP_POINTS = (263, 362, 33, 133, 2)
 CHIP_SIZE, CHIP_PADDING = 150, 0.25
 
 
+def recognition_weights() -> Path:
+    """Path of the ResNet's weights in the installed ``face-recognition-models`` (found without
+    importing the package, whose ``__init__`` needs setuptools' retired ``pkg_resources``)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("face-recognition-models is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "dlib_face_recognition_resnet_model_v1.dat"
+    if not path.is_file():
+        raise ImportError(f"face-recognition-models has no {path.name}")
+    return path
+
+
 def _has_person(name: str) -> bool:
     return name.count("/") >= 2
 
 
-def embed_prepared(data: Path, batch_size: int = 32) -> dict[str, int]:
+def embed_shard(path: Path, batch_size: int = 32) -> tuple[list[str], np.ndarray]:
+    """Names and embeddings (N, 128) of one shard's samples that lie in a person's folder."""
+    import dlib
+
+    recogniser = dlib.face_recognition_model_v1(str(recognition_weights()))
+    shard = read_shard(path, ("jpeg", "offsets", "landmarks", "names"))
+    rows = [i for i, name in enumerate(shard["names"].tolist()) if _has_person(name)]
+    names: list[str] = []
+    vectors = [np.zeros((0, EMBEDDING_DIM), np.float32)]
+    for start in range(0, len(rows), batch_size):
+        chips = []
+        for row in rows[start : start + batch_size]:
+            crop = decode_jpeg(shard["jpeg"], shard["offsets"], row)
+            points = shard["landmarks"][row][list(CHIP_POINTS), :2]
+            box = dlib.rectangle(0, 0, crop.shape[1] - 1, crop.shape[0] - 1)
+            parts = [dlib.point(int(round(x)), int(round(y))) for x, y in points]
+            chips.append(dlib.get_face_chip(crop, dlib.full_object_detection(box, parts), size=CHIP_SIZE,
+                                            padding=CHIP_PADDING))
+            names.append(str(shard["names"][row]))
+        vectors.append(np.asarray(recogniser.compute_face_descriptor(chips), dtype=np.float32))
+    return names, np.concatenate(vectors)
+
+
+def _embed_task(args: tuple[Path, int]) -> tuple[list[str], np.ndarray]:
+    return embed_shard(*args)
+
+
+def embed_prepared(data: Path, batch_size: int = 32, workers: int = 2) -> dict[str, int]:
     """Write ``data/identity_embeddings.npz`` (``names`` (N,) str, ``embeddings`` (N, 128) float32)
     for the samples of ``data``'s shards that lie in a person's folder; returns counts."""
-    import dlib
-    import face_recognition_models
+    import dlib  # noqa: F401  # fail here, before any work, when the teacher extra is missing
 
-    recogniser = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+    recognition_weights()
     paths = shard_paths(data)
     if not paths:
         raise FileNotFoundError(f"no prepared shards in {data}: run `facerecon prepare` first")
-    names_out: list[str] = []
-    vectors: list[np.ndarray] = []
-    total = 0
-    for path in tqdm(paths, desc="embed", unit="shard"):
-        shard = read_shard(path, ("jpeg", "offsets", "landmarks", "names"))
-        rows = [i for i, name in enumerate(shard["names"].tolist()) if _has_person(name)]
-        total += len(shard["names"])
-        for start in range(0, len(rows), batch_size):
-            chips, batch_names = [], []
-            for row in rows[start : start + batch_size]:
-                crop = decode_jpeg(shard["jpeg"], shard["offsets"], row)
-                points = shard["landmarks"][row][list(CHIP_POINTS), :2]
-                box = dlib.rectangle(0, 0, crop.shape[1] - 1, crop.shape[0] - 1)
-                parts = [dlib.point(int(round(x)), int(round(y))) for x, y in points]
-                detection = dlib.full_object_detection(box, parts)
-                chips.append(dlib.get_face_chip(crop, detection, size=CHIP_SIZE, padding=CHIP_PADDING))
-                batch_names.append(str(shard["names"][row]))
-            if chips:
-                vectors.append(np.asarray(recogniser.compute_face_descriptor(chips), dtype=np.float32))
-                names_out += batch_names
-    embeddings = np.concatenate(vectors) if vectors else np.zeros((0, EMBEDDING_DIM), np.float32)
+    names: list[str] = []
+    vectors = [np.zeros((0, EMBEDDING_DIM), np.float32)]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers) as pool:
+        tasks = [(p, batch_size) for p in paths]
+        for shard_names, shard_vectors in tqdm(pool.imap(_embed_task, tasks), total=len(paths), desc="embed",
+                                               unit="shard"):
+            names += shard_names
+            vectors.append(shard_vectors)
     tmp = data / (EMBEDDINGS_FILE + ".tmp.npz")
-    np.savez(tmp, names=np.array(names_out, dtype=str), embeddings=embeddings)
+    np.savez(tmp, names=np.array(names, dtype=str), embeddings=np.concatenate(vectors))
     tmp.replace(data / EMBEDDINGS_FILE)
-    return {"samples": total, "embedded": len(names_out)}
+    return {"embedded": len(names)}
 
 
 def load_embeddings(data: Path) -> dict[str, np.ndarray]:
