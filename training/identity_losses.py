@@ -13,8 +13,8 @@ folders: several photos of one person) and what a neutral face is:
   its mouth width (relative to the eye corners), whatever the photo shows, so opening, blinking
   and smiling can only come from the expression branch;
 - **rigid expression**: expression offsets on the forehead and nose (which an expression barely
-  moves), and less on the cheeks and jaw, cost extra, so the person's shape there must come from
-  the identity branch;
+  moves), and optionally less on the cheeks and jaw, cost extra, so the person's shape there must
+  come from the identity branch;
 - **teacher** (optional): the identity features of the batch's photos are as similar to each
   other (cosine) as a face-recognition network's embeddings of the same photos
   (:mod:`training.data.identity_embeddings`; a relational distillation, no extra parameters).
@@ -40,9 +40,10 @@ LIP_GAPS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
 EYE_GAPS = ((159, 145), (158, 153), (160, 144), (386, 374), (385, 380), (387, 373))
 MOUTH_CORNERS = (61, 291)
 EYE_CORNERS = (33, 263)
-# How much each region's expression offsets cost in the rigid-expression term: an expression
-# barely moves the forehead and nose, the cheeks a little (smiles), the jaw with the mouth.
-RIGID_REGIONS = {"forehead": 1.0, "nose": 1.0, "cheek_left": 0.3, "cheek_right": 0.3, "chin_jaw": 0.1}
+# The regions an expression barely moves: their expression offsets cost the full rigid-expression
+# weight; the cheeks (smiles) and the jaw (an opening mouth) cost IdentityWeights.rigid_cheeks /
+# rigid_jaw of it.
+RIGID_REGIONS = ("forehead", "nose")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ class IdentityWeights:
     separation: float = 0.0  # hinge (cm): same-person distance + margin above the distance to another person
     margin_cm: float = 0.3
     neutral_prior: float = 0.0  # lip gaps, eye gaps (mm^2) and mouth width of the neutral face vs the template
-    rigid_expression: float = 0.0  # mean squared expression offset (cm^2) weighted by RIGID_REGIONS
+    rigid_expression: float = 0.0  # mean squared expression offset (cm^2) on RIGID_REGIONS
+    rigid_cheeks: float = 0.0  # the cheeks' share of the rigid-expression weight
+    rigid_jaw: float = 0.0  # the chin and jaw's share
     closed_lip_gap_mm: float = 1.0  # the neutral face's inner-lip gap
     teacher: float = 0.0  # squared difference of identity-feature and teacher-embedding cosine similarities
 
@@ -76,7 +79,7 @@ class IdentityLoss(torch.nn.Module):
     """The identity terms of a batch; ``forward`` returns each weighted term."""
 
     template_measurements: torch.Tensor  # (12,) what the neutral face measures
-    rigid: torch.Tensor  # (Vs,) each surface vertex's RIGID_REGIONS weight
+    rigid: torch.Tensor  # (Vs,) each surface vertex's share of the rigid-expression weight
 
     def __init__(self, topology: FaceTopology, weights: IdentityWeights) -> None:
         super().__init__()
@@ -86,12 +89,15 @@ class IdentityLoss(torch.nn.Module):
         target[: len(LIP_GAPS)] = weights.closed_lip_gap_mm
         self.register_buffer("template_measurements", target)
         names = np.array(REGION_NAMES)[topology.regions[: topology.num_surface_vertices]]
-        self.register_buffer("rigid", torch.as_tensor([RIGID_REGIONS.get(n, 0.0) for n in names], dtype=torch.float32))
+        share = {**dict.fromkeys(RIGID_REGIONS, 1.0), "cheek_left": weights.rigid_cheeks,
+                 "cheek_right": weights.rigid_cheeks, "chin_jaw": weights.rigid_jaw}
+        self.register_buffer("rigid", torch.as_tensor([share.get(n, 0.0) for n in names], dtype=torch.float32))
 
     def rigid_expression(self, result: FaceReconstruction) -> torch.Tensor:
-        """Mean squared expression offset (cm^2), weighted by each vertex's RIGID_REGIONS weight."""
+        """Mean squared expression offset (cm^2) over the rigid regions' vertices, the cheeks and jaw
+        weighed by their shares."""
         per_vertex = (100 * result.expression_offsets).square().sum(dim=-1)  # (B, Vs)
-        return (per_vertex * self.rigid).sum(dim=1).mean() / self.rigid.sum()
+        return (per_vertex * self.rigid).sum(dim=1).mean() / (self.rigid > 0).sum()
 
     def neutral_prior(self, result: FaceReconstruction) -> torch.Tensor:
         return (face_measurements(result.neutral_vertices) - self.template_measurements).square().mean()
