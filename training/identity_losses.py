@@ -15,8 +15,8 @@ folders: several photos of one person) and what a neutral face is:
 - **rigid expression**: expression offsets on the forehead and nose (which an expression barely
   moves), and optionally less on the cheeks and jaw, cost extra, so the person's shape there must
   come from the identity branch;
-- **folds** (optional): neighbouring surface triangles of the neutral and expressive faces that
-  turn past a threshold cost, so closing the lips cannot cross them;
+- **folds** (optional): neighbouring triangles of the neutral and expressive faces (cavities
+  included) that turn past a threshold cost, so closing the lips cannot cross them;
 - **teacher** (optional): the identity features of the batch's photos are as similar to each
   other (cosine) as a face-recognition network's embeddings of the same photos
   (:mod:`training.data.identity_embeddings`; a relational distillation, no extra parameters).
@@ -62,7 +62,7 @@ class IdentityWeights:
     rigid_cheeks: float = 0.0  # the cheeks' share of the rigid-expression weight
     rigid_jaw: float = 0.0  # the chin and jaw's share
     closed_lip_gap_mm: float = 1.0  # the neutral face's inner-lip gap
-    folds: float = 0.0  # neighbouring surface triangles of the neutral and expressive faces folded past fold_degrees
+    folds: float = 0.0  # neighbouring triangles of the neutral and expressive faces folded past fold_degrees
     fold_degrees: float = 60.0
     teacher: float = 0.0  # squared difference of identity-feature and teacher-embedding cosine similarities
 
@@ -94,8 +94,8 @@ class IdentityLoss(torch.nn.Module):
 
     template_measurements: torch.Tensor  # (12,) what the neutral face measures
     rigid: torch.Tensor  # (Vs,) each surface vertex's share of the rigid-expression weight
-    surface_faces: torch.Tensor  # (Fs, 3)
-    edge_faces: torch.Tensor  # (E, 2) the two surface triangles on each interior edge
+    mesh_faces: torch.Tensor  # (F, 3)
+    edge_faces: torch.Tensor  # (E, 2) the two triangles on each interior edge
 
     def __init__(self, topology: FaceTopology, weights: IdentityWeights) -> None:
         super().__init__()
@@ -108,15 +108,16 @@ class IdentityLoss(torch.nn.Module):
         share = {**dict.fromkeys(RIGID_REGIONS, 1.0), "cheek_left": weights.rigid_cheeks,
                  "cheek_right": weights.rigid_cheeks, "chin_jaw": weights.rigid_jaw}
         self.register_buffer("rigid", torch.as_tensor([share.get(n, 0.0) for n in names], dtype=torch.float32))
-        surface = topology.surface_faces
-        self.register_buffer("surface_faces", torch.as_tensor(surface))
-        self.register_buffer("edge_faces", torch.as_tensor(_interior_edge_faces(surface)))
+        # Every triangle, the cavities' too: they follow the lips' and lids' rims, so an untidy rim
+        # folds them even where the surface itself does not.
+        self.register_buffer("mesh_faces", torch.as_tensor(topology.faces))
+        self.register_buffer("edge_faces", torch.as_tensor(_interior_edge_faces(topology.faces)))
         self.fold_cos = float(np.cos(np.radians(weights.fold_degrees)))
 
     def fold_penalty(self, vertices: torch.Tensor) -> torch.Tensor:
-        """(B, V, 3) -> mean over the surface's interior edges of how far past ``fold_degrees`` the
+        """(B, V, 3) -> mean over the mesh's interior edges of how far past ``fold_degrees`` the
         two triangles' normals turn (1 - cos, above the threshold's)."""
-        corners = vertices[:, self.surface_faces]  # (B, F, 3, 3)
+        corners = vertices[:, self.mesh_faces]  # (B, F, 3, 3)
         normals = torch.nn.functional.normalize(
             torch.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], dim=-1), dim=-1)
         cos = (normals[:, self.edge_faces[:, 0]] * normals[:, self.edge_faces[:, 1]]).sum(dim=-1)
