@@ -43,7 +43,7 @@ _COMMON_HEADERS = {
     "X-Request-ID": {"description": "the request's id (the client's X-Request-ID when sane): quote it to support",
                      "schema": {"type": "string"}},
     "X-Model-Version": {"description": MODEL_VERSION_HELP, "schema": {"type": "string"},
-                        "example": "27500-steps-051f976c900f"},
+                        "example": "28700-steps-aca56e64bcdb"},
 }
 # Models that the routes reference by hand ({"$ref": "#/components/schemas/<name>"}) rather than through a
 # response model, which FastAPI would put in the components by itself.

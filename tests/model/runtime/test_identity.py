@@ -19,10 +19,10 @@ PEOPLE = ("Bill_Frist", "Elton_John", "Hugo_Chavez", "Julianne_Moore", "Muhammad
 OPEN_MOUTH = SHARED_DATA / "train" / "utkface" / "16_0_0_20170104012457770.jpg"
 INNER_LIPS = (13, 14)  # MediaPipe's inner upper / lower lip midpoints (base vertices)
 
-# The shipped model's identity branch is still collapsed (issue 14 is open): its neutral face is
-# the same for everyone, with the template's parted lips. These tests say what it must become;
-# strict, so they fail the run the day a model passes them and the marks must go.
-NOT_YET = pytest.mark.xfail(strict=True, reason="issue 14: the shipped identity branch is still collapsed")
+# The shipped model's neutral faces still differ too little between people (issue 14 is open).
+# These two tests say what they must become; strict, so they fail the run the day a model passes
+# them and the marks must go.
+NOT_YET = pytest.mark.xfail(strict=True, reason="issue 14: the shipped neutral faces barely differ between people")
 pytestmark = pytest.mark.skipif(not LFW.is_dir() or not OPEN_MOUTH.is_file(),
                                 reason="needs the face photos of ../shared/data (train/lfw, train/utkface)")
 
@@ -68,7 +68,6 @@ def test_one_persons_photos_agree_more_than_different_peoples(neutral_meshes):
     assert np.mean(same) < 0.8 * np.mean(different)
 
 
-@NOT_YET
 def test_an_open_mouths_neutral_face_has_closed_lips(pipeline: FacePipeline):
     image = np.asarray(Image.open(OPEN_MOUTH).convert("RGB"))
     rec = pipeline.reconstruct(image)
