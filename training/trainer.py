@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -163,7 +164,7 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
         sampler = DistributedSampler(train_set, seed=config.seed)
     elif pairs:
         weights = pose_balanced_weights(train_set.yaw, config.sampling) if config.sampling.pose_balanced \
-            else torch.ones(len(train_set)).numpy()
+            else np.ones(len(train_set))
         sampler = IdentityPairStream(train_set.person, weights, config.optim.batch_size, pairs,
                                      10**9 // config.optim.batch_size, generator)
     elif config.sampling.pose_balanced:

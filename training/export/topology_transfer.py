@@ -47,9 +47,12 @@ def onnx_weights(graph: onnx.ModelProto) -> dict[str, np.ndarray]:
     return out
 
 
-def model_from_onnx(path: Path, topology: FaceTopology, config: ModelConfig | None = None) -> FaceReconstructionModel:
-    """Rebuild the PyTorch model of an exported graph on ``topology`` (the one it was exported for)."""
-    graph = onnx.load(str(path))
+def model_from_onnx(path: Path | onnx.ModelProto, topology: FaceTopology,
+                    config: ModelConfig | None = None) -> FaceReconstructionModel:
+    """Rebuild the PyTorch model of an exported graph (a path or the loaded graph) on ``topology``
+    (the one it was exported for)."""
+    graph = path if isinstance(path, onnx.ModelProto) else onnx.load(str(path))
+    source = "the graph" if isinstance(path, onnx.ModelProto) else str(path)
     weights = onnx_weights(graph)
     model = FaceReconstructionModel(topology, config or ModelConfig()).eval()
     state = model.state_dict()
@@ -62,12 +65,13 @@ def model_from_onnx(path: Path, topology: FaceTopology, config: ModelConfig | No
     pairs = [(c, b) for c, b in zip(modules[:-1], modules[1:])
              if isinstance(c, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)]
     if len(pairs) != len(convolutions):
-        raise ValueError(f"{path}: {len(convolutions)} convolutions, the model has {len(pairs)}")
+        raise ValueError(f"{source}: {len(convolutions)} convolutions, the model has {len(pairs)}")
     names = {id(m): n for n, m in model.named_modules()}
     for node, (conv, norm) in zip(convolutions, pairs):
         kernel, bias = weights[node.input[1]], weights[node.input[2]]
         if tuple(kernel.shape) != tuple(conv.weight.shape):
-            raise ValueError(f"{path}: convolution {node.name} is {kernel.shape}, expected {tuple(conv.weight.shape)}")
+            raise ValueError(f"{source}: convolution {node.name} is {kernel.shape}, "
+                             f"expected {tuple(conv.weight.shape)}")
         conv_name, norm_name = names[id(conv)], names[id(norm)]
         loaded[f"{conv_name}.weight"] = torch.as_tensor(kernel)
         loaded[f"{norm_name}.weight"] = torch.ones_like(norm.weight)
@@ -78,7 +82,7 @@ def model_from_onnx(path: Path, topology: FaceTopology, config: ModelConfig | No
     loaded["landmark_offsets"] = torch.as_tensor(weights[LANDMARK_OFFSETS])
     missing = sorted(set(state) - set(loaded))
     if missing:
-        raise ValueError(f"{path}: no weights for {missing}")
+        raise ValueError(f"{source}: no weights for {missing}")
     model.load_state_dict(loaded)
     return model
 
@@ -126,7 +130,7 @@ def transfer_topology(model_path: Path, old_topology: FaceTopology, new_topology
     if metadata.input_size != config.encoder.image_size:
         raise ValueError(f"{model_path} takes {metadata.input_size}-pixel crops, "
                          f"the model config {config.encoder.image_size}")
-    source = model_from_onnx(model_path, old_topology, config)
+    original = model_from_onnx(graph, old_topology, config)
     target = FaceReconstructionModel(new_topology, config).eval()
-    transfer_decoders(source, target, coarse_row_map(new_topology, config.coarse_level))
+    transfer_decoders(original, target, coarse_row_map(new_topology, config.coarse_level))
     return target, metadata

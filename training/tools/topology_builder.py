@@ -443,7 +443,7 @@ def mean_value_uvs(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def _fill_holes(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Close every inner boundary loop of (V, 3), (F, 3) with a fan to a new centroid vertex."""
     loops = boundary_loops(faces)
-    outer = boundary_loop(faces)
+    outer = max(loops, key=len)
     extra_vertices, extra_faces = [vertices], [faces]
     count = len(vertices)
     for loop in loops:
@@ -727,7 +727,8 @@ def topology_from_template(template: np.ndarray, mirror: np.ndarray, oval: np.nd
     uvs = mean_value_uvs(vertices, faces)
     regions = label_regions(vertices, vertices[:NUM_BASE_VERTICES])
     # The openings' rims on the subdivided surface: the hole loops through each base loop.
-    holes = [loop for loop in boundary_loops(faces) if not np.array_equal(loop, boundary_loop(faces))]
+    loops = boundary_loops(faces)
+    holes = [loop for loop in loops if loop is not max(loops, key=len)]
     rims = [(next(h for h in holes if base[0] in set(h.tolist())), spec) for base, spec in openings]
     arrays = attach_cavities(vertices, faces, uvs, regions, mirror, rims)
 
