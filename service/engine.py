@@ -25,7 +25,7 @@ from model.runtime.detector import FaceDetector
 from model.runtime.image_io import ImageDecodeError, ImageHeader
 from model.runtime.pipeline import FacePipeline, ImageReconstruction, NetworkOutputs, PipelineSteps
 from model.runtime.reconstructor import FaceReconstructor
-from model.runtime.sessions import default_threads, execution_providers
+from model.runtime.sessions import check_session_providers, default_threads, execution_providers
 from service.batching import MicroBatcher
 from service.metrics import ServiceMetrics
 from service.settings import ServiceSettings
@@ -86,6 +86,11 @@ class ReconstructionEngine:
                                           mirror_average=settings.mirror_average)
         detector = FaceDetector(settings.detector_path, providers=providers, threads=settings.detector_threads,
                                 max_faces=max(DETECTOR_MAX_FACES, settings.max_faces))
+        # ONNX Runtime falls back to the CPU when it cannot create the CUDA provider: with device=cuda
+        # that fails start-up (DeviceUnavailable) rather than a GPU deployment reporting ready on the CPU.
+        check_session_providers(settings.device, providers, reconstructor.session.get_providers(),
+                                "the reconstruction model")
+        check_session_providers(settings.device, providers, detector.session.get_providers(), "the face detector")
         self.pipeline = FacePipeline(reconstructor, detector, max_faces=settings.max_faces,
                                      max_pixels=settings.max_pixels, refine=settings.refine_crop)
         self.reconstructor = reconstructor

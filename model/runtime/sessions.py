@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from typing import Literal
 
 import onnxruntime as ort
 
 Device = Literal["auto", "cuda", "cpu"]
+
+log = logging.getLogger("facerecon.runtime")
 
 # Nothing is sent or written by this process: the environment switch (set in model/runtime/__init__.py
 # before ONNX Runtime loads) stops the telemetry store on disk; this stops its events too.
@@ -30,6 +34,10 @@ CUDA_PROVIDER_OPTIONS = {
 }
 
 
+class DeviceUnavailable(RuntimeError):
+    """``device=cuda`` was asked for, but a session runs without the CUDA provider."""
+
+
 def execution_providers(device: Device = "auto") -> list[Provider]:
     """ONNX Runtime providers for ``device``: CUDA (tuned) with CPU fallback, or CPU alone.
 
@@ -39,8 +47,10 @@ def execution_providers(device: Device = "auto") -> list[Provider]:
     if device != "cpu" and "CUDAExecutionProvider" in available:
         return [("CUDAExecutionProvider", dict(CUDA_PROVIDER_OPTIONS)), "CPUExecutionProvider"]
     if device == "cuda":
-        raise RuntimeError(f"device=cuda, but this ONNX Runtime offers only {available} "
-                           "(install onnxruntime-gpu instead of onnxruntime)")
+        raise DeviceUnavailable(f"device=cuda, but this ONNX Runtime offers only {available} "
+                                "(install onnxruntime-gpu instead of onnxruntime)")
+    if device == "auto":
+        log.info("device=auto: this ONNX Runtime offers no CUDA provider; the models run on the CPU")
     return ["CPUExecutionProvider"]
 
 
@@ -51,3 +61,32 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
+
+
+def provider_name(provider: Provider) -> str:
+    """The name of a provider entry: ``"CUDAExecutionProvider"`` or ``("CUDAExecutionProvider", {...})``."""
+    return provider if isinstance(provider, str) else provider[0]
+
+
+def check_session_providers(device: Device, requested: Sequence[Provider], actual: Sequence[str],
+                            what: str = "the model") -> None:
+    """Compare the providers a session really got (``session.get_providers()``) with those requested.
+
+    ONNX Runtime does not fail when it cannot create a requested provider (no GPU visible, CUDA or
+    cuDNN libraries missing): it logs "Failed to create CUDAExecutionProvider" and quietly runs the
+    session on the CPU. With ``device=cuda`` that is a misconfigured deployment, and this raises
+    :class:`DeviceUnavailable` with the reason, so start-up fails instead of reporting ready on the
+    CPU. With ``device=auto`` the CPU is the documented fallback: it is logged as a warning.
+    """
+    wanted = [provider_name(p) for p in requested]
+    missing = [name for name in wanted if name != "CPUExecutionProvider" and name not in actual]
+    if not missing:
+        return
+    if device == "cuda":
+        raise DeviceUnavailable(
+            f"device=cuda, but ONNX Runtime could not create {', '.join(missing)} for {what} and would run it "
+            f"on {', '.join(actual)}: no GPU visible to this process, or the CUDA / cuDNN libraries that "
+            "onnxruntime-gpu needs are missing (see ONNX Runtime's error above). Give the container a GPU "
+            "(e.g. `docker run --gpus all`), or set FACERECON_DEVICE=cpu (or auto) to serve on the CPU")
+    log.warning("device=%s: ONNX Runtime could not create %s for %s; it runs on %s",
+                device, ", ".join(missing), what, ", ".join(actual))

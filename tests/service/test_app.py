@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
 import threading
 import zipfile
@@ -508,3 +509,37 @@ def test_every_answer_names_the_model_version(make_client, photo_jpeg, photo_box
 def _post_with(client, image: bytes, headers: dict[str, str], **options):
     return client.post("/v1/reconstruct", files={"image": ("photo.jpg", image, "image/jpeg")},
                        data={k: str(v) for k, v in options.items()}, headers=headers)
+
+
+@pytest.fixture
+def ort_offers_cuda(monkeypatch):
+    """ONNX Runtime as onnxruntime-gpu on a machine without a usable GPU: it lists the CUDA provider, and
+    sessions asked for it quietly run on the CPU (this CPU-only build cannot create it either)."""
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_a_cuda_deployment_without_cuda_fails_start_up_instead_of_reporting_ready(ort_offers_cuda):
+    from fastapi.testclient import TestClient
+
+    from model.runtime.sessions import DeviceUnavailable
+    from service.app import create_app
+    from service.settings import ServiceSettings
+
+    client = TestClient(create_app(ServiceSettings(device="cuda")), raise_server_exceptions=False)
+    with pytest.raises(DeviceUnavailable, match="could not create CUDAExecutionProvider.*FACERECON_DEVICE=cpu"):
+        with client:
+            pytest.fail(f"started and answered /readyz {client.get('/readyz').status_code} without CUDA")
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_auto_falls_back_to_the_cpu_with_a_warning_and_names_its_provider(ort_offers_cuda, make_client, caplog):
+    with caplog.at_level(logging.WARNING):
+        client = make_client(device="auto")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("facerecon")]
+    assert any("CUDAExecutionProvider" in message and "CPUExecutionProvider" in message for message in warned), warned
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["providers"] == ["CPUExecutionProvider"]
+    assert client.get("/v1/info").json()["providers"] == ["CPUExecutionProvider"]
