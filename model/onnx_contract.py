@@ -43,6 +43,8 @@ class ModelMetadata:
     num_faces: int
     # what the landmark offsets were fitted on (training.export.landmark_calibration)
     landmark_calibration: str = "none"
+    # how the weights are stored beyond float32 (training.export.quantize); "none": float
+    quantization: str = "none"
     input_range: str = "rgb float32 in [0, 1], NCHW"
     format_version: str = "1"
 

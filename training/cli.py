@@ -1,5 +1,5 @@
 """The training commands of ``facerecon`` (export, build-topology, prepare, train, synthesize,
-evaluate, evaluate-identity, calibrate-landmarks, build-detector, transfer-topology,
+evaluate, evaluate-identity, calibrate-landmarks, build-detector, transfer-topology, quantize,
 embed-identities).
 
 The ``facerecon`` command (:mod:`service.cli`) finds them through the ``facerecon.commands``
@@ -309,6 +309,32 @@ def register_transfer_topology(sub: SubParsers) -> None:
                      help="also write a training checkpoint of the transferred weights (for a fine-tune with "
                           "freeze_batchnorm; default: none)")
     tra.set_defaults(func=cmd_transfer_topology)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from google.protobuf.message import DecodeError
+
+    from training.export.onnx_export import metadata_json
+    from training.export.quantize import quantize_model
+
+    if not args.model.is_file():
+        raise CLIError(f"not found: {args.model}")
+    try:
+        metadata = quantize_model(args.model, args.out)
+    except (ValueError, KeyError, DecodeError) as err:
+        raise CLIError(f"cannot quantize {args.model}: {err}") from None
+    print(f"wrote {args.out}\n{metadata_json(metadata)}")
+    return 0
+
+
+def register_quantize(sub: SubParsers) -> None:
+    qua = sub.add_parser("quantize",
+                         help="store an exported model's fully connected layers as int8 (ONNX Runtime's dynamic "
+                              "quantization; the pose head and the convolutions stay float): the shipped model's "
+                              "last step, after export and before calibrate-landmarks")
+    qua.add_argument("--model", type=Path, required=True, help="a float .onnx export")
+    qua.add_argument("--out", type=Path, required=True, help="where to write the quantized .onnx")
+    qua.set_defaults(func=cmd_quantize)
 
 
 def cmd_evaluate_identity(args: argparse.Namespace) -> int:

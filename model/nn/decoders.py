@@ -41,20 +41,22 @@ class CavityAttachment(nn.Module):
     of the mouth, the eyeballs), each a fixed weighted sum of its opening's rim plus, for
     positions, a fixed offset in the face's own frame (``FaceTopology.attach_cavities``)."""
 
-    sources: torch.Tensor  # buffer (K, L)
-    weights: torch.Tensor  # buffer (K, L, 1)
+    rim: torch.Tensor  # buffer (R,): the openings' rim vertices
+    rim_matrix: torch.Tensor  # buffer (K, R): each cavity vertex's weights on them
     offsets: torch.Tensor  # buffer (K, 3)
     shade: torch.Tensor  # buffer (K, 1)
 
     def __init__(self, topology: FaceTopology) -> None:
         super().__init__()
-        self.register_buffer("sources", torch.as_tensor(topology.cavity_sources), persistent=False)
-        self.register_buffer("weights", torch.as_tensor(topology.cavity_weights)[..., None], persistent=False)
+        rim, rim_matrix = topology.cavity_rim_matrix()
+        self.register_buffer("rim", torch.as_tensor(rim), persistent=False)
+        self.register_buffer("rim_matrix", torch.as_tensor(rim_matrix), persistent=False)
         self.register_buffer("offsets", torch.as_tensor(topology.cavity_offsets), persistent=False)
         self.register_buffer("shade", torch.as_tensor(topology.cavity_shade)[:, None], persistent=False)
 
     def _rim_sums(self, values: torch.Tensor) -> torch.Tensor:
-        return (values[:, self.sources] * self.weights).sum(dim=2)
+        """(B, Vs, C) -> (B, K, C): each cavity vertex's weighted sum of its rim."""
+        return torch.matmul(self.rim_matrix, values[:, self.rim])
 
     def follow(self, surface: torch.Tensor) -> torch.Tensor:
         """(B, Vs, C) per-vertex displacements -> (B, V, C): each cavity vertex moves with its rim."""

@@ -213,3 +213,12 @@ def test_landmark_vertices_do_not_stand_out_of_the_surface(topology: FaceTopolog
     umbrella = np.array([np.linalg.norm(v[sorted(nb)].mean(axis=0) - v[i]) for i, nb in enumerate(neighbours)])
     base = topology.level_sizes[0]
     assert umbrella[:base].mean() < 5 * umbrella[base : topology.num_surface_vertices].mean()
+
+
+def test_cavity_rim_matrix_gives_the_weighted_rim_sums(topology: FaceTopology):
+    surface = np.random.default_rng(0).normal(size=(2, topology.num_surface_vertices, 3))
+    rim, matrix = topology.cavity_rim_matrix()
+    assert len(np.unique(rim)) == len(rim) < topology.cavity_sources.size
+    direct = (topology.cavity_weights[..., None] * surface[:, topology.cavity_sources]).sum(axis=2)
+    np.testing.assert_allclose(matrix @ surface[:, rim], direct, atol=1e-6)
+    np.testing.assert_allclose(matrix.sum(axis=1), topology.cavity_weights.sum(axis=1), atol=1e-6)

@@ -123,6 +123,9 @@ def transfer_topology(model_path: Path, old_topology: FaceTopology, new_topology
     graph = onnx.load(str(model_path))
     props = {p.key: p.value for p in graph.metadata_props}
     metadata = ModelMetadata.from_properties(props)
+    if metadata.quantization != "none":
+        raise ValueError(f"{model_path} is quantized ({metadata.quantization}): transfer the float export it was "
+                         "made from (the shipped one's is in git history)")
     if metadata.topology_version != old_topology.version:
         raise ValueError(f"{model_path} was exported for topology {metadata.topology_version}, "
                          f"not {old_topology.version}")
@@ -131,6 +134,8 @@ def transfer_topology(model_path: Path, old_topology: FaceTopology, new_topology
         raise ValueError(f"{model_path} takes {metadata.input_size}-pixel crops, "
                          f"the model config {config.encoder.image_size}")
     original = model_from_onnx(graph, old_topology, config)
+    if new_topology.version == old_topology.version:  # the same asset: the graph as this code writes it
+        return original, metadata
     target = FaceReconstructionModel(new_topology, config).eval()
     transfer_decoders(original, target, coarse_row_map(new_topology, config.coarse_level))
     return target, metadata

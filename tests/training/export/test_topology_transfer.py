@@ -12,35 +12,6 @@ from training.export.topology_transfer import (  # noqa: E402
 )
 
 
-def _batchnorm_stats_nudged(model):
-    """Give every BatchNorm non-trivial statistics so the export folds something real."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0.0, 0.1, generator=generator)
-                module.running_var.uniform_(0.5, 1.5, generator=generator)
-                module.weight.uniform_(0.8, 1.2, generator=generator)
-                module.bias.normal_(0.0, 0.1, generator=generator)
-
-
-@pytest.fixture(scope="module")
-def exported(topology, tmp_path_factory):
-    from model.nn.face_model import FaceReconstructionModel
-    from training.export.onnx_export import export_onnx
-
-    torch.manual_seed(3)
-    model = FaceReconstructionModel(topology)
-    _batchnorm_stats_nudged(model)
-    with torch.no_grad():
-        for decoder in (model.identity_decoder.offsets, model.expression_decoder.offsets, model.albedo_decoder):
-            decoder.mlp[-1].weight.normal_(0.0, 0.02)
-        model.landmark_offsets.normal_(0.0, 0.001)
-    path = tmp_path_factory.mktemp("transfer") / "model.onnx"
-    export_onnx(model.eval(), path, trained=True, steps=7, landmark_calibration="test", half_weights=True)
-    return path
-
-
 def test_weights_read_back_from_the_graph_compute_what_the_graph_computes(topology, exported):
     model = model_from_onnx(exported, topology)
     session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
@@ -78,3 +49,17 @@ def test_transfer_refuses_a_topology_with_other_base_vertices(topology, exported
     moved = dataclasses.replace(topology, vertices=topology.vertices * 1.1)
     with pytest.raises(ValueError, match="base vertices"):
         transfer_topology(exported, topology, moved)
+
+
+def test_transfer_onto_the_same_topology_rebuilds_the_graph_unchanged(topology, exported, tmp_path):
+    from training.export.onnx_export import export_onnx
+
+    model, metadata = transfer_topology(exported, topology, topology)
+    out = tmp_path / "again.onnx"
+    export_onnx(model, out, trained=metadata.trained, steps=metadata.training_steps,
+                landmark_calibration=metadata.landmark_calibration, half_weights=True)
+    images = np.random.default_rng(2).random((2, 3, model.image_size, model.image_size)).astype(np.float32)
+    runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": images})
+            for p in (exported, out)]
+    for before, after in zip(*runs):
+        np.testing.assert_allclose(after, before, atol=1e-4)

@@ -1,0 +1,63 @@
+import numpy as np
+import onnx
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime.quantization")
+
+from model.onnx_contract import OUTPUT_NAMES, ModelMetadata  # noqa: E402
+from model.runtime.reconstructor import FaceReconstructor  # noqa: E402
+from training.export.quantize import (  # noqa: E402
+    FLOAT_LAYERS,
+    QUANTIZATION,
+    fully_connected_layers,
+    quantize_model,
+    widen_float16_weights,
+)
+
+
+@pytest.fixture(scope="module")
+def quantized(exported, tmp_path_factory):
+    path = tmp_path_factory.mktemp("quantize") / "int8.onnx"
+    return path, quantize_model(exported, path)
+
+
+def _outputs(path, images):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(zip(OUTPUT_NAMES, session.run(None, {"image": images})))
+
+
+def test_every_fully_connected_layer_but_the_pose_head_becomes_int8(exported, quantized):
+    path, metadata = quantized
+    source = onnx.load(str(exported))
+    widen_float16_weights(source)
+    layers = fully_connected_layers(source)
+    graph = onnx.load(str(path))
+    integer = [node.name for node in graph.graph.node if node.op_type == "MatMulInteger"]
+    float_layers = [name for name in layers if name.startswith(FLOAT_LAYERS)]
+    assert float_layers and len(integer) == len(layers) - len(float_layers)
+    assert not any(name.startswith(FLOAT_LAYERS) for name in integer)
+    kept = [node.name for node in graph.graph.node
+            if node.op_type in ("Gemm", "MatMul") and node.name.startswith(FLOAT_LAYERS)]
+    assert len(kept) == len(float_layers)  # the pose head's layers compute in float
+    assert metadata.quantization == QUANTIZATION
+    assert ModelMetadata.from_properties({p.key: p.value for p in graph.metadata_props}) == metadata
+    assert path.stat().st_size < 0.75 * exported.stat().st_size
+
+
+def test_quantized_model_computes_what_the_float_one_does(topology, exported, quantized):
+    images = np.random.default_rng(0).random((3, 3, 128, 128)).astype(np.float32)
+    before, after = _outputs(exported, images), _outputs(quantized[0], images)
+    for name in ("expressive_vertices", "neutral_vertices"):
+        offsets = np.abs(before[name] - topology.vertices).max()  # what the decoders add to the template
+        error = np.abs(before[name] - after[name]).max()
+        assert 0 < error < 0.05 * offsets, (name, error, offsets)
+    assert np.abs(before["euler_degrees"] - after["euler_degrees"]).max() < 1.0
+
+
+def test_quantized_model_loads_and_refuses_a_second_quantization(quantized, tmp_path):
+    path, metadata = quantized
+    reconstructor = FaceReconstructor(path, threads=1)
+    assert reconstructor.metadata.quantization == QUANTIZATION
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize_model(path, tmp_path / "twice.onnx")
