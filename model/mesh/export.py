@@ -7,7 +7,7 @@ its glTF and OBJ importers turn +Y up into Blender's +Z up). Topology is kept ex
 every format: the vertices in their order and the triangles as given, with no merging, no
 removal of unreferenced vertices or degenerate triangles.
 
-Every format carries the same smooth normals (area-weighted, :func:`_vertex_normals`), so
+Every format carries the same smooth normals (area-weighted, :func:`area_weighted_normals`), so
 viewers shade the surface smooth rather than faceted.
 
 All three writers are the project's own (no trimesh), to control what trimesh's exporters do
@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from model.mesh.normals import area_weighted_normals
 from model.mesh.texture_bake import sample_vertex_colors
 
 GLB_JPEG_QUALITY = 90
@@ -137,20 +138,6 @@ def _unique_stems(meshes: Sequence[ExportMesh]) -> list[str]:
     return stems
 
 
-def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals, (V, 3) float32; +Z where undefined (a vertex no
-    triangle of non-zero area uses)."""
-    corners = vertices.astype(np.float64)[faces]
-    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    sums = np.stack(
-        [np.bincount(faces.ravel(), np.repeat(face_normals[:, k], 3), len(vertices)) for k in range(3)],
-        axis=1,
-    )
-    lengths = np.linalg.norm(sums, axis=1, keepdims=True)
-    normals = np.where(lengths > 0, sums / np.where(lengths > 0, lengths, 1.0), [0.0, 0.0, 1.0])
-    return normals.astype(np.float32)
-
-
 class _GlbWriter:
     """Accumulates the glTF JSON and the binary buffer of one GLB file."""
 
@@ -217,7 +204,7 @@ class _GlbWriter:
         index_dtype, index_type = (np.uint16, _UNSIGNED_SHORT) if len(vertices) <= 65535 else (np.uint32, _UNSIGNED_INT)
         attributes = {
             "POSITION": self.accessor(vertices, _FLOAT, "VEC3", _ARRAY_BUFFER, bounds=True),
-            "NORMAL": self.accessor(_vertex_normals(vertices, faces), _FLOAT, "VEC3", _ARRAY_BUFFER),
+            "NORMAL": self.accessor(area_weighted_normals(vertices, faces), _FLOAT, "VEC3", _ARRAY_BUFFER),
         }
         pbr: dict = {"metallicFactor": 0.0, "roughnessFactor": _ROUGHNESS}
         if mesh.textured:
@@ -299,7 +286,7 @@ def export_obj(mesh: ExportMesh, stem: str = "face") -> dict[str, bytes]:
     mesh.validate()
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64) + 1
-    normals = _vertex_normals(vertices, np.asarray(mesh.faces)).astype(np.float64)
+    normals = area_weighted_normals(vertices, np.asarray(mesh.faces)).astype(np.float64)
     parts = [f"# {AXES_COMMENT}\n"]
     if mesh.textured:
         parts += [f"mtllib {stem}.mtl\n", f"o {stem}\n", _rows("v %.8f %.8f %.8f", vertices)]
@@ -366,7 +353,7 @@ def export_ply(mesh: ExportMesh) -> bytes:
     vertex_rows = np.empty(len(vertices), dtype=vertex_fields)
     for k, name in enumerate("xyz"):
         vertex_rows[name] = vertices[:, k]
-    normals = _vertex_normals(vertices, faces)
+    normals = area_weighted_normals(vertices, faces)
     for k, name in enumerate(("nx", "ny", "nz")):
         vertex_rows[name] = normals[:, k]
     if colors is not None:

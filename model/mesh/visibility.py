@@ -43,6 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.mesh.normals import area_weighted_normals
+
 GRID = 64  # z-buffer cells along the longer side of the face's projected box
 FACING_NONE = 0.05  # cosine (normal . view) at and below which a vertex is not seen (~87 degrees)
 FACING_FULL = 0.3  # cosine from which a vertex is seen squarely enough (~73 degrees)
@@ -188,20 +190,8 @@ def vertex_normals(image_points: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals (V, 3) of the posed mesh, in the camera frame
     (x right, y up, z toward the camera); image_points (V, 3) x, y down, depth (larger nearer)."""
     points = np.asarray(image_points, dtype=np.float32)
-    faces = np.asarray(faces)
     # (x, -y, z): the face's own frame rotated and scaled, where triangles are counter-clockwise
-    x, y, z = points[:, 0], -points[:, 1], points[:, 2]
-    a, b, c = faces[:, 0], faces[:, 1], faces[:, 2]
-    ux, uy, uz = x[b] - x[a], y[b] - y[a], z[b] - z[a]
-    vx, vy, vz = x[c] - x[a], y[c] - y[a], z[c] - z[a]
-    face_normal = (uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx)
-    flat = faces.reshape(-1)
-    count = len(points)
-    normals = np.stack(
-        [np.bincount(flat, weights=np.repeat(component, 3), minlength=count) for component in face_normal], axis=1
-    )
-    length = np.sqrt((normals * normals).sum(axis=1, keepdims=True))
-    return (normals / np.maximum(length, 1e-30)).astype(np.float32)
+    return area_weighted_normals(points * np.array([1.0, -1.0, 1.0], np.float32), faces)
 
 
 @dataclass(frozen=True)
