@@ -1,8 +1,10 @@
 """HTTP checks of a running facerecon container (standard library only: runs on the host's python3).
 
     python3 docker/smoke.py wait URL [TIMEOUT_S]          wait for /readyz 200; print its providers
-    python3 docker/smoke.py serve URL PHOTO OUT_DIR       readiness, /v1/info, a photo -> a valid GLB,
-                                                          a bad upload -> problem+json; files into OUT_DIR
+    python3 docker/smoke.py serve URL PHOTO OUT_DIR [MAX_IN_FLIGHT]
+                                                          readiness, /v1/info (and its max_in_flight: the
+                                                          settings given reached the service), a photo -> a
+                                                          valid GLB, a cut JPEG -> problem+json; into OUT_DIR
     python3 docker/smoke.py port                          print a free loopback TCP port
 
 Used by docker/build-and-smoke.sh; exits non-zero with the reason on the first failed check.
@@ -91,7 +93,7 @@ def glb_mesh_counts(data: bytes) -> tuple[int, int]:
     return positions["count"], indices["count"] // 3
 
 
-def serve_checks(base: str, photo: Path, out: Path) -> list[str]:
+def serve_checks(base: str, photo: Path, out: Path, max_in_flight: int | None = None) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     passed = []
     ready = wait_ready(base, 120)
@@ -102,6 +104,10 @@ def serve_checks(base: str, photo: Path, out: Path) -> list[str]:
     info = json.loads(body)
     check(info["providers"] == ready["providers"], "/v1/info and /readyz name different providers")
     passed.append(f"/v1/info 200: model {info['model_version']}, {info['vertices']} vertices")
+    if max_in_flight is not None:
+        check(info["limits"]["max_in_flight"] == max_in_flight,
+              f"/v1/info max_in_flight {info['limits']['max_in_flight']}, configured {max_in_flight}")
+        passed.append(f"the configured settings reached the service (max_in_flight {max_in_flight})")
 
     form, content_type = multipart("image", photo.name, photo.read_bytes(), "image/jpeg")
     started = time.monotonic()
@@ -141,11 +147,12 @@ def main(argv: list[str]) -> int:
     try:
         if argv[:1] == ["port"]:
             print(free_port())
-        elif argv[:1] == ["wait"] and len(argv) in (2, 4):
-            timeout = float(argv[3]) if len(argv) == 4 else 120.0
+        elif argv[:1] == ["wait"] and len(argv) in (2, 3):
+            timeout = float(argv[2]) if len(argv) == 3 else 120.0
             print(json.dumps(wait_ready(argv[1].rstrip("/"), timeout)["providers"]))
-        elif argv[:1] == ["serve"] and len(argv) == 4:
-            for line in serve_checks(argv[1].rstrip("/"), Path(argv[2]), Path(argv[3])):
+        elif argv[:1] == ["serve"] and len(argv) in (4, 5):
+            limit = int(argv[4]) if len(argv) == 5 else None
+            for line in serve_checks(argv[1].rstrip("/"), Path(argv[2]), Path(argv[3]), limit):
                 print(f"ok: {line}")
         else:
             print(__doc__, file=sys.stderr)
