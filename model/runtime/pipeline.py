@@ -75,10 +75,16 @@ class FacePipeline:
         self.max_faces, self.max_pixels, self.refine = max_faces, max_pixels, refine
 
     def decode(self, data: bytes) -> np.ndarray:
-        """JPEG / PNG / WebP bytes -> (H, W, 3) uint8 RGB; raises model.runtime.image_io's errors."""
+        """JPEG / PNG / WebP bytes -> (H, W, 3) uint8 RGB; raises model.runtime.image_io's errors.
+
+        Decoded once: the answer (a :class:`model.runtime.image_io.DecodedImage`) carries, for a
+        photo of at least 4 x 192 pixels, the detector's reduced copy made from the decoder's own
+        image, so detection never copies or scales the full-resolution array; crops are cut from
+        the full resolution."""
         if self.max_pixels is None:
-            return load_rgb(data, formats=ACCEPTED_FORMATS)
-        return load_rgb(data, formats=ACCEPTED_FORMATS, max_pixels=self.max_pixels)
+            return load_rgb(data, formats=ACCEPTED_FORMATS, preview_side=self.detector.largest_input)
+        return load_rgb(data, formats=ACCEPTED_FORMATS, max_pixels=self.max_pixels,
+                        preview_side=self.detector.largest_input)
 
     def header(self, data: bytes) -> ImageHeader:
         """Format, size and mode from the bytes' header, nothing decoded; raises decode's errors
@@ -88,13 +94,17 @@ class FacePipeline:
         return read_header(data, formats=ACCEPTED_FORMATS, max_pixels=self.max_pixels)
 
     def find_faces(self, image: np.ndarray, faces: FaceSelection = FaceSelection.largest) -> list[Detection]:
-        """The largest detected face, or every one (best score first, at most max_faces)."""
+        """The largest detected face, or every one (best score first, at most max_faces).
+
+        For the largest face the detector runs its short-range network alone unless that is not
+        sure of it (:meth:`model.runtime.detector.FaceDetector.detect`); for every face, all of
+        its networks."""
         return self.detect_faces(image, faces)[0]
 
     def detect_faces(self, image: np.ndarray, faces: FaceSelection = FaceSelection.largest
                      ) -> tuple[list[Detection], int]:
         """:meth:`find_faces`, and how many detected faces max_faces left out."""
-        detections = self.detector.detect(image)
+        detections = self.detector.detect(image, faces)
         if not detections:
             raise NoFaceFound("no face was detected in the image")
         if FaceSelection(faces) is FaceSelection.largest:

@@ -6,14 +6,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from model.conventions import box_area
 from model.runtime.detector import (
     DEFAULT_DETECTOR,
+    SURE_SCORE,
     BoxCalibration,
+    Detection,
     DetectorBranch,
+    DetectorInput,
     DetectorMetadata,
     FaceDetector,
     box_iou,
+    branch_model,
+    input_name,
     letterbox,
+    onnx_metadata,
+    output_names,
     weighted_nms,
 )
 from tests.conftest import AFLW_DEV
@@ -189,3 +197,208 @@ def test_weighted_nms_averages_overlapping_candidates_by_score():
     np.testing.assert_allclose(merged[0][2], [[0.25, 0.25], [10.25, 10.25]])
     np.testing.assert_allclose(merged[1][1], boxes[2])
     assert len(weighted_nms(scores, boxes, keypoints, iou_threshold=0.3, max_faces=1)) == 1
+
+
+# Speed work (issue 19): one session per branch, the short-range branch first, reduced letterboxing,
+# vectorised suppression, the decoder's preview.
+
+
+def reference_weighted_nms(scores, boxes, keypoints, iou_threshold, max_faces):
+    """The definition, one candidate at a time in plain Python."""
+
+    def iou(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+        return w * h / max(union, 1e-12)
+
+    remaining = sorted(range(len(scores)), key=lambda i: -scores[i])
+    out = []
+    while remaining and len(out) < max_faces:
+        top = remaining[0]
+        group = [i for i in remaining if i == top or iou(boxes[top], boxes[i]) > iou_threshold]
+        total = sum(scores[i] for i in group)
+        out.append((scores[top], sum(scores[i] * boxes[i] for i in group) / total,
+                    sum(scores[i] * keypoints[i] for i in group) / total))
+        remaining = [i for i in remaining if i not in group]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_weighted_nms_equals_the_straightforward_definition(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 80))
+    centres = rng.uniform(0, 200, (5, 2))[rng.integers(0, 5, n)] + rng.normal(0, 6, (n, 2))
+    sizes = rng.uniform(10, 40, (n, 2))
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1)
+    keypoints = centres[:, None] + rng.normal(0, 5, (n, 6, 2))
+    scores = rng.uniform(0.5, 1.0, n)
+    threshold, max_faces = float(rng.choice([0.1, 0.3, 0.5])), int(rng.integers(1, 12))
+    ours = weighted_nms(scores, boxes, keypoints, threshold, max_faces)
+    expected = reference_weighted_nms(scores, boxes, keypoints, threshold, max_faces)
+    assert len(ours) == len(expected) and (n == 0 or len(ours) >= 1)
+    for (score, box, points), (score_ref, box_ref, points_ref) in zip(ours, expected):
+        assert score == score_ref
+        np.testing.assert_allclose(box, box_ref, rtol=1e-9)
+        np.testing.assert_allclose(points, points_ref, rtol=1e-9)
+
+
+def test_each_branch_session_gives_the_whole_graphs_outputs_and_needs_only_its_input(detector, real_face):
+    """The detector cuts each branch out of the graph when it loads: the same numbers, one input each."""
+    import onnxruntime as ort
+
+    whole = ort.InferenceSession(str(DEFAULT_DETECTOR), providers=["CPUExecutionProvider"])
+    image, _ = real_face
+    inputs = {input_name(b.name): letterbox(image, b.input_size)[0][None] for b in detector.metadata.branches}
+    for branch in detector.metadata.branches:
+        session = detector.sessions[branch.name]
+        assert [i.name for i in session.get_inputs()] == [input_name(branch.name)]
+        assert [o.name for o in session.get_outputs()] == list(output_names(branch.name))
+        ours = detector.run_branch(branch, inputs[input_name(branch.name)])
+        reference = whole.run(list(output_names(branch.name)), inputs)
+        for got, expected in zip(ours, reference):
+            np.testing.assert_array_equal(got, expected[0])
+    assert max(detector.sessions["short"].run(["scores_short"], {"image_short": inputs["image_short"]})[0][0]) > 0.9
+
+
+def test_branch_model_keeps_what_an_output_needs_and_refuses_subgraphs():
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w1, w2 = np.full((2,), 3.0, np.float32), np.full((2,), 5.0, np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "w1"], ["c"]), helper.make_node("Sub", ["b", "w2"], ["e"]),
+         helper.make_node("Mul", ["c", "c"], ["d"])],
+        "two", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("a", "b")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("d", "e")],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(model, {"k": "v"})
+    data = model.SerializeToString()
+    cut = onnx.load_from_string(branch_model(data, ["d"]))
+    assert [n.op_type for n in cut.graph.node] == ["Add", "Mul"]
+    assert [i.name for i in cut.graph.initializer] == ["w1"]
+    assert [i.name for i in cut.graph.input] == ["a"] and [o.name for o in cut.graph.output] == ["d"]
+    assert onnx_metadata(branch_model(data, ["d"])) == {"k": "v"}
+    (d,) = ort.InferenceSession(branch_model(data, ["d"])).run(None, {"a": np.array([1.0, 2.0], np.float32)})
+    np.testing.assert_array_equal(d, [16.0, 25.0])
+    assert [n.op_type for n in onnx.load_from_string(branch_model(data, ["e"])).graph.node] == ["Sub"]
+    with pytest.raises(ValueError, match="no outputs"):
+        branch_model(data, ["x"])
+    with pytest.raises(ValueError):
+        branch_model(b"\xff\xff\xff", ["d"])
+
+    branch = helper.make_graph([helper.make_node("Identity", ["c"], ["y"])], "inner", [],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    condition = helper.make_node("If", ["flag"], ["d"], then_branch=branch, else_branch=branch)
+    looped = helper.make_graph([helper.make_node("Add", ["a", "a"], ["c"]), condition], "if",
+                               [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2]),
+                                helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                               [helper.make_tensor_value_info("d", TensorProto.FLOAT, [2])])
+    with pytest.raises(ValueError, match="subgraphs"):
+        branch_model(helper.make_model(looped).SerializeToString(), ["d"])
+
+
+def pasted(name: str, width_fraction: float, at: tuple[int, int] = (300, 200)) -> tuple[np.ndarray, np.ndarray]:
+    """A dev photo scaled so its 68-point box is width_fraction of a 640x480 canvas wide, pasted at ``at``;
+    the canvas and the face's 68-point box on it."""
+    image, points = aflw_face(name)
+    truth = points_box(points)
+    scale = width_fraction * 640 / (truth[2] - truth[0])
+    small = Image.fromarray(image).resize((round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                                          Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (640, 480), (120, 140, 160))
+    canvas.paste(small, at)
+    return np.asarray(canvas), truth * scale + np.tile(at, 2)
+
+
+def branches_run(detector: FaceDetector, monkeypatch) -> list[str]:
+    """The names of the branches detect() runs from now on, in order."""
+    ran: list[str] = []
+    original = detector.detect_branch
+
+    def spy(source, branch):
+        ran.append(branch.name)
+        return original(source, branch)
+
+    monkeypatch.setattr(detector, "detect_branch", spy)
+    return ran
+
+
+def test_largest_face_needs_only_the_short_range_branch_when_it_is_sure(detector, real_face, monkeypatch):
+    image, points = real_face
+    ran = branches_run(detector, monkeypatch)
+    (face,) = detector.detect(image, "largest")
+    assert ran == ["short"]
+    assert box_iou(points_box(points), np.array([face.box]))[0] > 0.8
+    (short, _), ran[:] = detector.detect_per_branch(image), []
+    assert (face.box, face.score) == (short[0].box, short[0].score)  # the short-range branch's own answer
+    np.testing.assert_array_equal(face.keypoints, short[0].keypoints)
+    assert len(detector.detect(image, "all")) == 1 and ran == ["short", "full"]  # every face: every branch
+
+
+@pytest.mark.parametrize("width_fraction", [0.06, 0.08])
+def test_short_range_first_still_finds_small_faces(detector, monkeypatch, width_fraction):
+    """At 6% of the canvas the short-range branch finds nothing, at 8% a poor box of a face it is unsure of:
+    both times the full-range branch runs and the face is found."""
+    canvas, truth = pasted("image00050.jpg", width_fraction)
+    short, _ = detector.detect_per_branch(canvas)
+    assert not short or short[0].score < SURE_SCORE and box_iou(truth, np.array([short[0].box]))[0] < 0.5
+    ran = branches_run(detector, monkeypatch)
+    faces = detector.detect(canvas, "largest")
+    assert ran == ["short", "full"]
+    largest = max(faces, key=lambda d: box_area(d.box))
+    assert box_iou(truth, np.array([largest.box]))[0] > 0.7
+
+
+def test_the_rule_for_the_full_range_branch():
+    """Short-range faces suffice when the largest is at least small_face of the longer side and sure."""
+    detector = FaceDetector.__new__(FaceDetector)  # the rule alone, no sessions
+    detector.small_face, detector.sure_score = 0.2, 0.7
+    source = DetectorInput(Image.new("RGB", (1, 1)), 1, 1000, 500)
+    face = lambda side, score: Detection((10.0, 10.0, 10.0 + side, 10.0 + side), score, np.zeros((6, 2)))  # noqa: E731
+    assert detector.short_range_suffices([face(200, 0.7)], source)
+    assert not detector.short_range_suffices([], source)
+    assert not detector.short_range_suffices([face(199, 0.99)], source)  # small: under 0.2 x 1000
+    assert not detector.short_range_suffices([face(400, 0.69)], source)  # unsure
+    assert not detector.short_range_suffices([face(400, 0.6), face(100, 0.99)], source)  # the largest decides
+    assert detector.short_range_suffices([face(300, 0.9), face(50, 0.55)], source)
+
+
+def test_letterbox_of_a_large_photo_reduces_then_scales_and_maps_back():
+    photo = np.zeros((600, 1000, 3), np.uint8)
+    photo[200:400, 300:700] = 255
+    square, transform = letterbox(photo, 128)  # box filter by 7 (143 x 86), then bilinear to 128 x 77
+    assert square.shape == (128, 128, 3) and square.dtype == np.uint8
+    rows, cols = np.nonzero(square[..., 0] > 127)
+    assert square[:25].max() == 0 and square[-25:].max() == 0  # black border above and below
+    corners = transform.to_photo(np.array([[cols.min(), rows.min()], [cols.max() + 1, rows.max() + 1]], float))
+    np.testing.assert_allclose(corners.ravel(), [300, 200, 700, 400], atol=1000 / 128)
+    np.testing.assert_allclose(transform.to_photo(np.array([[0.0, 25.5], [128.0, 102.5]])), [[0, 0], [1000, 600]],
+                               atol=7)
+
+
+def test_detection_from_the_decoders_preview_matches_the_full_resolution(detector, real_face):
+    """A 1800x1800 JPEG decoded with a preview (box-filtered by 4 while decoding): the same face as
+    detected from the full-resolution array, within 2% of its size."""
+    import io
+
+    from model.runtime.image_io import DecodedImage, load_rgb
+
+    image, points = real_face
+    buffer = io.BytesIO()
+    Image.fromarray(image).resize((1800, 1800), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=95)
+    decoded = load_rgb(buffer.getvalue(), preview_side=detector.largest_input)
+    assert isinstance(decoded, DecodedImage) and decoded.preview is not None and decoded.preview.factor == 4
+    plain = np.array(decoded)  # the same pixels, no preview
+    assert not isinstance(plain, DecodedImage)
+    truth = points_box(points) * 1800 / image.shape[0]
+    side = truth[2] - truth[0]
+    for faces in ("largest", "all"):
+        (ours,), (full,) = detector.detect(decoded, faces), detector.detect(plain, faces)
+        np.testing.assert_allclose(ours.box, full.box, atol=0.02 * side)
+        np.testing.assert_allclose(ours.keypoints, full.keypoints, atol=0.02 * side)
+        assert abs(ours.score - full.score) < 0.05
+        assert box_iou(truth, np.array([ours.box]))[0] > 0.8

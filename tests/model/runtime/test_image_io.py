@@ -125,3 +125,40 @@ def test_the_header_is_read_without_decoding():
     assert progressive.progressive and progressive.peak_bytes_per_pixel == 12
     assert read_header(_encode(Image.new("I;16", (8, 8)), "PNG")).peak_bytes_per_pixel == 5
     assert read_header(_encode(Image.new("RGB", (8, 8)), "WEBP")).peak_bytes_per_pixel == 16
+
+
+def _block_means(image: np.ndarray, factor: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    blocks = image.reshape(height // factor, factor, width // factor, factor, -1).astype(np.float64)
+    return blocks.mean(axis=(1, 3))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_the_preview_is_the_upright_photo_box_filtered(orientation, mode):
+    """Made from the decoder's image while decoding, it is the upright answer reduced by the factor."""
+    from model.runtime.image_io import DecodedImage, preview_factor
+
+    rng = np.random.default_rng(orientation)
+    stored = np.asarray(Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize(
+        (96, 72), Image.Resampling.BICUBIC))  # smooth, stored 96 x 72
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(Image.fromarray(stored).convert(mode), "JPEG", exif=exif.tobytes(), quality=95)
+    out = load_rgb(data, preview_side=16)
+    assert isinstance(out, DecodedImage) and out.preview is not None
+    assert out.preview.factor == preview_factor(96, 72, 16) == 3  # the longer side stays >= 2 x 16
+    np.testing.assert_array_equal(out, load_rgb(data))  # the same pixels with or without a preview
+    preview = np.asarray(out.preview.image)
+    assert out.preview.image.mode == "RGB" and preview.shape == (out.shape[0] // 3, out.shape[1] // 3, 3)
+    assert np.abs(preview - _block_means(out, 3)).max() <= 1  # rounding
+    assert out[1:].preview is None and out.copy().preview is None and (out + 0).preview is None
+
+
+def test_no_preview_for_small_photos_other_modes_or_when_not_asked():
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    assert load_rgb(_encode(rgb, "PNG"), preview_side=16).preview is not None  # 80 >= 4 x 16
+    assert load_rgb(_encode(rgb, "PNG"), preview_side=21).preview is None  # 80 < 4 x 21
+    assert load_rgb(_encode(rgb, "PNG")).preview is None
+    assert load_rgb(_encode(rgb.convert("RGBA"), "PNG"), preview_side=16).preview is None  # alpha: over white first
+    assert load_rgb(_encode(rgb.convert("P"), "PNG"), preview_side=16).preview is None

@@ -82,3 +82,35 @@ def test_faces_beyond_max_faces_are_counted(parts):
     assert len(rec.faces) == 2 and rec.faces_dropped == 1
     assert FacePipeline(reconstructor, detector, max_faces=3).reconstruct(three, faces="all").faces_dropped == 0
     assert FacePipeline(reconstructor, detector, max_faces=1).reconstruct(three).faces_dropped == 0  # largest
+
+
+def test_decoding_keeps_the_detectors_preview_and_finds_the_same_face(parts):
+    """A 1280x960 JPEG is decoded once: the answer carries the detector's preview (box-filtered by 3
+    while decoding), detection reads it, and the face and its reconstruction match those of the
+    full-resolution array within 2% of the face's size."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(_canvas()).resize((1280, 960), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=95)
+    pipeline = FacePipeline(*parts)
+    decoded = pipeline.decode(buffer.getvalue())
+    assert decoded.shape == (960, 1280, 3) and decoded.preview is not None and decoded.preview.factor == 3
+    (ours,) = pipeline.reconstruct(decoded).faces
+    (plain,) = pipeline.reconstruct(np.array(decoded)).faces
+    side = ours.box[2] - ours.box[0]
+    assert 200 < side < 320  # the rendered 68 points span about 128 of its 256 pixels, scaled by 2
+    np.testing.assert_allclose(ours.box, plain.box, atol=0.02 * side)
+    np.testing.assert_allclose(ours.result.landmarks_2d, plain.result.landmarks_2d, atol=0.02 * side)
+
+
+@pytest.mark.parametrize("faces", ["largest", "all"])
+def test_the_detector_is_asked_for_the_faces_wanted(parts, monkeypatch, faces):
+    """faces=largest lets the detector skip its full-range network when the short-range one is sure."""
+    reconstructor, detector = parts
+    asked = []
+    detect = detector.detect
+    monkeypatch.setattr(detector, "detect", lambda image, wanted: asked.append(wanted) or detect(image, wanted))
+    (face,) = FacePipeline(reconstructor, detector).find_faces(_canvas(), faces)
+    assert asked == [faces] and face.score > 0.5
