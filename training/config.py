@@ -72,6 +72,10 @@ class TrainConfig:
     # recipe left it collapsed: every ReLU of the decoder's second layer off, so no gradient reached
     # its weights, its output a constant for every face, and identity features barely varying.
     restart_identity_branch: bool = False
+    # With init_checkpoint: seed the identity branch with the expression branch's shape instead
+    # (training/identity_seeding.py): the neutral face starts as the photo's whole shape, the
+    # expression branch adds about nothing, the canonical face stays as it was.
+    seed_identity_from_expression: bool = False
     # Train only the parameters whose names start with one of these (empty: all). A fine-tune of
     # the identity branch keeps the trunk and the pose and expression heads, which carry the
     # landmark accuracy on turned faces, as they are.

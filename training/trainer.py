@@ -36,7 +36,10 @@ from training.data.dataset import PreparedFaces
 from training.data.identity_sampling import IdentityPairStream
 from training.data.pose_sampling import WeightedStream, pose_balanced_weights
 from training.identity_losses import IdentityLoss
+from training.identity_seeding import seed_identity_from_expression
 from training.losses import FaceLoss
+
+SEED_PHOTOS = 64  # training photos the identity seeding averages over
 
 
 def lr_factor(step: int, config: OptimConfig) -> float:
@@ -152,6 +155,10 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
                     if isinstance(layer, torch.nn.Linear):
                         layer.reset_parameters()
                 model.identity_decoder.offsets.restart()
+            if config.seed_identity_from_expression:
+                count = min(SEED_PHOTOS, len(train_set))
+                photos = torch.stack([train_set[i]["image"] for i in range(count)]).to(device)
+                seed_identity_from_expression(model, photos, torch.Generator(device=device).manual_seed(config.seed))
         if dist_info.main:
             (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     net: torch.nn.Module = model

@@ -109,7 +109,7 @@ def test_the_staged_recipe_changes_only_what_each_stage_says():
         "landmark_posed_stage2": (2, 17500, 0.0, True, 0.5), "landmark_posed_stage3": (2, 21500, 0.0, True, 0.75),
         "landmark_posed_stage4": (2, 24500, 0.0, True, 1.0), "landmark_posed_stage5": (2, 27500, 0.0, True, 1.0),
     }
-    fine_tunes = {"identity"}  # start from a shipped checkpoint: tested below
+    fine_tunes = {"identity", "identity_seeded"}  # start from a shipped checkpoint: tested below
     assert sorted(expected) == sorted(p.stem for p in CONFIGS.glob("*.toml") if p.stem not in fine_tunes)
     first = TrainConfig.load(CONFIGS / "landmark_only.toml")
     for name, values in expected.items():
@@ -128,3 +128,11 @@ def test_the_identity_fine_tune_turns_on_every_identity_term_and_the_image_loss(
     weights = config.identity
     assert min(weights.exchange, weights.consistency, weights.separation, weights.neutral_prior,
                weights.rigid_expression) > 0
+
+
+def test_the_seeded_identity_fine_tune_differs_from_identity_toml_only_in_its_start_and_the_expression_head():
+    plain, seeded = TrainConfig.load(CONFIGS / "identity.toml"), TrainConfig.load(CONFIGS / "identity_seeded.toml")
+    assert seeded.seed_identity_from_expression and not seeded.restart_identity_branch
+    assert set(seeded.trainable) - set(plain.trainable) == {"encoder.expression_head"}
+    assert (seeded.loss, seeded.identity, seeded.optim) == (plain.loss, plain.identity, plain.optim)
+

@@ -73,9 +73,9 @@ def model_from_onnx(path: Path | onnx.ModelProto, topology: FaceTopology,
             raise ValueError(f"{source}: convolution {node.name} is {kernel.shape}, "
                              f"expected {tuple(conv.weight.shape)}")
         conv_name, norm_name = names[id(conv)], names[id(norm)]
-        loaded[f"{conv_name}.weight"] = torch.as_tensor(kernel)
+        loaded[f"{conv_name}.weight"] = torch.as_tensor(np.array(kernel))
         loaded[f"{norm_name}.weight"] = torch.ones_like(norm.weight)
-        loaded[f"{norm_name}.bias"] = torch.as_tensor(bias)
+        loaded[f"{norm_name}.bias"] = torch.as_tensor(np.array(bias))
         loaded[f"{norm_name}.running_mean"] = torch.zeros(norm.num_features)
         loaded[f"{norm_name}.running_var"] = torch.full((norm.num_features,), 1.0 - norm.eps)
         loaded[f"{norm_name}.num_batches_tracked"] = torch.tensor(0)

@@ -1,0 +1,87 @@
+"""Seed the identity branch with the expression branch's shape (a fine-tune's starting point).
+
+The landmark recipe trained a model whose identity branch collapsed to one face for everyone:
+every difference between people went into the expression branch, which therefore holds each
+photo's whole shape (1.3 mm spread between people, against 0.2 mm for the neutral faces of an
+identity branch restarted and trained on top). Restarted, the identity branch has to learn the
+person's shape from nothing while the expression branch already fits it, and the fine-tune's
+terms move little of it over.
+
+Seeding turns this around: the identity head and decoder are set to compute what the expression
+head and decoder computed, so at the start the neutral face is the photo's whole shape (the
+canonical face of before), and the expression branch is set to add next to nothing. The
+canonical face, and with it every landmark, stays what it was. The fine-tune then takes out of
+the neutral face what is not the person's (the neutral prior closes the mouth; the identity
+exchange and same-person consistency keep what a person's photos share) and the expression
+branch learns to put the photo's expression back.
+
+Exactly: with the old identity decoder's output replaced by its mean over ``images`` (its spread
+is a fraction of a millimetre) and the shape code it fed the expression decoder by its mean, the
+new neutral face equals the old canonical face.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model.nn.face_model import FaceReconstructionModel
+from model.topology import NUM_BASE_VERTICES
+
+SPARE_STD = 1e-3  # weights of the identity code's extra dimensions (the expression code has fewer)
+
+
+def _linear(layer: nn.Module) -> nn.Linear:
+    assert isinstance(layer, nn.Linear)
+    return layer
+
+
+@torch.no_grad()
+def seed_identity_from_expression(model: FaceReconstructionModel, images: torch.Tensor,
+                                  generator: torch.Generator | None = None) -> None:
+    """Set the identity branch to the expression branch's function of the photo and the expression
+    decoder's output to about zero (see the module's docstring). images (N, 3, S, S) in [0, 1],
+    training photos: the old identity decoder's output and shape code are averaged over them."""
+    was_training = model.training
+    model.eval()
+    codes = model.encode(images)
+    identity_mlp = model.identity_decoder.offsets.mlp
+    expression_decoder = model.expression_decoder
+    identity_coarse = identity_mlp(codes.identity).mean(dim=0)  # (Vc * 3,)
+    neutral, _ = model.identity_decoder(codes.identity)
+    base = neutral[:, :NUM_BASE_VERTICES] - expression_decoder.template_base
+    shape_code = expression_decoder.shape_encoder(base.flatten(1) / expression_decoder.offset_scale).mean(dim=0)
+
+    expression_dim = codes.expression.shape[1]
+    identity_dim = codes.identity.shape[1]
+    if identity_dim < expression_dim:
+        raise ValueError(f"identity code ({identity_dim}) shorter than the expression code ({expression_dim})")
+
+    # encoder heads: the identity code's first dimensions are the expression code
+    source_first, source_last = _linear(model.encoder.expression_head[0]), _linear(model.encoder.expression_head[-1])
+    target_first, target_last = _linear(model.encoder.identity_head[0]), _linear(model.encoder.identity_head[-1])
+    target_first.weight.copy_(source_first.weight)
+    target_first.bias.copy_(source_first.bias)
+    target_last.weight.normal_(0.0, SPARE_STD, generator=generator)
+    target_last.bias.zero_()
+    target_last.weight[:expression_dim] = source_last.weight
+    target_last.bias[:expression_dim] = source_last.bias
+
+    # decoders: the expression decoder's first layer read the expression code and the shape code
+    # (now constant: its mean folds into the bias), its output is scaled to the identity decoder's
+    source, target = expression_decoder.offsets.mlp, identity_mlp
+    first, into = _linear(source[0]), _linear(target[0])
+    into.weight.normal_(0.0, SPARE_STD, generator=generator)
+    into.weight[:, :expression_dim] = first.weight[:, :expression_dim]
+    into.bias.copy_(first.bias + first.weight[:, expression_dim:] @ shape_code)
+    _linear(target[2]).weight.copy_(_linear(source[2]).weight)
+    _linear(target[2]).bias.copy_(_linear(source[2]).bias)
+    ratio = expression_decoder.offset_scale / model.identity_decoder.offset_scale
+    last, out = _linear(source[-1]), _linear(target[-1])
+    out.weight.copy_(last.weight * ratio)
+    out.bias.copy_(last.bias * ratio + identity_coarse)
+
+    # the expression decoder adds about nothing; its hidden layers stay, to learn expressions again
+    last.weight.normal_(0.0, SPARE_STD, generator=generator)
+    last.bias.zero_()
+    model.train(was_training)
