@@ -3,7 +3,7 @@ then sends a 640x480 JPEG with one face (detect + reconstruct + GLB) at concurre
 (and one level above the admission limit), each with a fixed request count and a time cap.
 Prints requests/s, p50/p99 latency and failures per level.
 
-Usage: python benchmarks/bench_service.py [--requests 200] [--photo PATH] [--format glb]
+Usage: python benchmarks/bench_service.py [--requests 200] [--photo PATH] [--format glb] [--texture vertex]
 """
 
 from __future__ import annotations
@@ -118,12 +118,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
     parser.add_argument("--cap-s", type=float, default=60.0, help="time cap per level")
     parser.add_argument("--format", default="glb", choices=("glb", "obj", "ply", "json"))
+    parser.add_argument("--texture", default="vertex", choices=("none", "vertex", "uv"),
+                        help="colours of the mesh (the service's default: vertex)")
     parser.add_argument("--levels", default="1,4,16,64")
     parser.add_argument("--max-in-flight", type=int, default=32)
     args = parser.parse_args()
     if not args.photo.is_file():
         sys.exit(f"error: no face photo at {args.photo} (pass --photo)")
-    body, content_type = multipart(photo_640x480(args.photo), {"format": args.format})
+    body, content_type = multipart(photo_640x480(args.photo), {"format": args.format, "texture": args.texture})
     port = free_port()
     env = {**os.environ, "FACERECON_PORT": str(port), "FACERECON_LOG_LEVEL": "warning",
            "FACERECON_MAX_IN_FLIGHT": str(args.max_in_flight)}
@@ -131,7 +133,7 @@ def main() -> None:
     try:
         wait_ready(port)
         print(f"cores {len(os.sched_getaffinity(0))}, photo 640x480 JPEG {len(body) // 1024} KiB, "
-              f"format {args.format}, max_in_flight {args.max_in_flight}")
+              f"format {args.format}, texture {args.texture}, max_in_flight {args.max_in_flight}")
         single = run_level(port, body, content_type, 1, 50, args.cap_s)
         print(json.dumps({"single_request_p50_ms": single["p50_ms"], "p99_ms": single["p99_ms"]}))
         for level in (int(v) for v in args.levels.split(",")):
