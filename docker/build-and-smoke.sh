@@ -76,9 +76,12 @@ default_ulimits = ["nofile=$NOFILE:$NOFILE", "nproc=32768:32768"]
 runtime = "runc"
 EOF
 export CONTAINERS_CONF="$WORK/containers.conf"
+mkdir -p "$WORK/tmp"
+export TMPDIR="$WORK/tmp"  # Podman's and buildah's temporary files, removed with $WORK
 
 # --- clean-up, also on failure ---------------------------------------------------------------------------------
 IMAGES_BEFORE=$(podman images -a -q --no-trunc | sort -u)
+CONTAINERS_BEFORE=$(podman ps -a --external -q --no-trunc | sort -u)  # --external: buildah's build containers too
 CONTAINERS=()
 COMPOSE_UP=0
 cleanup() {
@@ -87,6 +90,10 @@ cleanup() {
   for name in "${CONTAINERS[@]}"; do podman rm -f -t 0 "$name" >/dev/null 2>&1; done
   if [ "$COMPOSE_UP" = 1 ]; then compose down -t 0 >/dev/null 2>&1; fi
   for id in $(podman ps -a -q --filter "label=io.podman.compose.project=$RUN_ID"); do podman rm -f -t 0 "$id" >/dev/null 2>&1; done
+  # anything else that appeared during this run, e.g. the build container of an interrupted build
+  for id in $(comm -13 <(echo "$CONTAINERS_BEFORE") <(podman ps -a --external -q --no-trunc | sort -u)); do
+    podman rm -f -t 0 "$id" >/dev/null 2>&1
+  done
   podman network rm -f "${RUN_ID}_default" >/dev/null 2>&1
   podman pod rm -f "pod_$RUN_ID" >/dev/null 2>&1
   for tag in "${TAGS[@]}"; do podman rmi -f "$tag" >/dev/null 2>&1; done
@@ -98,8 +105,10 @@ cleanup() {
       [ "$id" = "$keep" ] || podman rmi -f "$id" >/dev/null 2>&1
     done
   fi
-  rm -rf "$WORK/rootfs" "$WORK/tools"
-  [ "$OUT" = "$WORK/out" ] && rm -rf "$WORK" || rm -rf "$WORK/build" "$WORK/containers.conf"
+  # an interrupted debootstrap may leave /proc or /sys mounted in its root: unmount, never delete across mounts
+  awk -v root="$WORK/rootfs/" 'index($2, root) == 1 { print $2 }' /proc/mounts | sort -r \
+    | while read -r mount; do umount -l "$mount"; done
+  rm -rf --one-file-system "$WORK"
   exit "$status"
 }
 TAGS=()
@@ -336,5 +345,5 @@ echo
 echo "facerecon images: ${#SUMMARY[@]} checks passed"
 printf '  %s\n' "${SUMMARY[@]}"
 echo "  CUDA: ${CUDA_NOTE:-checked}"
-echo "  build times: CPU image ${CPU_BUILD_S} s, GPU image ${GPU_BUILD_S:-(not built)} s"
+echo "  build times: CPU image ${CPU_BUILD_S} s, GPU image ${GPU_BUILD_S:-(not built)}${GPU_BUILD_S:+ s}"
 { printf '%s\n' "${SUMMARY[@]}"; echo "CUDA: ${CUDA_NOTE:-checked}"; } >"$OUT/checks.txt"
