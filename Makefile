@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean chromium blender
+.PHONY: run test lint bench clean chromium blender image lock
 
 # Installs say what they do: a line before each step, then pip's own lines (what it collects, downloads and
 # installs; a progress bar on a terminal). PIP_FLAGS="--quiet" silences pip again.
@@ -67,6 +67,19 @@ bench: $(VENV)/.train
 	$(BIN)/python benchmarks/bench_renderer.py
 	$(BIN)/python benchmarks/bench_detector.py
 	$(BIN)/python benchmarks/bench_service.py
+
+# Both serving images built with Podman (installed with apt-get as root when missing) on a local stand-in base,
+# the CPU container and the compose service smoke-tested, everything removed afterwards (README, Deployment);
+# tests/test_deployment.py runs the same script.
+image:
+	bash docker/build-and-smoke.sh
+
+# The images' exact dependencies with hashes (docker/requirements-*.lock), from pyproject.toml's extras, by uv.
+lock: | $(BIN)/python
+	@echo "==> installing uv (locks the images' dependencies)"
+	$(BIN)/pip install $(PIP_FLAGS) "uv>=0.5"
+	@echo "==> locking: docker/requirements-{cpu,gpu,build,smoke}.lock"
+	bash docker/lock.sh $(BIN)/uv
 
 clean:
 	rm -rf $(VENV) node_modules

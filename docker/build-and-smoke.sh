@@ -224,7 +224,12 @@ check_clean_stop() {  # NAME LABEL STARTED (the stop command ran from STARTED to
 
 if [ -z "$PHOTO" ]; then
   PHOTO="${FACERECON_SHARED_DATA:-$REPO/../shared/data}/eval/aflw2000-3d-dev/images/image00050.jpg"
-  [ -f "$PHOTO" ] || fail "no face photo: pass --photo FACE.jpg (or provide ../shared/data)"
+  if [ ! -f "$PHOTO" ] && [ -x "$REPO/.venv/bin/python" ]; then  # a render of the template face (the tests' photo)
+    PHOTO="$WORK/face.jpg"
+    (cd "$REPO" && .venv/bin/python -c "import sys; from PIL import Image; from tests.conftest import rendered_face
+Image.fromarray(rendered_face()[0]).save(sys.argv[1], quality=92)" "$PHOTO") || PHOTO=""
+  fi
+  [ -f "$PHOTO" ] || fail "no face photo: pass --photo FACE.jpg (or provide ../shared/data, or make test's .venv)"
 fi
 
 # --- CPU image: build, then the container ------------------------------------------------------------------------------
