@@ -8,27 +8,54 @@ person's shape from nothing while the expression branch already fits it, and the
 terms move little of it over.
 
 Seeding turns this around: the identity head and decoder are set to compute what the expression
-head and decoder computed, so at the start the neutral face is the photo's whole shape (the
-canonical face of before), and the expression branch is set to add next to nothing. The
+head and decoder computed, so at the start the neutral face is the photo's shape (the canonical
+face of before), and the expression branch is set to add next to nothing there. The
 canonical face, and with it every landmark, stays what it was. The fine-tune then takes out of
 the neutral face what is not the person's (the neutral prior closes the mouth; the identity
 exchange and same-person consistency keep what a person's photos share) and the expression
 branch learns to put the photo's expression back.
 
+Only where expressions barely change the face: each coarse vertex hands the identity branch its
+region's share (:data:`IDENTITY_SHARES`: the forehead, nose, cheeks and jaw all of it, the brows
+half, the eyes and lips none), ramping over a few rings of the mesh inside the regions that
+share. Elsewhere the expression branch keeps what it computed and the neutral face keeps the old
+identity branch's (one face for everyone, lips closed by the earlier fine-tune): an open mouth
+or a smile does not start out in the neutral face.
+
 Exactly: with the old identity decoder's output replaced by its mean over ``images`` (its spread
 is a fraction of a millimetre) and the shape code it fed the expression decoder by its mean, the
-new neutral face equals the old canonical face.
+canonical face is the old one and the neutral face the old canonical face where the share is 1.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from model.mesh.visibility import mesh_structure
 from model.nn.face_model import FaceReconstructionModel
-from model.topology import NUM_BASE_VERTICES
+from model.topology import NUM_BASE_VERTICES, REGION_NAMES, FaceTopology
 
 SPARE_STD = 1e-3  # weights of the identity code's extra dimensions (the expression code has fewer)
+# Share of each region's shape the identity branch takes over (unlisted regions: none).
+IDENTITY_SHARES = {"forehead": 1.0, "nose": 1.0, "cheek_left": 1.0, "cheek_right": 1.0, "chin_jaw": 1.0,
+                   "brow_left": 0.5, "brow_right": 0.5}
+SHARE_SMOOTHING_RINGS = 4  # rings of the full mesh the shares ramp over (no seam between regions)
+
+
+def identity_shares(topology: FaceTopology, coarse_vertices: int) -> torch.Tensor:
+    """(Vc,) float32 in [0, 1]: each coarse vertex's share for the identity branch."""
+    names = [REGION_NAMES[r] for r in topology.regions]
+    share = np.array([IDENTITY_SHARES.get(name, 0.0) for name in names], np.float32)
+    structure = mesh_structure(topology.faces, topology.num_vertices)
+    # eroded, then averaged over as many rings: a smooth ramp inside the regions that share, none
+    # reaching into those that do not
+    for _ in range(SHARE_SMOOTHING_RINGS):
+        share = structure.neighbour_min(share)
+    for _ in range(SHARE_SMOOTHING_RINGS):
+        share = structure.neighbour_mean(share)
+    return torch.as_tensor(share[:coarse_vertices])
 
 
 def _linear(layer: nn.Module) -> nn.Linear:
@@ -37,11 +64,11 @@ def _linear(layer: nn.Module) -> nn.Linear:
 
 
 @torch.no_grad()
-def seed_identity_from_expression(model: FaceReconstructionModel, images: torch.Tensor,
+def seed_identity_from_expression(model: FaceReconstructionModel, topology: FaceTopology, images: torch.Tensor,
                                   generator: torch.Generator | None = None) -> None:
-    """Set the identity branch to the expression branch's function of the photo and the expression
-    decoder's output to about zero (see the module's docstring). images (N, 3, S, S) in [0, 1],
-    training photos: the old identity decoder's output and shape code are averaged over them."""
+    """Hand the identity branch the expression branch's shape of the photo, region by region (see
+    the module's docstring). ``topology``: the model's. images (N, 3, S, S) in [0, 1], training
+    photos: the old identity decoder's output and shape code are averaged over them."""
     was_training = model.training
     model.eval()
     codes = model.encode(images)
@@ -76,12 +103,18 @@ def seed_identity_from_expression(model: FaceReconstructionModel, images: torch.
     into.bias.copy_(first.bias + first.weight[:, expression_dim:] @ shape_code)
     _linear(target[2]).weight.copy_(_linear(source[2]).weight)
     _linear(target[2]).bias.copy_(_linear(source[2]).bias)
+    # each coarse vertex's rows (x, y, z) split between the two branches by its share
+    share = identity_shares(topology, model.identity_decoder.offsets.upsampler.coarse_vertices)
+    rows = share.to(first.weight.device).repeat_interleave(3)[:, None]
     ratio = expression_decoder.offset_scale / model.identity_decoder.offset_scale
     last, out = _linear(source[-1]), _linear(target[-1])
-    out.weight.copy_(last.weight * ratio)
-    out.bias.copy_(last.bias * ratio + identity_coarse)
-
-    # the expression decoder adds about nothing; its hidden layers stay, to learn expressions again
-    last.weight.normal_(0.0, SPARE_STD, generator=generator)
-    last.bias.zero_()
+    out.weight.copy_(last.weight * ratio * rows)
+    out.bias.copy_(last.bias * ratio * rows[:, 0] + identity_coarse)
+    spare = torch.empty_like(last.weight).normal_(0.0, SPARE_STD, generator=generator)
+    last.weight.copy_(last.weight * (1.0 - rows) + spare * rows)
+    last.bias.mul_(1.0 - rows[:, 0])
+    # the expression decoder's view of the identity shape (its shape code) is held at the old mean,
+    # so that its own share stays what it computed; training can open it again
+    first.bias.add_(first.weight[:, expression_dim:] @ shape_code)
+    first.weight[:, expression_dim:] = 0.0
     model.train(was_training)

@@ -158,7 +158,8 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
             if config.seed_identity_from_expression:
                 count = min(SEED_PHOTOS, len(train_set))
                 photos = torch.stack([train_set[i]["image"] for i in range(count)]).to(device)
-                seed_identity_from_expression(model, photos, torch.Generator(device=device).manual_seed(config.seed))
+                generator = torch.Generator(device=device).manual_seed(config.seed)
+                seed_identity_from_expression(model, topology, photos, generator)
         if dist_info.main:
             (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     net: torch.nn.Module = model
