@@ -19,6 +19,7 @@
   threads.
 
 Usage: python benchmarks/bench_detector.py [--detector PATH] [--aflw2000 DIR] [--repeats N]
+       [--small-face F] [--sure-score S] [--accuracy-only]
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from PIL import Image
 from model.conventions import FaceSelection, box_area, points_box
 from model.runtime.detector import (
     DEFAULT_DETECTOR,
+    SMALL_FACE,
+    SURE_SCORE,
     Detection,
     DetectorInput,
     FaceDetector,
@@ -177,9 +180,12 @@ def main() -> None:
     parser.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR)
     parser.add_argument("--aflw2000", type=Path, default=AFLW_DEV)
     parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--small-face", type=float, default=SMALL_FACE, help="the rule's small_face (accuracy rows)")
+    parser.add_argument("--sure-score", type=float, default=SURE_SCORE, help="the rule's sure_score (accuracy rows)")
+    parser.add_argument("--accuracy-only", action="store_true", help="skip the timings")
     args = parser.parse_args()
 
-    detector = CountingDetector(args.detector, threads=1)
+    detector = CountingDetector(args.detector, threads=1, small_face=args.small_face, sure_score=args.sure_score)
     branches = ", ".join(f"{b.name} {b.input_size}px" for b in detector.metadata.branches)
     print(f"detector {args.detector} ({args.detector.stat().st_size / 1e3:.0f} kB; {branches}); "
           f"full-range rule: short-range face under {detector.small_face:g} of the longer side or "
@@ -214,6 +220,8 @@ def main() -> None:
         photo, _ = paste(images[0], truths[0], 0.3, rng)
     else:
         print(f"no AFLW2000-3D at {args.aflw2000}: accuracy and the per-stage figures skipped")
+    if args.accuracy_only:
+        return
     for threads in (1, 2):
         timed = FaceDetector(args.detector, threads=threads)
         if encoded:

@@ -9,6 +9,7 @@ from PIL import Image
 from model.conventions import box_area
 from model.runtime.detector import (
     DEFAULT_DETECTOR,
+    SMALL_FACE,
     SURE_SCORE,
     BoxCalibration,
     Detection,
@@ -356,15 +357,20 @@ def test_short_range_first_still_finds_small_faces(detector, monkeypatch, width_
 def test_the_rule_for_the_full_range_branch():
     """Short-range faces suffice when the largest is at least small_face of the longer side and sure."""
     detector = FaceDetector.__new__(FaceDetector)  # the rule alone, no sessions
-    detector.small_face, detector.sure_score = 0.2, 0.7
+    detector.small_face, detector.sure_score = SMALL_FACE, SURE_SCORE
+    assert (SMALL_FACE, SURE_SCORE) == (0.15, 0.7)
     source = DetectorInput(Image.new("RGB", (1, 1)), 1, 1000, 500)
-    face = lambda side, score: Detection((10.0, 10.0, 10.0 + side, 10.0 + side), score, np.zeros((6, 2)))  # noqa: E731
-    assert detector.short_range_suffices([face(200, 0.7)], source)
+
+    def face(width, height, score):
+        return Detection((10.0, 10.0, 10.0 + width, 10.0 + height), score, np.zeros((6, 2)))
+
+    assert detector.short_range_suffices([face(150, 150, 0.7)], source)
+    assert detector.short_range_suffices([face(100, 225, 0.9)], source)  # side sqrt(100 x 225) = 150
     assert not detector.short_range_suffices([], source)
-    assert not detector.short_range_suffices([face(199, 0.99)], source)  # small: under 0.2 x 1000
-    assert not detector.short_range_suffices([face(400, 0.69)], source)  # unsure
-    assert not detector.short_range_suffices([face(400, 0.6), face(100, 0.99)], source)  # the largest decides
-    assert detector.short_range_suffices([face(300, 0.9), face(50, 0.55)], source)
+    assert not detector.short_range_suffices([face(149, 149, 0.99)], source)  # small: under 0.15 x 1000
+    assert not detector.short_range_suffices([face(400, 400, 0.69)], source)  # unsure
+    assert not detector.short_range_suffices([face(400, 400, 0.6), face(100, 100, 0.99)], source)  # the largest
+    assert detector.short_range_suffices([face(300, 300, 0.9), face(50, 50, 0.55)], source)
 
 
 def test_letterbox_of_a_large_photo_reduces_then_scales_and_maps_back():
