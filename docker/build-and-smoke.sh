@@ -120,13 +120,13 @@ debian_mirror() {
   # The first bookworm source of this machine's apt configuration (deb822 .sources or one-line lists).
   local found="" file
   for file in /etc/apt/sources.list.d/*.sources; do
-    [ -f "$file" ] && [ -z "$found" ] || continue
+    if [ ! -f "$file" ] || [ -n "$found" ]; then continue; fi
     found=$(awk 'BEGIN { RS = ""; FS = "\n" }
                  /Suites:[^\n]*bookworm( |$|\n)/ && !/Enabled: *no/ {
                    for (i = 1; i <= NF; i++) if ($i ~ /^URIs:/) { split($i, u, " "); print u[2]; exit } }' "$file")
   done
   for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [ -f "$file" ] && [ -z "$found" ] || continue
+    if [ ! -f "$file" ] || [ -n "$found" ]; then continue; fi
     found=$(awk '$1 == "deb" && / bookworm / { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }' "$file")
   done
   echo "$found"
@@ -259,8 +259,10 @@ TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/facerecon/podman-compose-$(sha256sum "$LO
 if [ ! -x "$TOOLS/bin/podman-compose" ]; then
   say "installing podman-compose (docker/requirements-smoke.lock) into $TOOLS"
   rm -rf "$TOOLS"
-  python3 -m venv "$TOOLS" && "$TOOLS/bin/pip" install --quiet --require-hashes -r "$LOCK" \
-    || { rm -rf "$TOOLS"; fail "installing podman-compose"; }
+  if ! { python3 -m venv "$TOOLS" && "$TOOLS/bin/pip" install --quiet --require-hashes -r "$LOCK"; }; then
+    rm -rf "$TOOLS"
+    fail "installing podman-compose"
+  fi
 fi
 CPORT=$(python3 "$REPO/docker/smoke.py" port)
 compose() {
@@ -274,7 +276,7 @@ CNAME=$(podman ps -a --filter "label=io.podman.compose.project=$RUN_ID" --format
 [ -n "$CNAME" ] || fail "compose: no container"
 IN_FLIGHT=$("$TOOLS/bin/python" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['x-service']['environment']['FACERECON_MAX_IN_FLIGHT'])" \
   "$REPO/docker-compose.yml")
-check_running "$CNAME" "http://127.0.0.1:$CPORT" "$OUT/compose" "compose" $IN_FLIGHT
+check_running "$CNAME" "http://127.0.0.1:$CPORT" "$OUT/compose" "compose" "$IN_FLIGHT"
 started=$(now)
 compose --verbose stop facerecon-cpu >"$WORK/compose-stop.log" 2>&1 \
   || { cat "$WORK/compose-stop.log" >&2; fail "compose stop"; }
