@@ -39,7 +39,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from model.conventions import FaceSelection
-from model.runtime.image_io import DecodedImage
+from model.runtime.image_io import DecodedImage, preview_factor
 from model.runtime.sessions import Provider, session_options
 
 DEFAULT_DETECTOR = Path(__file__).resolve().parents[1] / "weights" / "face_detector.onnx"
@@ -181,17 +181,21 @@ class DetectorInput:
     height: int
 
 
-def detector_input(image: np.ndarray) -> DetectorInput:
+def detector_input(image: np.ndarray, preview_side: int | None = None) -> DetectorInput:
     """image (H, W, 3) uint8 RGB -> what the letterboxing reads: the decoder's preview when the
-    image is a :class:`model.runtime.image_io.DecodedImage` that has one, else the array as a
-    Pillow image (a copy, Pillow keeps RGB in 4 bytes a pixel)."""
+    image is a :class:`model.runtime.image_io.DecodedImage` that has one; else the array as a
+    Pillow image (a copy: Pillow keeps RGB in 4 bytes a pixel), box-filtered here as the decoder
+    would have (:func:`model.runtime.image_io.preview_factor` for ``preview_side``), so that a photo
+    gives the same detections whether it comes as bytes or as an array."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     height, width = image.shape[:2]
     preview = image.preview if isinstance(image, DecodedImage) else None
     if preview is not None:
         return DetectorInput(preview.image, preview.factor, width, height)
-    return DetectorInput(Image.fromarray(np.asarray(image)), 1, width, height)
+    factor = preview_factor(width, height, preview_side) if preview_side else 1
+    photo = Image.fromarray(np.asarray(image))
+    return DetectorInput(photo.reduce(factor) if factor > 1 else photo, factor, width, height)
 
 
 def letterbox_input(source: DetectorInput, size: int) -> tuple[np.ndarray, Letterbox]:
@@ -216,10 +220,10 @@ def letterbox_input(source: DetectorInput, size: int) -> tuple[np.ndarray, Lette
     return canvas, Letterbox(left, top, new_w / (width * factor), new_h / (height * factor))
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+def letterbox(image: np.ndarray, size: int, preview_side: int | None = None) -> tuple[np.ndarray, Letterbox]:
     """image (H, W, 3) uint8 -> (size, size, 3) uint8 with the photo scaled to fit and centred
-    (:func:`letterbox_input`)."""
-    canvas, transform = letterbox_input(detector_input(image), size)
+    (:func:`detector_input`, :func:`letterbox_input`)."""
+    canvas, transform = letterbox_input(detector_input(image, preview_side), size)
     return canvas[0], transform
 
 
@@ -433,6 +437,10 @@ class FaceDetector:
         """The side of the largest network input, pixels (what a decoder's preview is made for)."""
         return max(branch.input_size for branch in self.metadata.branches)
 
+    def prepare(self, image: np.ndarray) -> DetectorInput:
+        """image (H, W, 3) uint8 RGB -> what the letterboxing of every branch reads (:func:`detector_input`)."""
+        return detector_input(image, self.largest_input)
+
     def run_branch(self, branch: DetectorBranch, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One letterboxed photo (1, S, S, 3) uint8 through one branch's network -> its raw scores (N,),
         boxes (N, 4) and keypoints (N, K, 2) in input pixels."""
@@ -463,7 +471,7 @@ class FaceDetector:
     def detect_per_branch(self, image: np.ndarray) -> list[list[Detection]]:
         """Detections of each branch (metadata order) in image (H, W, 3) uint8 RGB, calibrated,
         best score first; every branch runs."""
-        source = detector_input(image)
+        source = self.prepare(image)
         return [self.detect_branch(source, branch) for branch in self.metadata.branches]
 
     def short_range_suffices(self, found: Sequence[Detection], source: DetectorInput) -> bool:
@@ -502,7 +510,7 @@ class FaceDetector:
         :func:`model.runtime.image_io.load_rgb` with a preview is letterboxed from the preview.
         """
         every = FaceSelection(faces) is FaceSelection.all
-        source = detector_input(image)
+        source = self.prepare(image)
         first, *others = self.metadata.branches
         found = [self.detect_branch(source, first)]
         if others and (every or not self.short_range_suffices(found[0], source)):
