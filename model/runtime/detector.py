@@ -254,13 +254,14 @@ def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, i
     order = np.argsort(-scores, kind="stable")
     scores, boxes = scores[order], boxes[order]
     points = keypoints[order].reshape(len(order), -1)
-    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    sides = boxes[:, 2:] - boxes[:, :2]
+    areas = sides[:, 0] * sides[:, 1]
     remaining = np.ones(len(order), dtype=bool)
     out: list[tuple[float, np.ndarray, np.ndarray]] = []
     top = 0
     while len(out) < max_faces:
-        inter = np.prod(np.clip(np.minimum(boxes[top, 2:], boxes[:, 2:]) - np.maximum(boxes[top, :2], boxes[:, :2]),
-                                0, None), axis=1)
+        overlap = np.clip(np.minimum(boxes[top, 2:], boxes[:, 2:]) - np.maximum(boxes[top, :2], boxes[:, :2]), 0, None)
+        inter = overlap[:, 0] * overlap[:, 1]
         group = remaining & (inter / np.maximum(areas[top] + areas - inter, 1e-12) > iou_threshold)
         group[top] = True  # itself, even when degenerate (IoU 0 with itself)
         weights = scores[group] / scores[group].sum()
