@@ -63,6 +63,7 @@ test: lint node_modules/.package-lock.json chromium blender
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.train
+	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_renderer.py
 	$(BIN)/python benchmarks/bench_detector.py
