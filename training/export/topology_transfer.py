@@ -79,7 +79,7 @@ def model_from_onnx(path: Path | onnx.ModelProto, topology: FaceTopology,
         loaded[f"{norm_name}.running_mean"] = torch.zeros(norm.num_features)
         loaded[f"{norm_name}.running_var"] = torch.full((norm.num_features,), 1.0 - norm.eps)
         loaded[f"{norm_name}.num_batches_tracked"] = torch.tensor(0)
-    loaded["landmark_offsets"] = torch.as_tensor(weights[LANDMARK_OFFSETS])
+    loaded["landmark_offsets"] = torch.as_tensor(np.array(weights[LANDMARK_OFFSETS]))
     missing = sorted(set(state) - set(loaded))
     if missing:
         raise ValueError(f"{source}: no weights for {missing}")
