@@ -32,6 +32,7 @@ from model.onnx_contract import LANDMARK_OFFSETS, ModelMetadata
 from model.topology import NUM_BASE_VERTICES, FaceTopology
 
 WRAPPER_PREFIX = "model."  # the exporter names initializers by the wrapper's state-dict keys
+TRANSPOSED, QUANTIZED = "_Transposed", "_quantized"  # the quantizer's names for a weight it rewrote
 DECODER_LAST_LAYERS = ("identity_decoder.offsets.mlp.4", "expression_decoder.offsets.mlp.4", "albedo_decoder.mlp.4")
 
 
@@ -44,6 +45,14 @@ def onnx_weights(graph: onnx.ModelProto) -> dict[str, np.ndarray]:
     for node in graph.graph.node:  # nodes are in topological order
         if node.op_type in ("Cast", "Identity") and node.input[0] in out:
             out[node.output[0]] = out[node.input[0]].astype(np.float32)
+    # a quantized graph (training.export.quantize) stores a fully connected layer's weight W as
+    # W.T (NAME_Transposed), in int8 with a scale and zero point where quantized: read W back
+    for name in [n for n in out if n.endswith(QUANTIZED)]:
+        stem = name.removesuffix(QUANTIZED)
+        levels = out[name].astype(np.float32) - out[f"{stem}_zero_point"].astype(np.float32)
+        out[stem] = levels * out[f"{stem}_scale"].astype(np.float32)
+    for name in [n for n in out if n.endswith(TRANSPOSED)]:
+        out.setdefault(name.removesuffix(TRANSPOSED), np.ascontiguousarray(out[name].T))
     return out
 
 
@@ -123,9 +132,6 @@ def transfer_topology(model_path: Path, old_topology: FaceTopology, new_topology
     graph = onnx.load(str(model_path))
     props = {p.key: p.value for p in graph.metadata_props}
     metadata = ModelMetadata.from_properties(props)
-    if metadata.quantization != "none":
-        raise ValueError(f"{model_path} is quantized ({metadata.quantization}): transfer the float export it was "
-                         "made from (the shipped one's is in git history)")
     if metadata.topology_version != old_topology.version:
         raise ValueError(f"{model_path} was exported for topology {metadata.topology_version}, "
                          f"not {old_topology.version}")

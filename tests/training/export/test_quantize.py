@@ -3,6 +3,7 @@ import onnx
 import pytest
 
 ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime.quantization")
 
 from model.onnx_contract import OUTPUT_NAMES, ModelMetadata  # noqa: E402
@@ -61,3 +62,17 @@ def test_quantized_model_loads_and_refuses_a_second_quantization(quantized, tmp_
     assert reconstructor.metadata.quantization == QUANTIZATION
     with pytest.raises(ValueError, match="already quantized"):
         quantize_model(path, tmp_path / "twice.onnx")
+
+
+def test_weights_read_back_from_the_quantized_graph_are_the_float_ones_within_a_quantization_step(
+        topology, exported, quantized):
+    from training.export.topology_transfer import model_from_onnx
+
+    float_model, int8_model = model_from_onnx(exported, topology), model_from_onnx(quantized[0], topology)
+    before, after = float_model.state_dict(), int8_model.state_dict()
+    for name in ("encoder.identity_head.0.weight", "expression_decoder.offsets.mlp.4.weight",
+                 "albedo_decoder.mlp.2.weight"):
+        step = before[name].abs().max() / 127  # the symmetric int8 grid's spacing
+        assert 0 < (after[name] - before[name]).abs().max() <= step / 2 + 1e-7, name
+    for name in ("encoder.pose_head.0.weight", "encoder.pose_head.2.weight"):  # kept in float
+        torch.testing.assert_close(after[name], before[name])
