@@ -27,6 +27,7 @@ photo saw squarely (``w = 1``) keeps exactly its own sample.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -403,6 +404,33 @@ def bake_uv_texture(
         if weight[faces].min() < _FULL:  # else every texel keeps its own sample
             planes = _blend_texels(planes, image, image_points, faces, uv_map, visibility)
 
+    return _texture(planes, uv_map)
+
+
+def bake_vertex_texture(colors: np.ndarray, faces: np.ndarray, uv_map: UVRasterMap) -> np.ndarray:
+    """Per-vertex colours into the UV layout: colors (V, 3) float in [0, 1] (e.g. the model's
+    albedo) or uint8; faces (F, 3), the topology ``uv_map`` was built for -> (T, T, 3) uint8
+    texture, row 0 = top (v = 1). Each covered texel blends its triangle's vertex colours by its
+    barycentrics; outside the layout as :func:`bake_uv_texture`."""
+    colors = np.asarray(colors)
+    faces = np.asarray(faces, dtype=np.intp)
+    if colors.ndim != 2 or colors.shape[1] != 3:
+        raise ValueError(f"colors must be (V, 3), got {colors.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must be (F, 3), got {faces.shape}")
+    scale = 1.0 if colors.dtype == np.uint8 else 255.0
+    values = colors.astype(np.float32) * np.float32(scale)
+    if len(uv_map.texels) == 0:
+        return np.zeros((uv_map.size, uv_map.size, 3), dtype=np.uint8)
+    planes = np.stack([_texel_blend([np.ascontiguousarray(values[faces[:, k], channel]) for k in range(3)],
+                                    uv_map.texel_faces, uv_map.texel_bary) for channel in range(3)])
+    return _texture(planes, uv_map)
+
+
+def _texture(planes: np.ndarray, uv_map: UVRasterMap) -> np.ndarray:
+    """The covered texels' colours (3, N) in [0, 255] -> the (T, T, 3) uint8 texture: the dilation
+    ring copies nearby covered texels, the rest is the layout's mean colour."""
+    size = uv_map.size
     mean = _to_uint8(planes.mean(axis=1))
     colors = _to_uint8(planes)
     texture = np.empty((size * size, 3), dtype=np.uint8)
@@ -450,3 +478,45 @@ def _blend_texels(planes: np.ndarray, image: np.ndarray, image_points: np.ndarra
                                        texel_faces, bary)
             blended[channel, needed] = kept + filled * (fill_colour - kept)
     return blended
+
+
+# Added to every photo's weight when merging, so that where no photo saw a point its colour is
+# the plain mean of theirs (each already filled from its mirror side or neighbours).
+MERGE_FLOOR = 1e-3
+
+
+def _check_merge(values: Sequence[np.ndarray], weights: Sequence[np.ndarray]) -> None:
+    if not values or len(values) != len(weights):
+        raise ValueError(f"need one weight array per photo and one photo at least, got {len(values)} "
+                         f"and {len(weights)}")
+
+
+def merge_vertex_colors(colors: Sequence[np.ndarray], weights: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-vertex colours of one face from several photos, (V, 3) uint8 each (from
+    :func:`sample_vertex_colors`), and each photo's per-vertex weights (V,) (e.g.
+    :func:`model.mesh.visibility.merge_weights`) -> (V, 3) uint8: every vertex the weighted mean
+    of the photos' colours (each weight plus MERGE_FLOOR)."""
+    _check_merge(colors, weights)
+    shares = np.stack([np.asarray(w, dtype=np.float32) for w in weights]) + np.float32(MERGE_FLOOR)  # (P, V)
+    stacked = np.stack([np.asarray(c, dtype=np.float32) for c in colors])  # (P, V, 3)
+    return _to_uint8((shares[..., None] * stacked).sum(axis=0) / shares.sum(axis=0)[:, None])
+
+
+def merge_uv_textures(textures: Sequence[np.ndarray], weights: Sequence[np.ndarray], faces: np.ndarray,
+                      uv_map: UVRasterMap) -> np.ndarray:
+    """UV textures of one face baked from several photos, (T, T, 3) uint8 each (from
+    :func:`bake_uv_texture`), and each photo's per-vertex weights (V,) -> one (T, T, 3) uint8
+    texture: every covered texel the weighted mean of the photos' texels, a texel's weight being
+    the barycentric blend of its triangle's vertex weights (plus MERGE_FLOOR); outside the layout
+    as :func:`bake_uv_texture`."""
+    _check_merge(textures, weights)
+    faces = np.asarray(faces, dtype=np.intp)
+    total = np.zeros((3, len(uv_map.texels)), dtype=np.float32)
+    weight_sum = np.zeros(len(uv_map.texels), dtype=np.float32)
+    for texture, weight in zip(textures, weights):
+        weight = np.asarray(weight, dtype=np.float32)
+        texel_weight = _texel_blend([np.ascontiguousarray(weight[faces[:, k]]) for k in range(3)],
+                                    uv_map.texel_faces, uv_map.texel_bary) + np.float32(MERGE_FLOOR)
+        total += texel_weight * np.asarray(texture).reshape(-1, 3)[uv_map.texels].T.astype(np.float32)
+        weight_sum += texel_weight
+    return _texture(total / weight_sum, uv_map)

@@ -351,3 +351,13 @@ def face_visibility(image_points: np.ndarray, faces: np.ndarray, mirror: np.ndar
     return FaceVisibility(weight=np.clip(weight, 0.0, 1.0).astype(np.float32),
                           sample_points=sample_points.astype(np.float32), mirror=mirror, groups=groups,
                           structure=structure)
+
+
+def merge_weights(visibility: FaceVisibility, image_points: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """How much one photo's colour of each vertex counts when the colours of several photos of a
+    face are merged: (V,) float32, its visibility weight (seen, unoccluded, off the silhouette)
+    times the cosine between its normal and the view direction (the normal's z in the photo's
+    camera frame), so the photo that faced a part most squarely has the most say there."""
+    points = np.asarray(image_points, dtype=np.float64)
+    cosine = vertex_normals(np.where(np.isfinite(points[:, :3]), points[:, :3], 0.0), faces)[:, 2]
+    return (np.asarray(visibility.weight, dtype=np.float32) * np.clip(cosine, 0.0, 1.0)).astype(np.float32)

@@ -7,6 +7,9 @@ from model.mesh.texture_bake import (
     FILL_SHARE,
     UVRasterMap,
     bake_uv_texture,
+    bake_vertex_texture,
+    merge_uv_textures,
+    merge_vertex_colors,
     sample_vertex_colors,
 )
 from model.mesh.visibility import FaceVisibility, face_visibility, mesh_structure
@@ -384,3 +387,59 @@ def test_a_frontal_face_keeps_its_colours_in_the_centre(topology, face_uv_map):
     central_texels = np.isin(face_uv_map.face_index, np.flatnonzero(central[topology.faces].all(axis=1)))
     texel_difference = np.abs(texture - plain_texture).max(axis=2)[central_texels]
     assert np.percentile(texel_difference, 95) <= 6
+
+
+@pytest.fixture(scope="module")
+def layout():
+    from model.topology import FaceTopology
+
+    topology = FaceTopology.load()
+    return topology, UVRasterMap.build(topology.uvs, topology.faces, 64)
+
+
+def _texel_centres(uv_map: UVRasterMap) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = np.divmod(uv_map.texels, uv_map.size)
+    return (cols + 0.5) / uv_map.size, 1.0 - (rows + 0.5) / uv_map.size
+
+
+def test_bake_vertex_texture_interpolates_vertex_colours_over_the_layout(layout):
+    topology, uv_map = layout
+    # colours linear in (u, v): barycentric interpolation reproduces them exactly at every texel centre
+    colours = np.column_stack([topology.uvs, np.full(len(topology.uvs), 0.5)]).astype(np.float32)
+    texture = bake_vertex_texture(colours, topology.faces, uv_map)
+    assert texture.shape == (64, 64, 3) and texture.dtype == np.uint8
+    u, v = _texel_centres(uv_map)
+    covered = texture.reshape(-1, 3)[uv_map.texels].astype(float)
+    assert np.abs(covered[:, 0] - 255 * u).max() <= 1.0 and np.abs(covered[:, 1] - 255 * v).max() <= 1.0
+    assert np.abs(covered[:, 2] - 127.5).max() <= 1.0
+    # uint8 colours are taken as they are
+    as_bytes = bake_vertex_texture(np.rint(colours * 255).astype(np.uint8), topology.faces, uv_map)
+    assert np.abs(as_bytes.astype(int) - texture).max() <= 1
+    ring = texture.reshape(-1, 3)[uv_map.ring_texels]
+    np.testing.assert_array_equal(ring, texture.reshape(-1, 3)[uv_map.ring_sources])
+    with pytest.raises(ValueError, match="colors"):
+        bake_vertex_texture(colours[:, :2], topology.faces, uv_map)
+
+
+def test_merged_vertex_colours_follow_the_weights():
+    red, blue = np.full((4, 3), [200, 0, 0], np.uint8), np.full((4, 3), [0, 0, 200], np.uint8)
+    weights = [np.array([1.0, 0.0, 0.0, 0.5]), np.array([0.0, 1.0, 0.0, 0.5])]
+    merged = merge_vertex_colors([red, blue], weights).astype(int)
+    assert merged[0].tolist() == [200, 0, 0] and merged[1].tolist() == [0, 0, 200]
+    assert merged[2].tolist() == merged[3].tolist() == [100, 0, 100]  # nobody saw it / both alike: the mean
+    with pytest.raises(ValueError, match="one weight array per photo"):
+        merge_vertex_colors([red], weights)
+
+
+def test_merged_uv_texture_takes_each_part_from_the_photo_that_saw_it(layout):
+    topology, uv_map = layout
+    left = topology.vertices[:, 0] > 0  # +X: the subject's left
+    red, blue = np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 200, 200
+    merged = merge_uv_textures([red, blue], [left.astype(float), (~left).astype(float)], topology.faces, uv_map)
+    texel_vertices = topology.faces[uv_map.texel_faces]  # (N, 3)
+    only_left, only_right = left[texel_vertices].all(axis=1), (~left)[texel_vertices].all(axis=1)
+    covered = merged.reshape(-1, 3)[uv_map.texels].astype(int)
+    assert only_left.sum() > 100 and only_right.sum() > 100
+    assert (covered[only_left, 0] >= 199).all() and (covered[only_left, 2] <= 1).all()
+    assert (covered[only_right, 2] >= 199).all() and (covered[only_right, 0] <= 1).all()

@@ -11,6 +11,7 @@ from model.mesh.visibility import (
     FaceVisibility,
     MeshStructure,
     face_visibility,
+    merge_weights,
     mesh_structure,
     vertex_normals,
 )
@@ -228,3 +229,18 @@ def test_extra_vertices_and_triangles_are_handled_generically(topology):
     assert seen.sample_points.shape == (len(all_points), 2)
     assert seen.weight[topology.num_vertices:].max() == 0.0  # behind the cheek: hidden
     assert np.median(seen.weight[cheek]) == 1.0
+
+
+def test_merge_weights_favour_the_photo_that_faced_a_part_squarely(topology):
+    frontal, turned = posed_points(topology, 0.0), posed_points(topology, 40.0)
+    weights = []
+    for points in (frontal, turned):
+        seen = face_visibility(points, topology.faces, topology.mirror, topology.regions)
+        weight = merge_weights(seen, points, topology.faces)
+        assert weight.shape == (topology.num_vertices,) and weight.dtype == np.float32
+        assert (weight >= 0).all() and (weight <= seen.weight + 1e-6).all()
+        cosine = vertex_normals(points, topology.faces)[:, 2]
+        np.testing.assert_allclose(weight, seen.weight * np.clip(cosine, 0, 1), atol=1e-5)
+        weights.append(weight)
+    nose_tip = int(np.argmax(topology.vertices[:, 2]))
+    assert weights[0][nose_tip] > weights[1][nose_tip] > 0
