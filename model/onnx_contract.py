@@ -7,8 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 
 INPUT_NAME = "image"
-# The graph's outputs, in order (B is the batch of crops, V mesh vertices, S the crop side):
-OUTPUT_NAMES = (
+# The decoded outputs, in order (B is the batch of crops, V mesh vertices, S the crop side):
+RECONSTRUCTION_OUTPUTS = (
     "neutral_vertices",  # (B, V, 3) metres, identity only, frontal
     "expressive_vertices",  # (B, V, 3) metres, identity + expression, frontal
     "posed_vertices",  # (B, V, 3) crop NDC
@@ -20,8 +20,40 @@ OUTPUT_NAMES = (
     "translation",  # (B, 3) crop NDC
     "scale",  # (B,) NDC per metre
     "albedo",  # (B, V, 3) in [0, 1]
-    "lighting",  # (B, 9, 3) spherical-harmonics coefficients
+    "lighting",  # (B, 9, 3) spherical-harmonics coefficients: the lighting code (blended, see below)
 )
+# The encoder's codes of each crop (model.nn.encoders.EncodedFace), before any blending with given
+# codes: model-specific learned spaces, not a standard basis.
+CODE_OUTPUTS = (
+    "identity_code",  # (B, Di) Di = 128 in the shipped model
+    "expression_code",  # (B, De) De = 64
+    "pose_code",  # (B, 10) 6D rotation, translation (3) crop NDC, log scale
+    "albedo_code",  # (B, Da) Da = 64
+)
+# The graph's outputs, in order (format_version "2" on; format "1" had RECONSTRUCTION_OUTPUTS only).
+OUTPUT_NAMES = RECONSTRUCTION_OUTPUTS + CODE_OUTPUTS
+
+# Optional inputs: graph inputs with an initializer default (overridable initializers, IR >= 4),
+# so that a run feeding ``image`` alone decodes the encoder's own codes. Each given code is (N, D)
+# with N = 1 (broadcast over the batch) or N = B; the defaults are zeros with N = 1. Per code,
+# the decoders read ``encoded + w * (given - encoded)`` with w the code's column of GIVEN_WEIGHTS
+# (0: the image's code, 1: the given code).
+GIVEN_CODE_INPUTS = (
+    "given_identity_code",  # (N, Di)
+    "given_expression_code",  # (N, De)
+    "given_pose_code",  # (N, 10)
+    "given_albedo_code",  # (N, Da)
+    "given_lighting",  # (N, 9, 3)
+)
+GIVEN_WEIGHTS = "given_weights"  # (N, 5) one weight per code, in GIVEN_CODE_INPUTS order; default zeros
+# "1": RECONSTRUCTION_OUTPUTS only; "2": also CODE_OUTPUTS and the GIVEN_CODE_INPUTS
+FORMAT_VERSION = "2"
+# How a model of an older format is brought to this one: from its training checkpoint, or from the
+# file itself (its weights read back; --old-topology is the topology asset it was made for).
+REEXPORT_COMMANDS = ("facerecon export --checkpoint CKPT --out NEW.onnx",
+                     "facerecon transfer-topology --model OLD.onnx --old-topology model/assets/face_topology.npz "
+                     "--out NEW.onnx")
+
 # (68, 3) initializer: each landmark's offset from its vertex, metres in the face frame
 # (`facerecon calibrate-landmarks` rewrites it).
 LANDMARK_OFFSETS = "landmark_offsets"
@@ -46,7 +78,7 @@ class ModelMetadata:
     # how the weights are stored beyond float32 (training.export.quantize); "none": float
     quantization: str = "none"
     input_range: str = "rgb float32 in [0, 1], NCHW"
-    format_version: str = "1"
+    format_version: str = FORMAT_VERSION
 
     def to_properties(self) -> dict[str, str]:
         return {f"facerecon.{k}": str(v) for k, v in dataclasses.asdict(self).items()}

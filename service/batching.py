@@ -1,4 +1,5 @@
-"""Dynamic micro-batching: faces from concurrent requests share one network run."""
+"""Dynamic micro-batching: faces from concurrent requests share one network run, plain crops and
+crops with given codes alike (:meth:`model.runtime.pipeline.NetworkRequest.concatenate`)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.runtime.pipeline import NetworkRequest
+
 Outputs = dict[str, np.ndarray]
 
 
 @dataclass
 class _Job:
-    crops: np.ndarray  # (N, S, S, 3) uint8
+    request: NetworkRequest  # crops (N, S, S, 3) uint8, maybe codes to decode them with
     future: asyncio.Future[Outputs]
     enqueued: float = field(default_factory=time.perf_counter)
 
+    @property
+    def size(self) -> int:
+        return len(self.request.crops)
+
 
 class MicroBatcher:
-    """Gathers crops submitted by concurrent requests into batches of at most ``max_batch`` faces.
+    """Gathers network requests submitted concurrently into batches of at most ``max_batch`` faces.
 
     A batch closes when it is full, when every request that could still join is already in it
     (``upstream()`` counts the requests on their way to the network, the batched ones included:
@@ -31,7 +38,7 @@ class MicroBatcher:
     ``on_batch(batch_size, seconds)`` is told about every run (metrics).
     """
 
-    def __init__(self, run_batch: Callable[[np.ndarray], Outputs], executor: Executor, *,
+    def __init__(self, run_batch: Callable[[NetworkRequest], Outputs], executor: Executor, *,
                  max_batch: int, max_wait_s: float, upstream: Callable[[], int] = lambda: 0,
                  on_batch: Callable[[int, float], None] = lambda size, seconds: None) -> None:
         self.run_batch, self.executor = run_batch, executor
@@ -60,17 +67,17 @@ class MicroBatcher:
             pass
         self._task = None
 
-    async def submit(self, crops: np.ndarray) -> Outputs:
-        """Network outputs for crops (N, S, S, 3) uint8, each array (N, ...)."""
+    async def submit(self, request: NetworkRequest) -> Outputs:
+        """Network outputs for a request's N crops, each array (N, ...)."""
         if self._task is None or self._task.done():
             raise RuntimeError("the micro-batcher is not running")
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(crops, future))
+        await self._queue.put(_Job(request, future))
         return await future
 
     async def _gather(self) -> list[_Job]:
         first, self._carry = self._carry or await self._queue.get(), None
-        jobs, size = [first], len(first.crops)
+        jobs, size = [first], first.size
         deadline = first.enqueued + self.max_wait_s
         while size < self.max_batch:
             try:
@@ -85,11 +92,11 @@ class MicroBatcher:
                     job = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-            if size + len(job.crops) > self.max_batch:
+            if size + job.size > self.max_batch:
                 self._carry = job  # does not fit: it opens the next batch
                 break
             jobs.append(job)
-            size += len(job.crops)
+            size += job.size
         return jobs
 
     async def _loop(self) -> None:
@@ -99,13 +106,13 @@ class MicroBatcher:
             live = [job for job in jobs if not job.future.cancelled()]
             try:
                 if live:
-                    batch = np.concatenate([job.crops for job in live])
+                    batch = NetworkRequest.concatenate([job.request for job in live])
                     started = time.perf_counter()
                     outputs = await loop.run_in_executor(self.executor, self.run_batch, batch)
-                    self.on_batch(len(batch), time.perf_counter() - started)
+                    self.on_batch(len(batch.crops), time.perf_counter() - started)
                     start = 0
                     for job in live:
-                        stop = start + len(job.crops)
+                        stop = start + job.size
                         if not job.future.done():
                             job.future.set_result({name: value[start:stop] for name, value in outputs.items()})
                         start = stop

@@ -1,4 +1,5 @@
-"""The service's side of the one pipeline: :meth:`model.runtime.pipeline.FacePipeline.steps` run off the event loop.
+"""The service's side of the one pipeline: :class:`model.runtime.pipeline.FacePipeline`'s steps
+(a reconstruction, an expression transfer, a person from several photos) run off the event loop.
 
 CPU work (decoding, detection, cropping, mesh encoding) runs on a small thread pool sized to
 the machine; the reconstruction network runs on its own thread, fed by the
@@ -23,7 +24,15 @@ from model.conventions import Box, FaceSelection
 from model.mesh.texture_bake import UVRasterMap
 from model.runtime.detector import FaceDetector
 from model.runtime.image_io import ImageDecodeError, ImageHeader
-from model.runtime.pipeline import FacePipeline, ImageReconstruction, NetworkOutputs, PipelineSteps
+from model.runtime.pipeline import (
+    FacePipeline,
+    ImageReconstruction,
+    NetworkOutputs,
+    NetworkRequest,
+    PersonReconstruction,
+    PoseSource,
+    Steps,
+)
 from model.runtime.reconstructor import FaceReconstructor
 from model.runtime.sessions import check_session_providers, default_threads, execution_providers
 from service.batching import MicroBatcher
@@ -99,7 +108,7 @@ class ReconstructionEngine:
         self.cpu_pool = ThreadPoolExecutor(settings.workers or default_threads(), thread_name_prefix="facerecon-cpu")
         self.network_pool = ThreadPoolExecutor(1, thread_name_prefix="facerecon-network")
         self.upstream = 0  # requests between admission and their network outputs
-        self.batcher = MicroBatcher(reconstructor.run, self.network_pool, max_batch=settings.max_batch,
+        self.batcher = MicroBatcher(self._run_network, self.network_pool, max_batch=settings.max_batch,
                                     max_wait_s=settings.max_wait_ms / 1000.0, upstream=lambda: self.upstream,
                                     on_batch=self.metrics.observe_batch)
         self.budget = WorkBudget(settings.memory_budget_mb * MIB)
@@ -126,7 +135,7 @@ class ReconstructionEngine:
         size = self.reconstructor.input_size
         await self.run_cpu(self.pipeline.detector.detect, np.zeros((480, 640, 3), np.uint8))
         for batch in sorted({1, self.settings.max_batch}):
-            await self.batcher.submit(np.zeros((batch, size, size, 3), np.uint8))
+            await self.batcher.submit(NetworkRequest(np.zeros((batch, size, size, 3), np.uint8)))
         self.ready = True
 
     async def stop(self) -> None:
@@ -180,32 +189,68 @@ class ReconstructionEngine:
             self.metrics.rejected.inc()
             raise
 
-    def _advance(self, steps: PipelineSteps, outputs: NetworkOutputs | None) -> np.ndarray | ImageReconstruction:
-        """Run the pipeline's CPU work up to its next network batch (its crops) or to its answer."""
+    def several_images_cost(self, headers: Sequence[ImageHeader | ImageDecodeError], upload_bytes: int, *,
+                            json_mesh: bool = False) -> int:
+        """Bytes a transfer or person request can take at most: each image as one reconstruction of
+        its largest face, all of them held at once (the pipeline works on them together)."""
+        return self.request_cost(headers, upload_bytes, faces=FaceSelection.largest, json_mesh=json_mesh,
+                                 parallel=len(headers))
+
+    def _run_network(self, request: NetworkRequest) -> NetworkOutputs:
+        return self.reconstructor.run(request.crops, request.given)
+
+    @staticmethod
+    def _advance(steps: Steps[T], outputs: NetworkOutputs | None) -> NetworkRequest | T:
+        """Run the pipeline's CPU work up to its next network request or to its answer."""
         try:
             return next(steps) if outputs is None else steps.send(outputs)
         except StopIteration as done:
             return done.value
 
-    def _begin(self, data: bytes, faces: FaceSelection,
-               box: Box | None) -> tuple[PipelineSteps, np.ndarray | ImageReconstruction]:
-        """Decode the upload and run the pipeline up to its first network batch."""
-        steps = self.pipeline.steps(self.pipeline.decode(data), faces, box, on_detection=self.metrics.detection.observe)
-        return steps, self._advance(steps, None)
-
-    async def reconstruct(self, data: bytes, *, faces: FaceSelection = FaceSelection.largest,
-                          box: Box | None = None) -> ImageReconstruction:
-        """Decode the upload, find its faces (or use ``box``) and reconstruct them: the pipeline's
-        CPU steps on the thread pool, its network batches through the micro-batcher."""
+    async def _drive(self, begin: Callable[[], Steps[T]]) -> T:
+        """``begin()`` (decoding the uploads and making the steps) and the steps' CPU work on the
+        thread pool, their network requests through the micro-batcher."""
         self.upstream += 1
         try:
-            steps, step = await self.run_cpu(self._begin, data, faces, box)
-            while isinstance(step, np.ndarray):
+            steps, step = await self.run_cpu(self._begin, begin)
+            while isinstance(step, NetworkRequest):
                 self.metrics.queue_depth.set(self.batcher.depth + 1)
                 outputs = await self.batcher.submit(step)
                 step = await self.run_cpu(self._advance, steps, outputs)
         finally:
             self.upstream -= 1
         self.metrics.queue_depth.set(self.batcher.depth)
-        self.metrics.faces_per_image.observe(len(step.faces))
         return step
+
+    def _begin(self, begin: Callable[[], Steps[T]]) -> tuple[Steps[T], NetworkRequest | T]:
+        steps = begin()
+        return steps, self._advance(steps, None)
+
+    async def reconstruct(self, data: bytes, *, faces: FaceSelection = FaceSelection.largest,
+                          box: Box | None = None) -> ImageReconstruction:
+        """Decode the upload, find its faces (or use ``box``) and reconstruct them: the pipeline's
+        CPU steps on the thread pool, its network batches through the micro-batcher."""
+        rec = await self._drive(lambda: self.pipeline.steps(self.pipeline.decode(data), faces, box,
+                                                            on_detection=self.metrics.detection.observe))
+        self.metrics.faces_per_image.observe(len(rec.faces))
+        return rec
+
+    async def transfer(self, identity_data: bytes, expression_data: bytes | None, *,
+                       expression_code: np.ndarray | None = None, pose_from: PoseSource = "identity"
+                       ) -> ImageReconstruction:
+        """Expression transfer (:meth:`FacePipeline.transfer_steps`) between two uploads, or onto one
+        upload from an expression code (De,): decoding and CPU steps on the thread pool, network
+        runs through the micro-batcher. The caller admits it (:meth:`several_images_cost`)."""
+        def begin() -> Steps[ImageReconstruction]:
+            identity = self.pipeline.decode(identity_data)
+            expression = None if expression_data is None else self.pipeline.decode(expression_data)
+            return self.pipeline.transfer_steps(identity, expression, expression_code=expression_code,
+                                                pose_from=pose_from)
+
+        return await self._drive(begin)
+
+    async def reconstruct_person(self, datas: Sequence[bytes]) -> PersonReconstruction:
+        """One face from several uploads of a person (:meth:`FacePipeline.person_steps`): decoding
+        and CPU steps on the thread pool, network runs through the micro-batcher. The caller
+        admits it (:meth:`several_images_cost`)."""
+        return await self._drive(lambda: self.pipeline.person_steps([self.pipeline.decode(data) for data in datas]))

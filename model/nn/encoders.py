@@ -102,6 +102,19 @@ class EncodedFace:
     albedo: torch.Tensor
     lighting: torch.Tensor
 
+    def blended(self, given: EncodedFace, weights: torch.Tensor) -> EncodedFace:
+        """Each code moved toward ``given``'s: ``code + w * (given - code)``, with ``weights``
+        (N, 5) one column per code (identity, expression, pose, albedo, lighting): 0 keeps this
+        code, 1 takes the given one. ``given``'s codes and ``weights`` have N = 1 rows (broadcast
+        over the batch) or B."""
+        codes = (self.identity, self.expression, self.pose, self.albedo, self.lighting)
+        targets = (given.identity, given.expression, given.pose, given.albedo, given.lighting)
+        mixed = []
+        for column, (code, target) in enumerate(zip(codes, targets)):
+            weight = weights[:, column].reshape(-1, *([1] * (code.dim() - 1)))
+            mixed.append(code + weight * (target - code))
+        return EncodedFace(*mixed)
+
 
 class FaceEncoder(nn.Module):
     """Shared trunk + identity, expression, pose and appearance heads."""

@@ -16,7 +16,7 @@ from model.nn.decoders import (
 )
 from model.nn.encoders import EncodedFace, EncoderConfig, FaceEncoder
 from model.nn.geometry import matrix_to_euler_degrees, pose_transform, project_to_pixels, rotation_6d_to_matrix
-from model.onnx_contract import OUTPUT_NAMES
+from model.onnx_contract import RECONSTRUCTION_OUTPUTS
 from model.topology import FaceTopology
 
 
@@ -58,7 +58,7 @@ class FaceReconstruction:
     identity_offsets: torch.Tensor  # (B, Vs, 3) metres on the surface vertices, for regularisers
     expression_offsets: torch.Tensor  # (B, Vs, 3) metres on the surface vertices, for regularisers
 
-    OUTPUT_NAMES = OUTPUT_NAMES  # the exported graph's outputs (model.onnx_contract)
+    OUTPUT_NAMES = RECONSTRUCTION_OUTPUTS  # the exported graph's decoded outputs (model.onnx_contract)
 
 
 class FaceReconstructionModel(nn.Module):

@@ -11,6 +11,11 @@ crop NDC) x -> -x with the left/right vertex permutation; crop pixels x -> S - x
 permutation for vertices and the iBUG left/right pairs for landmarks; a rotation R -> F R F with
 F = diag(-1, 1, 1), i.e. yaw and roll change sign; translation x -> -x; per-vertex albedo is
 permuted; the spherical-harmonics light terms odd in x change sign.
+
+The encoder's codes (identity, expression, pose and albedo codes) have no such map: their spaces
+are learned, and nothing says which code a face's mirror image has. They are not averaged: a
+mirror-averaged answer carries the unmirrored crop's codes (decoded again, they give the
+unmirrored crop's answer, not the average).
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ def mirror_outputs(out: dict[str, np.ndarray], topology: FaceTopology, size: int
 
 def average_with_mirror(out: dict[str, np.ndarray], mirrored_crop_out: dict[str, np.ndarray],
                         topology: FaceTopology, size: int) -> dict[str, np.ndarray]:
-    """Mean of the outputs for crops (B, ...) and those for the same crops mirrored (B, ...).
+    """Mean of the outputs for crops (B, ...) and those for the same crops mirrored (B, ...): every
+    output :func:`mirror_outputs` maps (not the codes, see the module).
 
     Rotations are averaged, then projected back onto the rotations (the nearest one, by SVD).
     """

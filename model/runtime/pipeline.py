@@ -1,11 +1,14 @@
 """Photo -> reconstructed faces: decode, detect (or take the given box), crop, run the network,
-and optionally a second pass re-cropped around the first pass's landmarks.
+and optionally a second pass re-cropped around the first pass's landmarks; and the sequences
+built on the face's codes: expression transfer (:meth:`FacePipeline.transfer_steps`) and one face
+from several photos of a person (:meth:`FacePipeline.person_steps`).
 
-This is the one place the sequence is written. :meth:`FacePipeline.steps` is a generator that
-yields each batch of crops for the network and receives the network's outputs, so a caller
-decides how the network runs: :meth:`FacePipeline.reconstruct` runs it in the calling thread
-(the CLI, evaluation); the service sends the crops of concurrent requests through one
-micro-batched network call (:mod:`service.engine`).
+This is the one place the sequences are written. Each ``*_steps`` method is a generator that
+yields a :class:`NetworkRequest` (crops, and codes to decode them with) for each network run and
+receives the network's outputs, so a caller decides how the network runs: :func:`run_steps` runs
+it in the calling thread (the CLI, evaluation: :meth:`FacePipeline.reconstruct`,
+:meth:`~FacePipeline.transfer`, :meth:`~FacePipeline.reconstruct_person`); the service sends the
+requests of concurrent requests through one micro-batched network call (:mod:`service.engine`).
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
 
 import numpy as np
 
 from model.conventions import Box, FaceSelection, box_area, points_box
+from model.runtime.codes import GivenCodes
 from model.runtime.crop import CropTransform
 from model.runtime.detector import Detection, FaceDetector
+from model.runtime.identity_fusion import consensus, fuse_identity, view_weight
 from model.runtime.image_io import ImageHeader, load_rgb, read_header
 from model.runtime.reconstructor import FaceReconstructor, FaceResult
 
@@ -28,9 +34,32 @@ MIN_BOX_SIDE = 8.0  # pixels: a given face box is at least this wide and high ..
 MAX_BOX_ASPECT = 4.0  # ... at most this many times as wide as high (or high as wide) ...
 BOX_REACH = 1.0  # ... and lies within the photo widened by this many photo widths (heights) on each side
 
+T = TypeVar("T")
 NetworkOutputs = dict[str, np.ndarray]
-# Yields crops (N, S, S, 3) uint8, receives the network's outputs for them, returns the answer.
-PipelineSteps = Generator[np.ndarray, NetworkOutputs, "ImageReconstruction"]
+
+
+@dataclass
+class NetworkRequest:
+    """One network run a pipeline asks for: crops (N, S, S, 3) uint8 and the codes to decode them
+    with (None: each crop's own; see :meth:`model.runtime.reconstructor.FaceReconstructor.run`)."""
+
+    crops: np.ndarray
+    given: GivenCodes | None = None
+
+    @classmethod
+    def concatenate(cls, requests: Sequence[NetworkRequest]) -> NetworkRequest:
+        """One run for the crops of several requests, in order: the outputs' rows split back by
+        each request's crop count; crops without given codes are decoded from their own."""
+        return cls(np.concatenate([r.crops for r in requests]),
+                   GivenCodes.stack([(len(r.crops), r.given) for r in requests]))
+
+
+# Yields network requests, receives the network's outputs (N, ...) for each, returns the answer.
+Steps = Generator[NetworkRequest, NetworkOutputs, T]
+PipelineSteps = Steps["ImageReconstruction"]
+PersonSteps = Steps["PersonReconstruction"]
+ExpressionKind = Literal["image", "code"]
+PoseSource = Literal["identity", "expression"]
 
 
 class NoFaceFound(Exception):
@@ -42,12 +71,23 @@ class InvalidBox(ValueError):
 
 
 @dataclass
+class ExpressionSource:
+    """Where a transferred face's expression and pose came from (:meth:`FacePipeline.transfer_steps`)."""
+
+    kind: ExpressionKind  # "image": the expression image's face; "code": an expression code given
+    pose_from: PoseSource  # "identity": the identity image's pose; "expression": the expression face's rotation
+    box: Box | None = None  # the expression image's face box (kind "image")
+    score: float | None = None  # its detection score (None when given or kind "code")
+
+
+@dataclass
 class ReconstructedFace:
     """One face of an image: where it was found and what the network made of it."""
 
     box: Box
     score: float | None  # detection score; None when the caller gave the box
     result: FaceResult
+    expression_source: ExpressionSource | None = None  # set on a transfer's face
 
 
 @dataclass
@@ -60,6 +100,72 @@ class ImageReconstruction:
     def size(self) -> tuple[int, int]:
         """(width, height) in pixels."""
         return self.image.shape[1], self.image.shape[0]
+
+
+PhotoRejection = Literal["no_face", "different_person"]
+
+
+@dataclass
+class PersonPhoto:
+    """One photo of a person reconstruction (:meth:`FacePipeline.person_steps`).
+
+    ``reconstruction``: accepted, its largest face decoded with the person's fused identity (its
+    own expression, pose, albedo and lighting); rejected as another person, its face as it is on
+    its own; no face, no faces. ``weight``: its share of the fused identity (the accepted photos'
+    sum to 1; 0 when rejected); ``view_weight``: how well it saw the face
+    (:func:`model.runtime.identity_fusion.view_weight`, 0 without a face); ``distance``: its
+    identity code's distance to the other accepted photos' (NaN for a lone photo or no face).
+    """
+
+    reconstruction: ImageReconstruction
+    accepted: bool
+    rejection: PhotoRejection | None
+    weight: float
+    view_weight: float
+    distance: float
+
+
+@dataclass
+class PersonReconstruction:
+    """Several photos of one person, one neutral face: ``identity_code`` (Di,) fused from the
+    accepted photos; ``photos`` in input order."""
+
+    photos: list[PersonPhoto]
+    identity_code: np.ndarray = field(repr=False)
+
+    @property
+    def used(self) -> int:
+        """How many photos the fused identity was made of."""
+        return sum(photo.accepted for photo in self.photos)
+
+    @property
+    def neutral_vertices(self) -> np.ndarray:
+        """(V, 3) metres: the person's neutral face (every accepted photo's)."""
+        return next(p.reconstruction.faces[0].result.neutral_vertices for p in self.photos if p.accepted)
+
+
+@dataclass
+class _ImageFaces:
+    """The faces of one image on their way through the network: boxes, scores, crops (N, S, S, 3),
+    the crops' maps and the outputs of their last run."""
+
+    image: np.ndarray
+    boxes: list[Box]
+    scores: list[float | None]
+    refine: bool
+    crops: np.ndarray = field(init=False, repr=False)
+    transforms: list[CropTransform] = field(init=False, repr=False)
+    outputs: NetworkOutputs = field(init=False, repr=False)
+
+
+def run_steps(steps: Steps[T], run: Callable[[NetworkRequest], NetworkOutputs]) -> T:
+    """Drive a pipeline's steps to their answer, each network request through ``run``."""
+    request = next(steps)
+    try:
+        while True:
+            request = steps.send(run(request))
+    except StopIteration as done:
+        return done.value
 
 
 class FacePipeline:
@@ -155,9 +261,46 @@ class FacePipeline:
         return [points_box(transform.to_image(vertices[landmark_vertices]))
                 for transform, vertices in zip(transforms, outputs["vertices_2d"])]
 
+    def _crop(self, faces: _ImageFaces) -> None:
+        faces.crops, faces.transforms = self.reconstructor.crop(faces.image, faces.boxes)
+
+    def _encode(self, images: Sequence[_ImageFaces]) -> Steps[None]:
+        """Crop every image's faces and run them in one request; re-crop those with ``refine``
+        around their landmarks and run those again (a second request). Leaves each image's last
+        outputs in ``outputs``."""
+        for faces in images:
+            self._crop(faces)
+        yield from self._run_plain(images)
+        again = [faces for faces in images if faces.refine]
+        if again:
+            for faces in again:
+                faces.boxes = self.refined_boxes(faces.transforms, faces.outputs)
+                self._crop(faces)
+            yield from self._run_plain(again)
+
+    @staticmethod
+    def _run_plain(images: Sequence[_ImageFaces]) -> Steps[None]:
+        """One request for the crops of ``images``, decoded from their own codes; each image's
+        rows of the outputs into its ``outputs``."""
+        outputs = yield NetworkRequest(np.concatenate([faces.crops for faces in images]))
+        start = 0
+        for faces in images:
+            stop = start + len(faces.crops)
+            faces.outputs = {name: value[start:stop] for name, value in outputs.items()}
+            start = stop
+
+    def _largest_face(self, image: np.ndarray, box: Box | None, role: str) -> _ImageFaces:
+        """The largest face of ``image`` (or ``box``, checked), refined when detected; NoFaceFound
+        names the image's ``role``."""
+        try:
+            boxes, scores, _ = self.locate(image, FaceSelection.largest, box)
+        except NoFaceFound:
+            raise NoFaceFound(f"no face was detected in the {role}") from None
+        return _ImageFaces(image, boxes, scores, refine=box is None and self.refine)
+
     def steps(self, image: np.ndarray, faces: FaceSelection = FaceSelection.largest, box: Box | None = None,
               on_detection: Callable[[float], None] | None = None) -> PipelineSteps:
-        """The sequence for one decoded image (H, W, 3) uint8: yields crops, receives outputs.
+        """The sequence for one decoded image (H, W, 3) uint8: yields network requests, receives outputs.
 
         Detected faces go through a second pass when ``refine``; a given ``box`` never does.
         ``on_detection`` receives the detector's time in seconds.
@@ -166,23 +309,139 @@ class FacePipeline:
         boxes, scores, dropped = self.locate(image, faces, box)
         if box is None and on_detection is not None:
             on_detection(time.perf_counter() - started)
-        crops, transforms = self.reconstructor.crop(image, boxes)
-        outputs = yield crops
-        if box is None and self.refine:
-            boxes = self.refined_boxes(transforms, outputs)
-            crops, transforms = self.reconstructor.crop(image, boxes)
-            outputs = yield crops
-        results = self.reconstructor.results(boxes, transforms, outputs)
-        return ImageReconstruction(image, [ReconstructedFace(b, s, r) for b, s, r in zip(boxes, scores, results)],
-                                   dropped)
+        found = _ImageFaces(image, boxes, scores, refine=box is None and self.refine)
+        yield from self._encode([found])
+        results = self.reconstructor.results(found.boxes, found.transforms, found.outputs)
+        return ImageReconstruction(image, [ReconstructedFace(b, s, r)
+                                           for b, s, r in zip(found.boxes, scores, results)], dropped)
+
+    def transfer_steps(self, identity_image: np.ndarray, expression_image: np.ndarray | None, *,
+                       expression_code: np.ndarray | None = None, pose_from: PoseSource = "identity",
+                       identity_box: Box | None = None, expression_box: Box | None = None) -> PipelineSteps:
+        """Expression transfer: the identity image (H, W, 3) uint8 with one face, its largest (or
+        ``identity_box``): its identity, albedo and lighting, with the expression of the expression
+        image's largest face (or ``expression_box``) or the given ``expression_code`` (De,) (exactly
+        one of the two); its pose unless ``pose_from="expression"``, which takes the expression
+        face's head rotation (the identity face's position and size in its photo are kept, so the
+        mesh stays on the identity image). The face's ``expression_source`` says which was used.
+
+        Runs the faces' own codes first (both faces in one request), then the identity face's crop
+        decoded with the given expression (and rotation). Raises ValueError for a bad combination
+        or code, NoFaceFound naming the image without a face, InvalidBox.
+        """
+        if (expression_image is None) == (expression_code is None):
+            raise ValueError("give the expression as an image or as a code: exactly one of the two")
+        if pose_from not in ("identity", "expression"):
+            raise ValueError(f"pose_from must be 'identity' or 'expression', not {pose_from!r}")
+        if pose_from == "expression" and expression_image is None:
+            raise ValueError("pose_from='expression' needs the expression image (a code carries no pose)")
+        if expression_code is not None:
+            expression_code = self.check_code("expression", expression_code)
+        identity = self._largest_face(identity_image, identity_box, "identity image")
+        faces = [identity]
+        if expression_image is not None:
+            expression = self._largest_face(expression_image, expression_box, "expression image")
+            faces.append(expression)
+        if expression_image is not None or identity.refine:
+            yield from self._encode(faces)
+        else:
+            self._crop(identity)
+        if expression_code is not None:
+            source = ExpressionSource("code", pose_from)
+            given = GivenCodes(expression=expression_code[None])
+        else:
+            source = ExpressionSource("image", pose_from, expression.boxes[0], expression.scores[0])
+            pose = None
+            if pose_from == "expression":  # the expression face's rotation (6D), the identity face's place and size
+                pose = np.concatenate([expression.outputs["pose_code"][:1, :6], identity.outputs["pose_code"][:1, 6:]],
+                                      axis=1)
+            given = GivenCodes(expression=expression.outputs["expression_code"][:1], pose=pose)
+        outputs = yield NetworkRequest(identity.crops, given)
+        (result,) = self.reconstructor.results(identity.boxes, identity.transforms, outputs, given)
+        face = ReconstructedFace(identity.boxes[0], identity.scores[0], result, expression_source=source)
+        return ImageReconstruction(identity_image, [face])
+
+    def check_code(self, name: str, code: np.ndarray) -> np.ndarray:
+        """A code given by the caller as a (D,) float32 array of the model's size for ``name``
+        (identity, expression, pose, albedo) with finite values; ValueError otherwise."""
+        expected = self.reconstructor.input_defaults[f"given_{name}_code"].shape[1:]
+        array = np.asarray(code, dtype=np.float32)
+        if array.shape != expected:
+            raise ValueError(f"an {name} code has {expected[0]} numbers, got shape {array.shape}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"the {name} code must be finite numbers")
+        return array
+
+    def person_steps(self, images: Sequence[np.ndarray], *, boxes: Sequence[Box | None] | None = None
+                     ) -> PersonSteps:
+        """Several photos (H, W, 3) uint8 of one person -> one neutral face for all of them.
+
+        Each photo's largest face (or its entry of ``boxes``) is encoded (all in one request);
+        photos without a face are rejected (``no_face``); the identity codes of the others are
+        weighed by how well each photo saw the face, and photos whose code disagrees with the
+        rest are rejected (``different_person``): see :mod:`model.runtime.identity_fusion`.
+        The accepted photos are then decoded again (one request) with the fused identity code and
+        their own expression, pose, albedo and lighting. Raises NoFaceFound when no photo has a
+        face, InvalidBox for a bad box.
+        """
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"{len(boxes)} boxes for {len(images)} photos: give one (or None) per photo")
+        found: list[_ImageFaces | None] = []
+        for index, image in enumerate(images):
+            box = None if boxes is None else boxes[index]
+            try:
+                found.append(self._largest_face(image, box, f"photo {index + 1}"))
+            except NoFaceFound:
+                found.append(None)
+        seen = [faces for faces in found if faces is not None]
+        if not seen:
+            raise NoFaceFound("no face was detected in any of the photos")
+        yield from self._encode(seen)
+        codes = np.concatenate([faces.outputs["identity_code"] for faces in seen])
+        views = np.array([view_weight(faces.scores[0], float(faces.outputs["euler_degrees"][0, 0]), faces.boxes[0],
+                                      self.reconstructor.input_size) for faces in seen])
+        accepted, distances = consensus(codes, views)
+        fused = fuse_identity(codes[accepted], views[accepted])
+        kept = [faces for faces, keep in zip(seen, accepted) if keep]
+        given = GivenCodes(identity=fused[None])
+        outputs = yield NetworkRequest(np.concatenate([faces.crops for faces in kept]), given)
+        share = views * accepted / views[accepted].sum()
+        judged = dict(zip(map(id, seen), zip(accepted, share, views, distances)))
+        photos, row = [], 0
+        for image, faces in zip(images, found):
+            if faces is None:
+                photos.append(PersonPhoto(ImageReconstruction(image, []), False, "no_face", 0.0, 0.0, math.nan))
+                continue
+            keep, weight, view, distance = judged[id(faces)]
+            if keep:
+                out, run_given = {name: value[row : row + 1] for name, value in outputs.items()}, given
+                row += 1
+            else:
+                out, run_given = faces.outputs, None
+            (result,) = self.reconstructor.results(faces.boxes, faces.transforms, out, run_given)
+            photos.append(PersonPhoto(ImageReconstruction(image, [ReconstructedFace(faces.boxes[0], faces.scores[0],
+                                                                                    result)]),
+                                      bool(keep), None if keep else "different_person", float(weight), float(view),
+                                      float(distance)))
+        return PersonReconstruction(photos, fused)
 
     def reconstruct(self, image: np.ndarray, faces: FaceSelection = FaceSelection.largest,
                     box: Box | None = None) -> ImageReconstruction:
         """Every step in this thread, the faces of one image in one network batch per pass."""
-        steps = self.steps(image, faces, box)
-        crops = next(steps)
-        try:
-            while True:
-                crops = steps.send(self.reconstructor.run(crops))
-        except StopIteration as done:
-            return done.value
+        return run_steps(self.steps(image, faces, box), self._run)
+
+    def transfer(self, identity_image: np.ndarray, expression_image: np.ndarray | None, *,
+                 expression_code: np.ndarray | None = None, pose_from: PoseSource = "identity",
+                 identity_box: Box | None = None, expression_box: Box | None = None) -> ImageReconstruction:
+        """:meth:`transfer_steps`, every step in this thread."""
+        return run_steps(self.transfer_steps(identity_image, expression_image, expression_code=expression_code,
+                                             pose_from=pose_from, identity_box=identity_box,
+                                             expression_box=expression_box), self._run)
+
+    def reconstruct_person(self, images: Sequence[np.ndarray], *, boxes: Sequence[Box | None] | None = None
+                           ) -> PersonReconstruction:
+        """:meth:`person_steps`, every step in this thread."""
+        return run_steps(self.person_steps(images, boxes=boxes), self._run)
+
+    def _run(self, request: NetworkRequest) -> NetworkOutputs:
+        return self.reconstructor.run(request.crops, request.given)

@@ -13,14 +13,24 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
 
 from model.conventions import Box, MeshSpace, ndc_to_pixels
-from model.onnx_contract import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from model.onnx_contract import (
+    GIVEN_CODE_INPUTS,
+    GIVEN_WEIGHTS,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    REEXPORT_COMMANDS,
+    ModelMetadata,
+)
+from model.runtime.codes import FaceCodes, GivenCodes
 from model.runtime.crop import DEFAULT_MARGIN, CropTransform, crop_face
 from model.runtime.mirror_average import average_with_mirror
 from model.runtime.sessions import Provider, session_options
 from model.topology import FaceTopology
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "facerecon.onnx"
-
+# ONNX Runtime warns at every load that the given-code inputs are initializers it will not fold:
+# they are meant to be overridable (model.onnx_contract); the reconstruction session logs errors only.
+SESSION_LOG_SEVERITY = 3
 
 
 @dataclass
@@ -37,6 +47,7 @@ class FaceResult:
         landmarks_3d: (68, 3) photo pixels x, y and depth.
         rotation: (3, 3); euler_degrees: (3,) yaw, pitch, roll; translation (3,) crop NDC;
         scale: NDC per metre; albedo: (V, 3) in [0, 1]; lighting: (9, 3) SH coefficients.
+        codes: the codes the face was decoded with (the crop's own, or the blend with given codes).
     """
 
     box: Box
@@ -52,6 +63,7 @@ class FaceResult:
     scale: float
     albedo: np.ndarray
     lighting: np.ndarray
+    codes: FaceCodes
 
     @property
     def metres_per_pixel(self) -> float:
@@ -80,6 +92,9 @@ class FaceReconstructor:
 
     ``mirror_average``: every crop also goes through the network mirrored, and the two answers
     are averaged (see :mod:`model.runtime.mirror_average`): more accurate, twice the network's work.
+    Crops decoded with given codes are not: codes have no known mirror image (their spaces are
+    learned), so a mirrored crop could only be decoded with the unmirrored codes, which would
+    mirror the given expression, say, onto the other side.
     """
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, *, topology: FaceTopology | None = None,
@@ -92,9 +107,11 @@ class FaceReconstructor:
                 f"no model at {model_path}: export one with `facerecon export --checkpoint CKPT --out {model_path}` "
                 "(or `make model` for an untrained placeholder)"
             )
+        options = session_options(threads)
+        options.log_severity_level = SESSION_LOG_SEVERITY
         try:
             self.session = ort.InferenceSession(
-                str(model_path), session_options(threads), providers=list(providers or ["CPUExecutionProvider"])
+                str(model_path), options, providers=list(providers or ["CPUExecutionProvider"])
             )
         except (InvalidProtobuf, InvalidGraph, Fail) as err:
             raise ValueError(f"{model_path} is not a loadable ONNX model: {err}") from None
@@ -110,24 +127,51 @@ class FaceReconstructor:
         # Names the exact weights: training steps, then the file's hash (calibration included).
         self.model_version = f"{self.metadata.training_steps}-steps-{digest}"
         names = tuple(o.name for o in self.session.get_outputs())
-        if names != OUTPUT_NAMES:
-            raise ValueError(f"{model_path} has the outputs {list(names)}, not the facerecon contract's "
-                             f"{list(OUTPUT_NAMES)}: re-export it with this version of facerecon")
+        optional = {i.name: i.shape for i in self.session.get_overridable_initializers()}
+        if names != OUTPUT_NAMES or set(optional) != {*GIVEN_CODE_INPUTS, GIVEN_WEIGHTS}:
+            raise ValueError(
+                f"{model_path} (model format {self.metadata.format_version}) has the outputs {list(names)} and the "
+                f"optional inputs {sorted(optional)}, not the facerecon contract's (format 2: the code outputs "
+                f"{list(OUTPUT_NAMES[-4:])} and the given-code inputs): re-export it with this version of "
+                f"facerecon: `{REEXPORT_COMMANDS[0]}`, or without its checkpoint `{REEXPORT_COMMANDS[1]}`")
+        # (1, ...) zeros of each optional input: what a run that gives some codes feeds for the others
+        self.input_defaults = {name: np.zeros([1, *shape[1:]], np.float32) for name, shape in optional.items()}
 
     @property
     def input_size(self) -> int:
         return self.metadata.input_size
 
-    def run(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw network outputs for crops (B, S, S, 3) uint8 RGB."""
+    def run(self, crops: np.ndarray, given: GivenCodes | None = None) -> dict[str, np.ndarray]:
+        """Raw network outputs (B, ...) for crops (B, S, S, 3) uint8 RGB, by output name, decoded
+        from the crops' own codes or, where ``given`` has codes (N = 1 or B rows), from the blend."""
         batch = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
         if not self.mirror_average:
-            return dict(zip(OUTPUT_NAMES, self.session.run(None, {INPUT_NAME: batch})))
-        both = np.concatenate([batch, batch[..., ::-1]])
-        out = dict(zip(OUTPUT_NAMES, self.session.run(None, {INPUT_NAME: both})))
+            return self._run(batch, given)
         count = len(batch)
-        return average_with_mirror({k: v[:count] for k, v in out.items()}, {k: v[count:] for k, v in out.items()},
-                                   self.topology, self.input_size)
+        if given is None:
+            plain = np.arange(count)
+            mirrored = batch[..., ::-1]
+        else:  # only crops decoded from their own codes are mirrored (see the class)
+            weights = np.broadcast_to(given.weight_matrix(), (count, len(GIVEN_CODE_INPUTS)))
+            plain = np.flatnonzero(~weights.any(axis=1))
+            mirrored = batch[plain][..., ::-1]
+        both_given = None if given is None else GivenCodes.stack([(count, given), (len(plain), None)])
+        out = self._run(np.concatenate([batch, mirrored]), both_given)
+        first = {name: value[:count] for name, value in out.items()}
+        if len(plain):
+            averaged = average_with_mirror({name: value[plain] for name, value in first.items()},
+                                           {name: value[count:] for name, value in out.items()},
+                                           self.topology, self.input_size)
+            for name, value in averaged.items():
+                first[name][plain] = value
+        return first
+
+    def _run(self, batch: np.ndarray, given: GivenCodes | None) -> dict[str, np.ndarray]:
+        """One session run on (B, 3, S, S) float32 input."""
+        feeds = {INPUT_NAME: batch}
+        if given is not None:
+            feeds.update(given.feeds(self.input_defaults, len(batch)))
+        return dict(zip(OUTPUT_NAMES, self.session.run(None, feeds)))
 
     def crop(self, image: np.ndarray, boxes: Sequence[Box], margin: float = DEFAULT_MARGIN
              ) -> tuple[np.ndarray, list[CropTransform]]:
@@ -135,9 +179,10 @@ class FaceReconstructor:
         pairs = [crop_face(image, box, self.input_size, margin) for box in boxes]
         return np.stack([crop for crop, _ in pairs]), [transform for _, transform in pairs]
 
-    def results(self, boxes: Sequence[Box], crops: Sequence[CropTransform],
-                out: dict[str, np.ndarray]) -> list[FaceResult]:
-        """Network outputs (N, ...) for N crops -> one FaceResult each, in photo coordinates."""
+    def results(self, boxes: Sequence[Box], crops: Sequence[CropTransform], out: dict[str, np.ndarray],
+                given: GivenCodes | None = None) -> list[FaceResult]:
+        """Network outputs (N, ...) for N crops (run with ``given``) -> one FaceResult each, in photo
+        coordinates."""
         results = []
         for i, (box, crop) in enumerate(zip(boxes, crops)):
             depth = ndc_to_pixels(out["posed_vertices"][i], self.input_size)[:, 2:]
@@ -157,6 +202,7 @@ class FaceReconstructor:
                     scale=float(out["scale"][i]),
                     albedo=out["albedo"][i],
                     lighting=out["lighting"][i],
+                    codes=FaceCodes.from_outputs(out, i, given),
                 )
             )
         return results

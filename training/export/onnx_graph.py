@@ -13,10 +13,12 @@ from onnx import TensorProto, helper, numpy_helper
 def store_weights_as_float16(graph: onnx.ModelProto, *, min_elements: int, exact_only: bool) -> None:
     """Store float32 initializers of at least ``min_elements`` values as float16, each read through
     a Cast back to float32 under its old name (ONNX Runtime folds the casts at load). With
-    ``exact_only`` only those that float16 holds exactly (a lossless file)."""
+    ``exact_only`` only those that float16 holds exactly (a lossless file). Initializers that are
+    graph inputs (overridable defaults) keep their type: a caller feeds them as float32."""
     casts = []
+    inputs = {value.name for value in graph.graph.input}
     for init in graph.graph.initializer:
-        if init.data_type != TensorProto.FLOAT:
+        if init.data_type != TensorProto.FLOAT or init.name in inputs:
             continue
         values = numpy_helper.to_array(init)
         half = values.astype(np.float16)

@@ -27,7 +27,8 @@ from model.onnx_contract import ModelMetadata
 from training.export.onnx_export import HALF_MIN_ELEMENTS
 from training.export.onnx_graph import set_onnx_metadata, store_weights_as_float16
 
-FLOAT_LAYERS = ("/model/encoder/pose_head/",)  # node-name prefixes kept in float
+# node-name prefixes kept in float (exports before format 2 ran the model's forward: /model/ scope)
+FLOAT_LAYERS = ("/encoder/pose_head/", "/model/encoder/pose_head/")
 QUANTIZATION = "int8 weights (dynamic) in the fully connected layers but the pose head"
 
 
