@@ -27,7 +27,7 @@ from service.middleware import (
     UploadLimitMiddleware,
 )
 from service.problems import Problem, install_problem_handlers
-from service.routes import operations, reconstruction
+from service.routes import operations, person, reconstruction, transfer
 from service.schemas import MODEL_VERSION_HELP
 from service.settings import ServiceSettings
 from service.web import install_api_docs, install_web_page
@@ -121,7 +121,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # the API key, unexpected errors, CORS, the request context. So authentication comes before admission
     # and before the body is read, and CORS headers and request ids reach every answer, also the
     # middleware's own 401/408/413/503 and the 500 of an unexpected error.
-    reconstruct_paths = tuple(route.path for route in reconstruction.router.routes if isinstance(route, APIRoute))
+    routers = (reconstruction.router, transfer.router, person.router)
+    reconstruct_paths = tuple(route.path for router in routers for route in router.routes
+                              if isinstance(route, APIRoute))
     app.add_middleware(AdmissionMiddleware, limit=settings.max_in_flight, retry_after_s=settings.retry_after_s,
                        paths=reconstruct_paths, metrics=metrics)
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes, grace_s=settings.body_timeout_s,
@@ -136,5 +138,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                        model_version=lambda: app.state.model_version)
 
     app.include_router(operations.router)
-    app.include_router(reconstruction.router)
+    for router in routers:
+        app.include_router(router)
     return app

@@ -6,14 +6,20 @@ through the ``facerecon.commands`` entry points, so this module never imports th
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from model.conventions import FaceSelection, MeshSpace, parse_box
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from model.runtime.pipeline import FacePipeline
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -32,16 +38,13 @@ def _box_argument(text: str) -> tuple[float, float, float, float]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from model.mesh.texture_bake import UVRasterMap
+def _pipeline(args: argparse.Namespace) -> FacePipeline:
+    """The detector and reconstruction model that ``args`` name (``--model``, ``--detector``, ``--refine``,
+    ``--mirror-average``); a warning on stderr when the weights are untrained."""
     from model.runtime.detector import FaceDetector
     from model.runtime.pipeline import FacePipeline
     from model.runtime.reconstructor import FaceReconstructor
-    from service.batch import MeshOptions, collect_images, reconstruct_files
-    from service.schemas import OutputFormat, TextureMode
 
-    if args.out.exists() and not args.out.is_dir():
-        raise CLIError(f"output {args.out} exists and is not a folder")
     try:
         reconstructor = FaceReconstructor(args.model, mirror_average=args.mirror_average)
         detector = FaceDetector(args.detector)
@@ -50,20 +53,99 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if not reconstructor.metadata.trained:
         print(f"warning: {args.model} holds UNTRAINED weights (random initialisation); "
               "meshes will not resemble the photo", file=sys.stderr)
+    return FacePipeline(reconstructor, detector, refine=args.refine)
+
+
+def _output_folder(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"output {path} exists and is not a folder")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from model.mesh.texture_bake import UVRasterMap
+    from model.runtime.pipeline import NoFaceFound
+    from service.batch import MeshOptions, collect_images, reconstruct_files, reconstruct_person_files
+    from service.schemas import OutputFormat, TextureMode
+
+    _output_folder(args.out)
+    if args.same_person and (args.box is not None or args.faces != FaceSelection.largest.value):
+        raise CLIError("--same-person takes the largest face of every photo: drop --box and --faces")
     jobs, skipped = collect_images(args.images)
     if not jobs:
         raise CLIError("no images found in " + ", ".join(str(p) for p in args.images))
+    if args.same_person and len(jobs) + len(skipped) < 2:
+        raise CLIError(f"--same-person needs at least 2 photos of the person, got {len(jobs) + len(skipped)}")
+    pipeline = _pipeline(args)
     options = MeshOptions(OutputFormat(args.format), TextureMode(args.texture), MeshSpace(args.space),
                           FaceSelection(args.faces), args.box)
-    topology = reconstructor.topology
+    topology = pipeline.reconstructor.topology
     uv_map = UVRasterMap.build(topology.uvs, topology.faces, args.texture_size)
-    pipeline = FacePipeline(reconstructor, detector, refine=args.refine)
+    if args.same_person:
+        try:
+            print(reconstruct_person_files(pipeline, jobs, skipped, args.out, options, uv_map))
+        except NoFaceFound as err:
+            raise CLIError(str(err)) from None
+        return 0
     summary = reconstruct_files(pipeline, jobs, args.out, options, uv_map, show_progress=not args.quiet)
     summary.skipped[:0] = skipped
     for path, reason in summary.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(summary.report())
     return 0 if summary.processed else 1
+
+
+def _expression_code(path: Path, model_version: str) -> list[float]:
+    """The expression code in a JSON file: a bare array, or a JSON answer or sidecar of facerecon (its first
+    face's ``expression_code``, refused when another model made it)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CLIError(f"cannot read an expression code from {path}: {err}") from None
+    if isinstance(data, dict):
+        if data.get("model_version", model_version) != model_version:
+            raise CLIError(f"{path} holds a code of the model {data['model_version']}, not of this model "
+                           f"({model_version}): expression codes are valid only with the model that made them")
+        faces = data.get("faces")
+        data = faces[0].get("expression_code") if isinstance(faces, list) and faces and isinstance(faces[0], dict) \
+            else None
+    if not isinstance(data, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
+        raise CLIError(f"{path} holds no expression code: give a JSON array of numbers, or a facerecon JSON answer "
+                       "or sidecar (its first face's expression_code)")
+    return data
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from model.mesh.texture_bake import UVRasterMap
+    from model.runtime.image_io import ImageDecodeError
+    from model.runtime.pipeline import NoFaceFound
+    from service.batch import transfer_files
+    from service.schemas import OutputFormat, TextureMode
+
+    _output_folder(args.out)
+    pipeline = _pipeline(args)
+    code = None
+    if args.expression_code is not None:
+        code = _expression_code(args.expression_code, pipeline.reconstructor.model_version)
+        if args.pose == "expression":
+            raise CLIError("--pose expression needs --expression (a photo): a code carries no head pose")
+    def read(path: Path) -> np.ndarray:
+        try:
+            return pipeline.decode(path.read_bytes())
+        except (OSError, ImageDecodeError) as err:
+            raise CLIError(f"{path}: {err}") from None
+
+    identity = read(args.identity)
+    expression = None if args.expression is None else read(args.expression)
+    topology = pipeline.reconstructor.topology
+    uv_map = UVRasterMap.build(topology.uvs, topology.faces, args.texture_size)
+    stem = f"{args.identity.stem}_with_{args.expression.stem if args.expression else args.expression_code.stem}"
+    try:
+        names = transfer_files(pipeline, identity, expression, code, args.pose, args.out / stem,
+                               OutputFormat(args.format), TextureMode(args.texture), MeshSpace(args.space), uv_map)
+    except (NoFaceFound, ValueError) as err:
+        raise CLIError(str(err)) from None
+    print(f"wrote {', '.join(str(args.out / name) for name in names)}")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -165,10 +247,34 @@ class VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    from service.schemas import TextureMode
+
+    parser.add_argument("--format", choices=MESH_FORMATS, default="glb", help="mesh file format")
+    parser.add_argument("--space", choices=[s.value for s in MeshSpace], default=MeshSpace.image.value,
+                        help="image: posed as in the photo; canonical: frontal; neutral: frontal without expression")
+    parser.add_argument("--texture", choices=[t.value for t in TextureMode], default=TextureMode.vertex.value,
+                        help="vertex colours or a UV texture baked from the photo; albedo: the model's albedo as a "
+                             "UV texture, without the photo's lighting")
+    parser.add_argument("--texture-size", type=int, default=512, metavar="PIXELS",
+                        help="side of the UV texture (--texture uv or albedo)")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
     from model.runtime.detector import DEFAULT_DETECTOR
     from model.runtime.reconstructor import DEFAULT_MODEL
 
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="reconstruction model (.onnx)")
+    parser.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR, help="face detector model (.onnx)")
+    parser.add_argument("--refine", action="store_true",
+                        help="reconstruct detected faces twice, re-cropped around the first pass's landmarks "
+                             "(more accurate, one more network run)")
+    parser.add_argument("--mirror-average", action="store_true",
+                        help="also reconstruct each face from its mirror image and average the two (more accurate, "
+                             "twice the network's work)")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="facerecon", description="Single-image 3D face reconstruction.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     parser.add_argument("--version", action=VersionAction, help="print the package's and the shipped model's "
@@ -178,32 +284,45 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("reconstruct", help="reconstruct the faces in photos and folders into mesh files",
                          description="Reconstruct the faces in photos and folders: one mesh per face and a JSON "
                                      "sidecar per photo (box, score, landmarks, pose, model version). Progress goes "
-                                     "to stderr: a bar on a terminal, one line per photo otherwise.")
+                                     "to stderr: a bar on a terminal, one line per photo otherwise. With "
+                                     "--same-person: one face from all the photos of one person.")
     rec.add_argument("images", nargs="+", type=Path, metavar="PATH", help="photos, or folders searched recursively")
     rec.add_argument("-o", "--out", type=Path, required=True, metavar="OUTDIR",
                      help="folder for one mesh per face and a JSON sidecar per photo (box, score, landmarks, pose, "
                           "model_version, landmark_calibration)")
-    rec.add_argument("--format", choices=MESH_FORMATS, default="glb", help="mesh file format")
+    rec.add_argument("--same-person", action="store_true",
+                     help="the photos show one person: fuse one identity from every photo that shows them (the "
+                          "others are reported and left out) and write person.json (which photos were used, and "
+                          "why not) and, with --space neutral, the one fused face person.FORMAT, else each used "
+                          "photo's face on it, all with colours merged from where each photo saw the face best")
     rec.add_argument("--faces", choices=[s.value for s in FaceSelection], default=FaceSelection.largest.value,
                      help="largest: the largest detected face of each photo; all: every detected face")
     rec.add_argument("--box", type=_box_argument, metavar="x1,y1,x2,y2",
                      help="face box in pixels: skips detection (default: detect the faces)")
-    rec.add_argument("--space", choices=[s.value for s in MeshSpace], default=MeshSpace.image.value,
-                     help="image: posed as in the photo; canonical: frontal; neutral: frontal without expression")
-    rec.add_argument("--texture", choices=("none", "vertex", "uv"), default="vertex",
-                     help="vertex colours or a UV texture baked from the photo")
-    rec.add_argument("--texture-size", type=int, default=512, metavar="PIXELS",
-                     help="side of the baked UV texture (--texture uv)")
-    rec.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="reconstruction model (.onnx)")
-    rec.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR, help="face detector model (.onnx)")
-    rec.add_argument("--refine", action="store_true",
-                     help="reconstruct detected faces twice, re-cropped around the first pass's landmarks "
-                          "(more accurate, one more network run)")
-    rec.add_argument("--mirror-average", action="store_true",
-                     help="also reconstruct each face from its mirror image and average the two (more accurate, "
-                          "twice the network's work)")
+    _add_output_options(rec)
+    _add_model_options(rec)
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bar or progress lines")
     rec.set_defaults(func=cmd_reconstruct)
+
+    tra = sub.add_parser("transfer", help="put the expression of one photo (or code) on the face of another",
+                         description="The face of the --identity photo (its largest face: shape, albedo, "
+                                     "lighting, colours) with the expression of the --expression photo's largest "
+                                     "face, or of a stored --expression-code. Writes IDENTITY_with_EXPRESSION.FORMAT "
+                                     "and its JSON sidecar (with the expression_code) into OUTDIR.")
+    tra.add_argument("--identity", type=Path, required=True, metavar="PHOTO", help="the photo whose face is kept")
+    source = tra.add_mutually_exclusive_group(required=True)
+    source.add_argument("--expression", type=Path, metavar="PHOTO", help="the photo whose expression is transferred")
+    source.add_argument("--expression-code", type=Path, metavar="FILE.json",
+                        help="instead of a photo: an expression code, a JSON array of numbers or a JSON answer or "
+                             "sidecar of the same model (its first face's expression_code); codes are the model's "
+                             "own, valid only with the model that made them")
+    tra.add_argument("--pose", choices=("identity", "expression"), default="identity",
+                     help="whose head pose: the identity photo's, or the expression photo's (the face stays where "
+                          "it is in the identity photo)")
+    tra.add_argument("-o", "--out", type=Path, required=True, metavar="OUTDIR", help="folder for the mesh and sidecar")
+    _add_output_options(tra)
+    _add_model_options(tra)
+    tra.set_defaults(func=cmd_transfer)
 
     srv = sub.add_parser("serve", help="start the HTTP service",
                          description="Start the HTTP service. Every setting is also an environment variable "

@@ -1,5 +1,5 @@
 """FastAPI dependencies of the routes: the app's engine, settings and metrics, the API-key check, and the
-output options that both reconstruction routes take."""
+output options that the reconstruction routes take."""
 
 from __future__ import annotations
 
@@ -59,13 +59,13 @@ def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(a
 
 
 @dataclass(frozen=True)
-class ReconstructionOptions:
-    """What to reconstruct and how to encode it: form fields of /v1/reconstruct and /v1/reconstruct/batch."""
+class OutputOptions:
+    """How to encode the answer: form fields of every reconstruction route (/v1/reconstruct, its batch,
+    /v1/transfer, /v1/reconstruct/person)."""
 
     format: Annotated[OutputFormat, Form(description=FORMAT_HELP, examples=["json"])] = OutputFormat.glb
     texture: Annotated[TextureMode, Form(description=TEXTURE_HELP, examples=["vertex"])] = TextureMode.vertex
     space: Annotated[MeshSpace, Form(description=SPACE_HELP, examples=["image"])] = MeshSpace.image
-    faces: Annotated[FaceSelection, Form(description=FACES_HELP, examples=["all"])] = FaceSelection.largest
     include_mesh: Annotated[bool, Form(description=INCLUDE_MESH_HELP, examples=[False])] = False
 
     @classmethod
@@ -73,6 +73,14 @@ class ReconstructionOptions:
         return tuple(field.name for field in fields(cls))
 
 
+@dataclass(frozen=True)
+class ReconstructionOptions(OutputOptions):
+    """The output options and which faces to reconstruct: form fields of /v1/reconstruct and its batch."""
+
+    faces: Annotated[FaceSelection, Form(description=FACES_HELP, examples=["all"])] = FaceSelection.largest
+
+
+OutputOptionsDep = Annotated[OutputOptions, Depends()]
 OptionsDep = Annotated[ReconstructionOptions, Depends()]
 
 

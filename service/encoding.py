@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,11 +12,27 @@ import numpy.typing as npt
 
 from model.conventions import MeshSpace
 from model.mesh.export import ExportMesh, export_glb, export_obj, export_obj_zip, export_ply
-from model.mesh.texture_bake import UVRasterMap, bake_uv_texture, sample_vertex_colors
-from model.mesh.visibility import face_visibility
-from model.runtime.pipeline import ImageReconstruction, ReconstructedFace
+from model.mesh.texture_bake import (
+    UVRasterMap,
+    bake_uv_texture,
+    bake_vertex_texture,
+    merge_uv_textures,
+    merge_vertex_colors,
+    sample_vertex_colors,
+)
+from model.mesh.visibility import face_visibility, merge_weights
+from model.runtime.identity_fusion import DIFFERENT_PERSON_DISTANCE
+from model.runtime.pipeline import ImageReconstruction, PersonPhoto, ReconstructedFace
 from model.topology import FaceTopology
-from service.schemas import MEDIA_TYPES, FaceJSON, OutputFormat, ReconstructionJSON, TextureMode
+from service.schemas import (
+    MEDIA_TYPES,
+    FaceJSON,
+    OutputFormat,
+    PersonJSON,
+    PersonPhotoJSON,
+    ReconstructionJSON,
+    TextureMode,
+)
 
 SIDE_BY_SIDE_GAP = 0.2  # metres between faces' centres when several are shown frontal
 
@@ -33,10 +50,13 @@ def face_vertices(face: ReconstructedFace, space: MeshSpace, image_size: tuple[i
 
 
 def build_meshes(rec: ImageReconstruction, topology: FaceTopology, space: MeshSpace, texture: TextureMode,
-                 uv_map: UVRasterMap, stem: str = "face") -> list[ExportMesh]:
+                 uv_map: UVRasterMap, stem: str = "face", colourings: Sequence[Colouring | None] | None = None
+                 ) -> list[ExportMesh]:
     """One ExportMesh per face. In the frontal spaces (canonical, neutral) several faces are laid
     out left to right in the photo's order, SIDE_BY_SIDE_GAP apart, instead of on top of each other.
-    Colours (vertex or UV) come from what the photo saw of each face (:mod:`model.mesh.visibility`)."""
+    Colours (vertex or UV) come from what the photo saw of each face (:func:`face_colouring`;
+    ``albedo`` bakes the model's per-vertex albedo into the UV layout instead), or are the
+    faces' ``colourings`` when given (e.g. a transferred face coloured as its own reconstruction)."""
     order = sorted(range(len(rec.faces)), key=lambda i: rec.faces[i].box[0])
     meshes = []
     for i, face in enumerate(rec.faces):
@@ -46,17 +66,117 @@ def build_meshes(rec: ImageReconstruction, topology: FaceTopology, space: MeshSp
             vertices = vertices + np.array([slot * SIDE_BY_SIDE_GAP, 0.0, 0.0], np.float32)
         mesh = ExportMesh(vertices=vertices, faces=topology.faces,
                           name=stem if len(rec.faces) == 1 else f"{stem}_{i}")
-        if texture is not TextureMode.none:
-            # colour only what the photo saw: hidden or grazing parts take their mirror side's colour
-            seen = face_visibility(face.result.image_points, topology.faces, topology.mirror, topology.regions,
-                                   rec.size)
-            if texture is TextureMode.vertex:
-                mesh.vertex_colors = sample_vertex_colors(rec.image, seen.sample_points, seen)
-            else:
-                mesh.uvs = topology.uvs
-                mesh.texture = bake_uv_texture(rec.image, seen.sample_points, topology.faces, uv_map, seen)
+        colouring = (face_colouring(rec.image, face, topology, texture, uv_map) if colourings is None
+                     else colourings[i])
+        if colouring is not None:
+            colouring.apply(mesh, topology)
         meshes.append(mesh)
     return meshes
+
+
+@dataclass(frozen=True)
+class Colouring:
+    """The colours of one face, for every mesh of it: per-vertex colours or a UV texture."""
+
+    vertex_colors: np.ndarray | None = None  # (V, 3) uint8
+    texture: np.ndarray | None = None  # (T, T, 3) uint8, in the topology's UV layout
+
+    def apply(self, mesh: ExportMesh, topology: FaceTopology) -> None:
+        mesh.vertex_colors = self.vertex_colors
+        if self.texture is not None:
+            mesh.uvs, mesh.texture = topology.uvs, self.texture
+
+
+def face_colouring(image: np.ndarray, face: ReconstructedFace, topology: FaceTopology, texture: TextureMode,
+                   uv_map: UVRasterMap) -> Colouring | None:
+    """The colours of ``face`` from the photo ``image`` (H, W, 3) it was reconstructed from, only where the
+    photo saw it (hidden or grazing parts take their mirror side's colour, :mod:`model.mesh.visibility`);
+    ``albedo``: the model's albedo, nothing of the photo's lighting. None for ``texture=none``."""
+    if texture is TextureMode.none:
+        return None
+    if texture is TextureMode.albedo:
+        return Colouring(texture=bake_vertex_texture(face.result.albedo, topology.faces, uv_map))
+    seen = face_visibility(face.result.image_points, topology.faces, topology.mirror, topology.regions,
+                           (image.shape[1], image.shape[0]))
+    if texture is TextureMode.vertex:
+        return Colouring(vertex_colors=sample_vertex_colors(image, seen.sample_points, seen))
+    return Colouring(texture=bake_uv_texture(image, seen.sample_points, topology.faces, uv_map, seen))
+
+
+def merged_colouring(faces: Sequence[tuple[np.ndarray, ReconstructedFace]], weights: Sequence[float],
+                     topology: FaceTopology, texture: TextureMode, uv_map: UVRasterMap) -> Colouring | None:
+    """One colouring of a face seen in several photos, ``faces`` (each photo (H, W, 3) and its face): per
+    vertex (or texel), each photo's colour weighted by how well and how squarely it saw that part
+    (:func:`model.mesh.visibility.merge_weights`); ``albedo``: the photos' albedos averaged with
+    ``weights`` (their shares of the identity). None for ``texture=none``."""
+    if texture is TextureMode.none:
+        return None
+    if len(faces) == 1:
+        return face_colouring(*faces[0], topology, texture, uv_map)
+    if texture is TextureMode.albedo:
+        albedo = np.average(np.stack([face.result.albedo for _, face in faces]), axis=0, weights=weights)
+        return Colouring(texture=bake_vertex_texture(albedo, topology.faces, uv_map))
+    colours, merge = [], []
+    for image, face in faces:
+        points = face.result.image_points
+        size = (image.shape[1], image.shape[0])
+        seen = face_visibility(points, topology.faces, topology.mirror, topology.regions, size)
+        merge.append(merge_weights(seen, points, topology.faces))
+        colours.append(sample_vertex_colors(image, seen.sample_points, seen) if texture is TextureMode.vertex
+                       else bake_uv_texture(image, seen.sample_points, topology.faces, uv_map, seen))
+    if texture is TextureMode.vertex:
+        return Colouring(vertex_colors=merge_vertex_colors(colours, merge))
+    return Colouring(texture=merge_uv_textures(colours, merge, topology.faces, uv_map))
+
+
+def person_meshes(used: Sequence[tuple[str, ImageReconstruction, float]], topology: FaceTopology, space: MeshSpace,
+                  texture: TextureMode, uv_map: UVRasterMap) -> list[ExportMesh]:
+    """The meshes of one person from the photos ``used`` (a name, the photo's reconstruction: its one face on
+    the fused identity, and its share of the identity), all coloured alike (:func:`merged_colouring`): in
+    the neutral space the one fused face, named ``person`` (it is the same in every photo), else one mesh
+    per photo in ``space``, named as given."""
+    colouring = merged_colouring([(rec.image, rec.faces[0]) for _, rec, _ in used], [w for _, _, w in used],
+                                 topology, texture, uv_map)
+    named = [("person", used[0][1])] if space is MeshSpace.neutral else [(name, rec) for name, rec, _ in used]
+    meshes = []
+    for name, rec in named:
+        mesh = ExportMesh(vertices=face_vertices(rec.faces[0], space, rec.size), faces=topology.faces, name=name)
+        if colouring is not None:
+            colouring.apply(mesh, topology)
+        meshes.append(mesh)
+    return meshes
+
+
+def person_json(photos: Sequence[tuple[str | None, PersonPhoto | str]], space: MeshSpace, topology: FaceTopology,
+                include_mesh: bool, *, model_version: str, landmark_calibration: str, results: bool = True
+                ) -> PersonJSON:
+    """The JSON answer of a person reconstruction: ``photos`` are each photo's file name and outcome (or
+    why it could not be read at all); ``results``: each used photo's face (in ``space``) too."""
+    items = []
+    for index, (filename, outcome) in enumerate(photos):
+        if isinstance(outcome, str):
+            items.append(PersonPhotoJSON(index=index, filename=filename, used=False, weight=0.0,
+                                         reason=f"not a usable image: {outcome}"))
+            continue
+        result = None
+        if results and outcome.accepted:
+            result = reconstruction_json(outcome.reconstruction, space, topology, include_mesh,
+                                         model_version=model_version, landmark_calibration=landmark_calibration)
+        items.append(PersonPhotoJSON(index=index, filename=filename, used=outcome.accepted,
+                                     weight=round(outcome.weight, 4), reason=rejection_reason(outcome), result=result))
+    return PersonJSON(photos_sent=len(items), photos_used=sum(item.used for item in items),
+                      rejected=[item.index for item in items if not item.used], space=space,
+                      model_version=model_version, landmark_calibration=landmark_calibration, photos=items)
+
+
+def rejection_reason(photo: PersonPhoto) -> str | None:
+    """Why a photo of a person reconstruction was not used, in words (None when it was)."""
+    if photo.rejection == "no_face":
+        return "no face was detected in the photo"
+    if photo.rejection == "different_person":
+        return (f"another person: its identity code is {photo.distance:.2f} (relative) from the other photos', "
+                f"beyond the same-person limit of {DIFFERENT_PERSON_DISTANCE}")
+    return None
 
 
 def zip_files(files: dict[str, bytes]) -> bytes:
@@ -109,8 +229,11 @@ def reconstruction_json(rec: ImageReconstruction, space: MeshSpace, topology: Fa
             landmarks_2d=_rounded(face.result.landmarks_2d, 2),
             landmarks_3d=_rounded(face.result.landmarks_3d, 2),
             metres_per_pixel=float(f"{face.result.metres_per_pixel:.6g}"),
+            lighting=_rounded(face.result.lighting, 4),
+            expression_code=_rounded(face.result.codes.expression, 5),
             vertices=_rounded(face_vertices(face, space, rec.size), 5) if include_mesh else None,
             triangles=topology.faces.tolist() if include_mesh else None,
+            albedo=_rounded(face.result.albedo, 3) if include_mesh else None,
         ))
     width, height = rec.size
     return ReconstructionJSON(width=width, height=height, space=space, face_count=len(faces),

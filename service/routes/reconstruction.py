@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Annotated, Any
@@ -21,13 +21,14 @@ from model.runtime.pipeline import ImageReconstruction, InvalidBox, NoFaceFound
 from service.dependencies import (
     EngineDep,
     OptionsDep,
+    OutputOptions,
     ReconstructionOptions,
     SettingsDep,
     form_fields,
     invalid_field,
     require_api_key,
 )
-from service.encoding import build_meshes, mesh_files, mesh_payload, reconstruction_json, zip_files
+from service.encoding import Colouring, build_meshes, mesh_files, mesh_payload, reconstruction_json, zip_files
 from service.engine import ReconstructionEngine, WorkBudgetFull, WorkTooLarge
 from service.problems import (
     TYPE_PREFIX,
@@ -54,8 +55,8 @@ from service.schemas import (
 
 _SAFE_STEM = re.compile(r"[^A-Za-z0-9_-]+")
 
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
-_ERRORS: dict[int | str, dict[str, Any]] = {
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: problem_doc("unreadable, corrupt or truncated image, or a malformed request body",
                      (400, "bad-image", "the image file is empty")),
     401: problem_doc("API keys are configured and X-API-Key is missing or wrong",
@@ -77,7 +78,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
                         (503, "overloaded", "too many requests in flight; retry after 1 s")),
           "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}},
 }
-_MESH_RESPONSES: dict[int | str, dict[str, Any]] = {
+MESH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "the mesh file(s), or JSON with format=json",
         "model": ReconstructionJSON,  # the schema of the application/json answer
@@ -86,26 +87,26 @@ _MESH_RESPONSES: dict[int | str, dict[str, Any]] = {
                                         "max_faces and not reconstructed (absent when none)",
                                         "schema": {"type": "integer"}}},
         "content": {
-            MEDIA_TYPES["glb"]: _BINARY,
-            MEDIA_TYPES["obj"]: _BINARY,
-            MEDIA_TYPES["ply"]: _BINARY,
-            MEDIA_TYPES["zip"]: _BINARY,
+            MEDIA_TYPES["glb"]: BINARY,
+            MEDIA_TYPES["obj"]: BINARY,
+            MEDIA_TYPES["ply"]: BINARY,
+            MEDIA_TYPES["zip"]: BINARY,
             "application/json": {"example": RECONSTRUCTION_EXAMPLE},
         },
     },
-    **_ERRORS,
+    **ERRORS,
 }
 _BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "a zip with each image's mesh file(s) and results.json, or JSON with format=json",
         "model": BatchJSON,
-        "content": {MEDIA_TYPES["zip"]: _BINARY, "application/json": {"example": BATCH_EXAMPLE}},
+        "content": {MEDIA_TYPES["zip"]: BINARY, "application/json": {"example": BATCH_EXAMPLE}},
     },
-    **_ERRORS,
+    **ERRORS,
 }
 
 
-def _form_examples(image_field: str, images: int = 1, **more: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+def form_examples(image_field: str, images: int = 1, **more: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     """The request examples (an ``openapi_extra``) of a reconstruction route's multipart form: ``more`` adds
     examples (name: (summary, options))."""
     photo = "(the bytes of a JPEG, PNG or WebP photo)"
@@ -125,7 +126,7 @@ def _form_examples(image_field: str, images: int = 1, **more: tuple[str, dict[st
 _RECONSTRUCT_DOC = ("Reconstruct the largest face (or every face) of one photo. Binary formats answer with "
                     "the file itself; `X-Face-Count` tells how many faces it holds, `X-Faces-Dropped` how many "
                     "more were found than the server reconstructs.")
-_SINGLE_EXAMPLES = _form_examples("image", box=("the face in a given box (no detection) as JSON",
+_SINGLE_EXAMPLES = form_examples("image", box=("the face in a given box (no detection) as JSON",
                                                 {"format": "json", "box": "212,140,388,331"}))
 _SINGLE_FIELDS = form_fields(("image", "box", *ReconstructionOptions.field_names()))
 _BATCH_FIELDS = form_fields(("images", *ReconstructionOptions.field_names()), repeatable=("images",))
@@ -143,7 +144,7 @@ def parse_box(text: str | None) -> Box | None:
         raise invalid_field("box", str(err)) from None
 
 
-def _header_problem(err: ImageDecodeError) -> ProblemError:
+def header_problem(err: ImageDecodeError) -> ProblemError:
     if isinstance(err, UnsupportedImageFormat):
         return unsupported_media_type(str(err))
     if isinstance(err, ImageTooLarge):
@@ -152,7 +153,7 @@ def _header_problem(err: ImageDecodeError) -> ProblemError:
 
 
 @contextmanager
-def _admitted(engine: ReconstructionEngine, cost: int) -> Iterator[None]:
+def admitted(engine: ReconstructionEngine, cost: int) -> Iterator[None]:
     """Hold ``cost`` bytes of the engine's memory budget: 413 when it never could, 503 when not now."""
     try:
         with engine.admit(cost):
@@ -163,7 +164,7 @@ def _admitted(engine: ReconstructionEngine, cost: int) -> Iterator[None]:
         raise overloaded(engine.settings.retry_after_s) from None
 
 
-def _stem(filename: str | None, fallback: str) -> str:
+def safe_stem(filename: str | None, fallback: str) -> str:
     stem = _SAFE_STEM.sub("_", (filename or "").rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("_")
     return stem[:48] or fallback
 
@@ -188,10 +189,10 @@ async def reconstruct_upload(engine: ReconstructionEngine, data: bytes, faces: F
 
 
 @router.post("/reconstruct", summary="Alias of /v1/reconstruct", description=_RECONSTRUCT_DOC,
-             response_class=Response, responses=_MESH_RESPONSES, operation_id="reconstruct_alias",
+             response_class=Response, responses=MESH_RESPONSES, operation_id="reconstruct_alias",
              dependencies=[Depends(_SINGLE_FIELDS)], openapi_extra=_SINGLE_EXAMPLES)
 @router.post("/v1/reconstruct", summary="Reconstruct the faces of a photo", description=_RECONSTRUCT_DOC,
-             response_class=Response, responses=_MESH_RESPONSES, dependencies=[Depends(_SINGLE_FIELDS)],
+             response_class=Response, responses=MESH_RESPONSES, dependencies=[Depends(_SINGLE_FIELDS)],
              openapi_extra=_SINGLE_EXAMPLES)
 async def reconstruct(
     engine: EngineDep,
@@ -205,24 +206,33 @@ async def reconstruct(
         raise bad_image("the image file is empty")
     (header,) = await engine.run_cpu(engine.read_headers, [data])
     if not isinstance(header, ImageHeader):
-        raise _header_problem(header)
+        raise header_problem(header)
     json_mesh = options.format is OutputFormat.json and options.include_mesh
     cost = engine.request_cost([header], len(data), faces=options.faces, box=face_box is not None, json_mesh=json_mesh)
-    with _admitted(engine, cost):
+    with admitted(engine, cost):
         rec = await reconstruct_upload(engine, data, options.faces, face_box)
         del data
-        headers = {"X-Face-Count": str(len(rec.faces))}
-        if rec.faces_dropped:
-            headers["X-Faces-Dropped"] = str(rec.faces_dropped)
-        if options.format is OutputFormat.json:
-            body = await engine.run_cpu(partial(reconstruction_json, rec, options.space, engine.topology,
-                                                options.include_mesh, model_version=engine.model_version,
-                                                landmark_calibration=engine.landmark_calibration))
-            return JSONResponse(body.model_dump(mode="json"), headers=headers)
-        payload = await engine.run_cpu(lambda: mesh_payload(
-            build_meshes(rec, engine.topology, options.space, options.texture, engine.uv_map), options.format))
-        headers["Content-Disposition"] = f'attachment; filename="{payload.filename}"'
-        return Response(payload.content, media_type=payload.media_type, headers=headers)
+        return await image_answer(engine, rec, options)
+
+
+async def image_answer(engine: ReconstructionEngine, rec: ImageReconstruction, options: OutputOptions,
+                       colourings: Sequence[Colouring | None] | None = None) -> Response:
+    """The answer for the faces of one photo: JSON or the mesh file(s) (coloured from the photo, or with
+    ``colourings``, see :func:`service.encoding.build_meshes`), with X-Face-Count (and X-Faces-Dropped when
+    faces were dropped)."""
+    headers = {"X-Face-Count": str(len(rec.faces))}
+    if rec.faces_dropped:
+        headers["X-Faces-Dropped"] = str(rec.faces_dropped)
+    if options.format is OutputFormat.json:
+        body = await engine.run_cpu(partial(reconstruction_json, rec, options.space, engine.topology,
+                                            options.include_mesh, model_version=engine.model_version,
+                                            landmark_calibration=engine.landmark_calibration))
+        return JSONResponse(body.model_dump(mode="json"), headers=headers)
+    payload = await engine.run_cpu(lambda: mesh_payload(
+        build_meshes(rec, engine.topology, options.space, options.texture, engine.uv_map, colourings=colourings),
+        options.format))
+    headers["Content-Disposition"] = f'attachment; filename="{payload.filename}"'
+    return Response(payload.content, media_type=payload.media_type, headers=headers)
 
 
 async def _batch_item(engine: ReconstructionEngine, options: ReconstructionOptions, index: int,
@@ -234,7 +244,7 @@ async def _batch_item(engine: ReconstructionEngine, options: ReconstructionOptio
         if not data:
             raise bad_image("the image file is empty")
         if not isinstance(header, ImageHeader):
-            raise _header_problem(header)
+            raise header_problem(header)
         async with slots:
             rec = await reconstruct_upload(engine, data, options.faces, None)
             if options.format is OutputFormat.json:
@@ -243,7 +253,7 @@ async def _batch_item(engine: ReconstructionEngine, options: ReconstructionOptio
                                                       landmark_calibration=engine.landmark_calibration))
                 return BatchItemJSON(index=index, filename=filename, status=200, result=result,
                                      faces_dropped=rec.faces_dropped), {}
-            stem = f"{index:03d}_{_stem(filename, 'image')}"
+            stem = f"{index:03d}_{safe_stem(filename, 'image')}"
             meshes = await engine.run_cpu(build_meshes, rec, engine.topology, options.space, options.texture,
                                           engine.uv_map, stem)
             files = await engine.run_cpu(mesh_files, meshes, options.format, stem)
@@ -256,7 +266,7 @@ async def _batch_item(engine: ReconstructionEngine, options: ReconstructionOptio
 
 @router.post("/v1/reconstruct/batch", summary="Reconstruct several photos in one request",
              response_class=Response, responses=_BATCH_RESPONSES, dependencies=[Depends(_BATCH_FIELDS)],
-             openapi_extra=_form_examples("images", images=2),
+             openapi_extra=form_examples("images", images=2),
              description=("Every image is processed like /v1/reconstruct (several at once, sharing network "
                           "batches). One bad image does not fail the others: each item reports its own status and "
                           "problem. The batch is admitted as a whole, by the memory its images will need."))
@@ -275,7 +285,7 @@ async def reconstruct_batch(
     json_mesh = options.format is OutputFormat.json and options.include_mesh
     parallel, cost = engine.batch_plan(headers, sum(len(data) for data in contents), faces=options.faces,
                                        json_mesh=json_mesh)
-    with _admitted(engine, cost):
+    with admitted(engine, cost):
         slots = asyncio.Semaphore(parallel)
         outcomes = await asyncio.gather(*(
             _batch_item(engine, options, index, upload.filename, data, header, slots)

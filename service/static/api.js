@@ -1,7 +1,5 @@
 // Talking to the reconstruction API: one POST per request, errors turned into readable ApiErrors.
 
-const ENDPOINT = "/v1/reconstruct";
-
 /** An error answer of the API (an RFC 9457 problem document) or a failed request. */
 export class ApiError extends Error {
   constructor(title, detail = "") {
@@ -11,14 +9,15 @@ export class ApiError extends Error {
   }
 }
 
-/** POST the photo with form options; resolves to the Response when it is a success. */
-async function post(photo, options) {
+/** POST `files` ([field, File] pairs) with form options to `endpoint`; resolves to the Response when it is a
+ * success. */
+async function post(endpoint, files, options) {
   const form = new FormData();
-  form.append("image", photo, photo.name || "photo.jpg");
+  for (const [field, file] of files) form.append(field, file, file.name || "photo.jpg");
   for (const [name, value] of Object.entries(options)) form.append(name, String(value));
   let response;
   try {
-    response = await fetch(ENDPOINT, { method: "POST", body: form });
+    response = await fetch(endpoint, { method: "POST", body: form });
   } catch (err) {
     throw new ApiError("The service could not be reached", err.message);
   }
@@ -37,14 +36,30 @@ async function problemOf(response) {
 
 /** Landmarks, pose and mesh of the faces in `photo` (format=json, include_mesh=true). */
 export async function reconstructJson(photo, { space, faces }) {
-  const response = await post(photo, { format: "json", include_mesh: true, space, faces });
+  const response = await post("/v1/reconstruct", [["image", photo]], { format: "json", include_mesh: true, space, faces });
   return response.json();
 }
 
-/** A mesh file of the faces in `photo`: { blob, filename }. OBJ with a texture comes as a zip. */
-export async function reconstructFile(photo, { format, space, faces }) {
-  const response = await post(photo, { format, texture: "uv", space, faces });
+/** The face of `identity` with the expression of `expression` (and its head pose with pose "expression"),
+ * as /v1/reconstruct's JSON for the identity photo. */
+export async function transferJson(identity, expression, { space, pose }) {
+  const files = [["identity", identity], ["expression", expression]];
+  const response = await post("/v1/transfer", files, { format: "json", include_mesh: true, space, pose });
+  return response.json();
+}
+
+/** Several photos of one person: which were used, and each used photo's face on the fused identity. */
+export async function personJson(photos, { space }) {
+  const files = photos.map((photo) => ["images", photo]);
+  const response = await post("/v1/reconstruct/person", files, { format: "json", include_mesh: true, space });
+  return response.json();
+}
+
+/** A mesh file: { blob, filename }. OBJ with a texture comes as a zip. `request` is { endpoint, files }
+ * (what the page shows now) and `options` the format and the rest. */
+export async function meshFile({ endpoint, files }, options) {
+  const response = await post(endpoint, files, options);
   const disposition = response.headers.get("Content-Disposition") || "";
-  const filename = /filename="([^"]+)"/.exec(disposition)?.[1] || `face.${format}`;
+  const filename = /filename="([^"]+)"/.exec(disposition)?.[1] || `face.${options.format}`;
   return { blob: await response.blob(), filename };
 }

@@ -1,9 +1,11 @@
-// The API's JSON faces -> what the viewer draws: positions, normals, photo UVs, triangles, edges.
+// The API's JSON faces -> what the viewer draws: positions, normals, photo UVs, colours (the model's
+// albedo), triangles, edges.
 //
 // Image-space vertices are photo pixels times each face's `metres_per_pixel` (origin at the
 // photo centre, +Y up), as the API sends it.
 
 const SIDE_BY_SIDE_GAP = 0.2; // metres between faces shown frontal, as in the API's mesh files
+const NO_ALBEDO = 0.8; // the grey of a face whose answer has no albedo
 
 /** Area-weighted unit vertex normals (+Z where a vertex has none). */
 function vertexNormals(positions, triangles) {
@@ -83,6 +85,7 @@ export function buildFaces(result, imageResult, placement) {
       positions,
       normals: vertexNormals(positions, triangles),
       uvs: photoUvs(imageFace.vertices, faceScale, width, height),
+      colours: face.albedo ? new Float32Array(face.albedo.flat()) : new Float32Array(positions.length).fill(NO_ALBEDO),
       triangles,
       edges: edgeIndices(triangles, face.vertices.length),
     };

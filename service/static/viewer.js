@@ -1,5 +1,6 @@
 // The 3D view: WebGL 2, one small shader with Lambert shading, triangles or a line wireframe,
-// and the photo as a backdrop for the overlay. The meshes' triangles are counter-clockwise seen
+// coloured grey, from the photo or by per-vertex colours (the model's albedo), and the photo as a
+// backdrop for the overlay. The meshes' triangles are counter-clockwise seen
 // from outside, so a back face is the inside of the mask: shaded darker and warmer.
 
 import { OrbitCamera, attachOrbitControls } from "./camera.js";
@@ -12,18 +13,21 @@ const INSIDE_TINT = [0.5, 0.43, 0.4]; // back faces: about 0.45 as bright, a lit
 const MAX_PHOTO_SIDE = 4096;
 
 // How a fragment is coloured (the shader's uShading).
-const LAMBERT_COLOUR = 0, LAMBERT_PHOTO = 1, FLAT_COLOUR = 2, FLAT_PHOTO = 3;
+const LAMBERT_COLOUR = 0, LAMBERT_PHOTO = 1, FLAT_COLOUR = 2, FLAT_PHOTO = 3, LAMBERT_VERTEX = 4;
 
 const VERTEX_SHADER = `#version 300 es
 layout(location = 0) in vec3 position;
 layout(location = 1) in vec3 normal;
 layout(location = 2) in vec2 uv;
+layout(location = 3) in vec3 vertexColour;
 uniform mat4 uView, uProjection;
 out vec3 vNormal;
 out vec2 vUv;
+out vec3 vColour;
 void main() {
   vNormal = mat3(uView) * normal;  // the view has no scaling: its 3x3 part rotates normals too
   vUv = uv;
+  vColour = vertexColour;
   gl_Position = uProjection * uView * vec4(position, 1.0);
 }`;
 
@@ -31,6 +35,7 @@ const FRAGMENT_SHADER = `#version 300 es
 precision mediump float;
 in vec3 vNormal;
 in vec2 vUv;
+in vec3 vColour;
 uniform int uShading;
 uniform vec3 uColour;
 uniform float uOpacity;
@@ -38,11 +43,12 @@ uniform sampler2D uPhoto;
 out vec4 colour;
 void main() {
   bool photo = uShading == ${LAMBERT_PHOTO} || uShading == ${FLAT_PHOTO};
-  vec3 base = photo ? texture(uPhoto, vUv).rgb : uColour;
-  if (uShading == ${LAMBERT_COLOUR} || uShading == ${LAMBERT_PHOTO}) {
+  bool own = photo || uShading == ${LAMBERT_VERTEX};  // colours of their own: shaded lightly
+  vec3 base = photo ? texture(uPhoto, vUv).rgb : uShading == ${LAMBERT_VERTEX} ? vColour : uColour;
+  if (uShading != ${FLAT_COLOUR} && uShading != ${FLAT_PHOTO}) {
     vec3 n = normalize(gl_FrontFacing ? vNormal : -vNormal);
     float diffuse = max(dot(n, normalize(vec3(0.4, 0.5, 0.8))), 0.0);  // light from above right of the eye
-    base *= photo ? 0.55 + 0.45 * diffuse : 0.25 + 0.75 * diffuse;
+    base *= own ? 0.55 + 0.45 * diffuse : 0.25 + 0.75 * diffuse;
     if (!gl_FrontFacing) base *= vec3(${INSIDE_TINT.join(", ")});  // the inside reads as the inside
   }
   colour = vec4(base, uOpacity);
@@ -126,7 +132,7 @@ export class Viewer {
     this.resetView();
   }
 
-  /** "textured", "shaded" or "wireframe". */
+  /** "textured", "albedo", "shaded" or "wireframe". */
   setMode(mode) {
     this.mode = mode;
     this.redraw();
@@ -157,16 +163,17 @@ export class Viewer {
       positions: new Float32Array([-x, -y, z, x, -y, z, x, y, z, -x, y, z]),
       normals: new Float32Array([0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1]),
       uvs: new Float32Array([0, 1, 1, 1, 1, 0, 0, 0]),
+      colours: new Float32Array(12).fill(1),
       triangles: new Uint32Array([0, 1, 2, 0, 2, 3]),
       edges: new Uint32Array(0),
     };
   }
 
-  uploadMesh({ positions, normals, uvs, triangles, edges }) {
+  uploadMesh({ positions, normals, uvs, colours, triangles, edges }) {
     const gl = this.gl;
     const vao = gl.createVertexArray();
     gl.bindVertexArray(vao);
-    const buffers = [positions, normals, uvs].map((data, location) => {
+    const buffers = [positions, normals, uvs, colours].map((data, location) => {
       const buffer = gl.createBuffer();
       gl.bindBuffer(gl.ARRAY_BUFFER, buffer);
       gl.bufferData(gl.ARRAY_BUFFER, data, gl.STATIC_DRAW);
@@ -263,7 +270,7 @@ export class Viewer {
       for (const mesh of this.meshes) this.drawMesh(mesh, true);
       return;
     }
-    const shading = this.mode === "textured" ? LAMBERT_PHOTO : LAMBERT_COLOUR;
+    const shading = { textured: LAMBERT_PHOTO, albedo: LAMBERT_VERTEX }[this.mode] ?? LAMBERT_COLOUR;
     if (overlay && this.mode === "shaded") {
       this.depthOnly();
       gl.enable(gl.BLEND);

@@ -192,3 +192,87 @@ def test_version_prints_the_package_and_the_shipped_model(capsys):
     assert model.model_version in out and model.metadata.landmark_calibration in out
     run = _run_cli("--version")
     assert run.returncode == 0 and model.model_version in run.stdout
+
+
+def test_transfer_writes_the_face_with_the_other_photos_expression(photo_path, onnx_model, tmp_path, topology):
+    other = tmp_path / "other.jpg"
+    Image.open(photo_path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    out = tmp_path / "out"
+    assert main(["transfer", "--identity", str(photo_path), "--expression", str(other), "-o", str(out),
+                 "--format", "obj", "--texture", "uv", "--model", str(onnx_model)]) == 0
+    stem = "photo_with_other"
+    assert {f"{stem}.obj", f"{stem}.mtl", f"{stem}.png", f"{stem}.json"} <= {p.name for p in out.iterdir()}
+    sidecar = json.loads((out / f"{stem}.json").read_text())
+    (face,) = sidecar["faces"]
+    assert len(face["expression_code"]) == 64 and np.shape(face["lighting"]) == (9, 3)
+    # the stored code re-applied: the same expression, from the sidecar (or as a bare array)
+    bare = tmp_path / "code.json"
+    bare.write_text(json.dumps(face["expression_code"]))
+    for code in (out / f"{stem}.json", bare):
+        assert main(["transfer", "--identity", str(photo_path), "--expression-code", str(code), "-o", str(out),
+                     "--space", "canonical", "--model", str(onnx_model)]) == 0
+        again = json.loads((out / f"photo_with_{code.stem}.json").read_text())["faces"][0]
+        np.testing.assert_allclose(again["expression_code"], face["expression_code"], atol=1e-4)
+        assert len(_load_mesh(out / f"photo_with_{code.stem}.glb").vertices) == topology.num_vertices
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--expression", "MISSING"], "No such file"),
+    (["--expression-code", "SHORT"], "64 numbers"),
+    (["--expression-code", "OTHER_MODEL"], "valid only with the model that made them"),
+    (["--expression-code", "NOT_JSON"], "cannot read an expression code"),
+    (["--expression-code", "SHORT", "--pose", "expression"], "needs --expression"),
+    (["--expression", "BLANK"], "no face was detected in the expression image"),
+])
+def test_transfer_refuses_bad_input_in_one_line(photo_path, onnx_model, tmp_path, capsys, arguments, message):
+    files = {"MISSING": tmp_path / "missing.jpg", "SHORT": tmp_path / "short.json", "NOT_JSON": tmp_path / "x.json",
+             "OTHER_MODEL": tmp_path / "other.json", "BLANK": tmp_path / "blank.jpg"}
+    files["SHORT"].write_text("[1, 2, 3]")
+    files["NOT_JSON"].write_text("{nope")
+    files["OTHER_MODEL"].write_text(json.dumps({"model_version": "1-steps-000000000000",
+                                                "faces": [{"expression_code": [0.0] * 64}]}))
+    Image.fromarray(np.full((120, 120, 3), 128, np.uint8)).save(files["BLANK"])
+    arguments = [str(files.get(a, a)) for a in arguments]
+    assert main(["transfer", "--identity", str(photo_path), *arguments, "-o", str(tmp_path / "out"),
+                 "--model", str(onnx_model)]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert message in error.splitlines()[-1] and error.splitlines()[-1].startswith("error: ")  # one line
+
+
+def test_same_person_fuses_the_photos_and_reports_the_ones_left_out(photo_path, onnx_model, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (photos / name).write_bytes(photo_path.read_bytes())
+    Image.fromarray(np.full((120, 120, 3), 128, np.uint8)).save(photos / "wall.jpg")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    assert main(["reconstruct", "--same-person", str(photos), "-o", str(out), "--space", "neutral",
+                 "--texture", "uv", "--format", "obj", "--model", str(onnx_model)]) == 0
+    printed = capsys.readouterr().out
+    assert "used 2 of 4 photos" in printed and "wall.jpg: no face" in printed and "broken.jpg: not a usable" in printed
+    assert {"person.obj", "person.mtl", "person.png", "person.json"} == {p.name for p in out.iterdir()}
+    summary = json.loads((out / "person.json").read_text())
+    assert summary["photos_used"] == 2 and summary["files"] == ["person.obj", "person.mtl", "person.png"]
+    used = [p for p in summary["photos"] if p["used"]]
+    assert [p["weight"] for p in used] == pytest.approx([0.5, 0.5], abs=1e-3)
+    posed = tmp_path / "posed"
+    assert main(["reconstruct", "--same-person", str(photos / "a.jpg"), str(photos / "b.jpg"), "-o", str(posed),
+                 "--model", str(onnx_model)]) == 0
+    assert {"a.glb", "b.glb", "person.json"} == {p.name for p in posed.iterdir()}
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["ONE"], "needs at least 2 photos"),
+    (["ONE", "ONE", "--faces", "all"], "drop --box and --faces"),
+    (["WALL", "WALL"], "no face was detected in any of the photos"),
+])
+def test_same_person_refuses_bad_input_in_one_line(photo_path, onnx_model, tmp_path, capsys, arguments, message):
+    wall = tmp_path / "wall.jpg"
+    Image.fromarray(np.full((120, 120, 3), 128, np.uint8)).save(wall)
+    arguments = [{"ONE": str(photo_path), "WALL": str(wall)}.get(a, a) for a in arguments]
+    assert main(["reconstruct", "--same-person", *arguments, "-o", str(tmp_path / "out"),
+                 "--model", str(onnx_model)]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error

@@ -1,0 +1,103 @@
+"""Answers from reconstructions: the de-lit albedo texture beside the photo's, and what the JSON answer says
+about the lighting and the expression code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.conventions import MeshSpace
+from model.mesh.texture_bake import UVRasterMap
+from model.runtime.detector import FaceDetector
+from model.runtime.pipeline import FacePipeline, ImageReconstruction, PersonPhoto
+from model.runtime.reconstructor import FaceReconstructor
+from model.topology import REGION_NAMES, FaceTopology
+from service.encoding import build_meshes, person_json, reconstruction_json
+from service.schemas import TextureMode
+from service.settings import ServiceSettings
+from tests.conftest import SHARED_DATA
+
+# A real photo lit from one side: the light comes from the subject's right, their left cheek is in shadow
+SIDE_LIT = SHARED_DATA / "train" / "lfw" / "Charles_Rogers" / "Charles_Rogers_0001.jpg"
+LUMINANCE = np.array([0.299, 0.587, 0.114])
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> FacePipeline:
+    settings = ServiceSettings()
+    return FacePipeline(FaceReconstructor(settings.model_path), FaceDetector(settings.detector_path))
+
+
+@pytest.fixture(scope="module")
+def uv_map() -> UVRasterMap:
+    topology = FaceTopology.load()
+    return UVRasterMap.build(topology.uvs, topology.faces, 256)
+
+
+@pytest.fixture
+def side_lit(face_photo) -> np.ndarray:
+    """The real side-lit photo when ../shared is there; else a face photo with a light ramp multiplied in
+    (bright on the image's left, dark on its right)."""
+    if SIDE_LIT.is_file():
+        return np.asarray(Image.open(SIDE_LIT).convert("RGB"))
+    ramp = np.linspace(1.3, 0.35, face_photo.shape[1])[None, :, None]
+    return np.clip(face_photo * ramp, 0, 255).astype(np.uint8)
+
+
+def cheek_imbalance(texture: np.ndarray, topology: FaceTopology, uv_map: UVRasterMap) -> float:
+    """|L - R| / mean of the mean luminance of the left cheek's texels (L) and of their mirror texels on
+    the right cheek (R) in a UV texture (mirrored pairs: the same points of the face, each side)."""
+    left = np.all(topology.regions[topology.faces] == REGION_NAMES.index("cheek_left"), axis=1)
+    texels = np.flatnonzero(left[uv_map.texel_faces])
+    mirrored = uv_map.mirror_texels(topology.faces, topology.mirror)[texels]
+    luminance = texture.reshape(-1, 3)[uv_map.texels].astype(float) @ LUMINANCE
+    a, b = luminance[texels].mean(), luminance[mirrored].mean()
+    return abs(a - b) / ((a + b) / 2)
+
+
+def test_the_albedo_texture_is_even_where_the_photo_texture_is_lit_from_one_side(pipeline, uv_map, side_lit):
+    rec = pipeline.reconstruct(side_lit)
+    topology = pipeline.reconstructor.topology
+    (photo,) = build_meshes(rec, topology, MeshSpace.image, TextureMode.uv, uv_map)
+    (albedo,) = build_meshes(rec, topology, MeshSpace.image, TextureMode.albedo, uv_map)
+    assert albedo.texture is not None and albedo.uvs is topology.uvs and albedo.vertex_colors is None
+    photo_imbalance = cheek_imbalance(photo.texture, topology, uv_map)
+    albedo_imbalance = cheek_imbalance(albedo.texture, topology, uv_map)
+    assert photo_imbalance > 0.15  # the light: one cheek much darker than the other (0.85 in the real photo)
+    assert albedo_imbalance < 0.05 and albedo_imbalance < photo_imbalance / 5
+    # the albedo is no flat colour: lips and eyes stand out from the skin
+    texels = albedo.texture.reshape(-1, 3)[uv_map.texels].astype(float) @ LUMINANCE
+    assert texels.std() > 5
+
+
+def test_the_json_answer_has_the_lighting_and_the_expression_code(pipeline, face_photo):
+    rec = pipeline.reconstruct(face_photo)
+    topology = pipeline.reconstructor.topology
+    answer = reconstruction_json(rec, MeshSpace.image, topology, include_mesh=True, model_version="m",
+                                 landmark_calibration="none")
+    (face,) = answer.faces
+    result = rec.faces[0].result
+    np.testing.assert_allclose(face.lighting, result.lighting, atol=1e-4)
+    np.testing.assert_allclose(face.expression_code, result.codes.expression, atol=1e-5)
+    np.testing.assert_allclose(face.albedo, result.albedo, atol=1e-3)
+    assert np.shape(face.lighting) == (9, 3) and len(face.expression_code) == 64
+    assert reconstruction_json(rec, MeshSpace.image, topology, include_mesh=False, model_version="m",
+                               landmark_calibration="none").faces[0].albedo is None
+
+
+def test_the_person_answer_says_why_each_photo_was_left_out(pipeline, face_photo):
+    rec = pipeline.reconstruct(face_photo)
+    topology = pipeline.reconstructor.topology
+    used = PersonPhoto(rec, True, None, 1.0, 0.9, 0.3)
+    other = PersonPhoto(rec, False, "different_person", 0.0, 0.8, 1.7)
+    empty = PersonPhoto(ImageReconstruction(face_photo, []), False, "no_face", 0.0, 0.0, float("nan"))
+    answer = person_json([("a.jpg", used), ("b.jpg", other), ("c.jpg", empty), (None, "truncated file")],
+                         MeshSpace.neutral, topology, include_mesh=False, model_version="m",
+                         landmark_calibration="none")
+    assert (answer.photos_sent, answer.photos_used, answer.rejected) == (4, 1, [1, 2, 3])
+    reasons = [photo.reason for photo in answer.photos]
+    assert reasons[0] is None and "another person" in reasons[1] and "1.70" in reasons[1]
+    assert "no face" in reasons[2] and reasons[3] == "not a usable image: truncated file"
+    assert answer.photos[0].result is not None and answer.photos[0].result.space is MeshSpace.neutral
+    assert all(photo.result is None for photo in answer.photos[1:])
