@@ -1,7 +1,25 @@
+from pathlib import Path
+
 import numpy as np
+import onnx
 import pytest
 
+from model.onnx_contract import CODE_OUTPUTS, GIVEN_CODE_INPUTS, GIVEN_WEIGHTS
 from model.runtime.reconstructor import FaceReconstructor
+
+
+def format_1_graph(source: Path, out: Path) -> None:
+    """Write ``source`` as a model of format 1 would be: no code outputs, no given-code inputs (their
+    defaults left as constants)."""
+    graph = onnx.load(str(source))
+    for values, names in ((graph.graph.input, {*GIVEN_CODE_INPUTS, GIVEN_WEIGHTS}), (graph.graph.output, CODE_OUTPUTS)):
+        kept = [value for value in values if value.name not in names]
+        del values[:]
+        values.extend(kept)
+    for prop in graph.metadata_props:
+        if prop.key == "facerecon.format_version":
+            prop.value = "1"
+    onnx.save(graph, str(out))
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +84,10 @@ def test_model_for_another_topology_is_refused(onnx_model, topology):
     other = dataclasses.replace(topology, version="0.other")
     with pytest.raises(ValueError, match="topology"):
         FaceReconstructor(onnx_model, topology=other)
+
+
+def test_a_model_without_the_code_outputs_says_how_to_re_export_it(onnx_model, tmp_path):
+    old = tmp_path / "format1.onnx"
+    format_1_graph(onnx_model, old)
+    with pytest.raises(ValueError, match="format 1.*facerecon export --checkpoint.*facerecon transfer-topology"):
+        FaceReconstructor(old)

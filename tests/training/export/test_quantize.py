@@ -76,3 +76,21 @@ def test_weights_read_back_from_the_quantized_graph_are_the_float_ones_within_a_
         assert 0 < (after[name] - before[name]).abs().max() <= step / 2 + 1e-7, name
     for name in ("encoder.pose_head.0.weight", "encoder.pose_head.2.weight"):  # kept in float
         torch.testing.assert_close(after[name], before[name])
+
+
+def test_the_quantized_graph_keeps_the_given_code_inputs(exported, quantized):
+    from model.onnx_contract import GIVEN_CODE_INPUTS, GIVEN_WEIGHTS
+
+    session = ort.InferenceSession(str(quantized[0]), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert [i.name for i in session.get_overridable_initializers()] == [*GIVEN_CODE_INPUTS, GIVEN_WEIGHTS]
+    images = np.random.default_rng(1).random((2, 3, 128, 128)).astype(np.float32)
+    given = {"given_expression_code": np.random.default_rng(2).normal(0.0, 1.0, (1, 64)).astype(np.float32),
+             GIVEN_WEIGHTS: np.float32([[0, 1, 0, 0, 0]])}
+    float_out = dict(zip(OUTPUT_NAMES, ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"]).run(
+        None, {"image": images, **given})))
+    int8_out = dict(zip(OUTPUT_NAMES, session.run(None, {"image": images, **given})))
+    plain = dict(zip(OUTPUT_NAMES, session.run(None, {"image": images})))
+    moved = np.abs(int8_out["expressive_vertices"] - plain["expressive_vertices"]).max()
+    error = np.abs(int8_out["expressive_vertices"] - float_out["expressive_vertices"]).max()
+    assert error < 0.25 * moved  # the given expression moves the face as in the float graph, within int8 error

@@ -63,3 +63,23 @@ def test_transfer_onto_the_same_topology_rebuilds_the_graph_unchanged(topology, 
             for p in (exported, out)]
     for before, after in zip(*runs):
         np.testing.assert_allclose(after, before, atol=1e-4)
+
+
+def test_a_format_1_graph_is_read_back_and_exported_with_the_code_outputs(topology, exported, tmp_path):
+    """The shipped files before the code outputs (format 1) carry over: the same weights, the new graph."""
+    from model.onnx_contract import OUTPUT_NAMES, RECONSTRUCTION_OUTPUTS
+    from tests.model.runtime.test_reconstructor import format_1_graph
+    from training.export.onnx_export import export_onnx
+
+    old = tmp_path / "format1.onnx"
+    format_1_graph(exported, old)
+    model, metadata = transfer_topology(old, topology, topology)
+    out = tmp_path / "format2.onnx"
+    assert export_onnx(model, out, trained=metadata.trained, steps=metadata.training_steps).format_version == "2"
+    images = np.random.default_rng(3).random((2, 3, model.image_size, model.image_size)).astype(np.float32)
+    before = ort.InferenceSession(str(old), providers=["CPUExecutionProvider"]).run(None, {"image": images})
+    after = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": images})
+    assert len(before) == len(RECONSTRUCTION_OUTPUTS) and len(after) == len(OUTPUT_NAMES)
+    for name, a, b in zip(RECONSTRUCTION_OUTPUTS, before, after):
+        np.testing.assert_allclose(b, a, atol=2e-3 if name.startswith(("landmarks", "vertices_2d")) else 1e-4,
+                                   err_msg=name)

@@ -1,0 +1,61 @@
+"""The engine runs the pipeline's sequences off the event loop: reconstruction, transfer and
+person requests at once, their network runs through the micro-batcher, answer as in one thread."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from model.conventions import FaceSelection
+from model.runtime.image_io import load_rgb
+from service.engine import ReconstructionEngine
+from service.settings import ServiceSettings
+from tests.conftest import SHARED_DATA
+
+LFW = SHARED_DATA / "train" / "lfw"
+OPEN_MOUTH = SHARED_DATA / "train" / "utkface" / "16_0_0_20170104012457770.jpg"
+PERSON = sorted((LFW / "John_Bolton").glob("*.jpg"))[:3] if LFW.is_dir() else []
+
+pytestmark = pytest.mark.skipif(len(PERSON) < 3 or not OPEN_MOUTH.is_file(),
+                                reason="needs the face photos of ../shared/data (train/lfw, train/utkface)")
+
+
+def test_concurrent_reconstruction_transfer_and_person_requests_answer_as_in_one_thread():
+    identity, expression = PERSON[0].read_bytes(), OPEN_MOUTH.read_bytes()
+    person = [path.read_bytes() for path in PERSON]
+    sizes = []
+
+    async def scenario():
+        engine = ReconstructionEngine(ServiceSettings(threads=1, max_wait_ms=200))
+        await engine.start()
+        engine.batcher.on_batch = lambda size, seconds: sizes.append(size)
+        try:
+            return engine, await asyncio.gather(engine.reconstruct(identity), engine.transfer(identity, expression),
+                                                engine.reconstruct_person(person))
+        finally:
+            await engine.stop()
+
+    engine, (plain, transferred, fused) = asyncio.run(scenario())
+    pipeline = engine.pipeline
+    alone = pipeline.transfer(load_rgb(identity), load_rgb(expression)).faces[0].result
+    np.testing.assert_allclose(transferred.faces[0].result.expressive_vertices, alone.expressive_vertices, atol=2e-4)
+    np.testing.assert_allclose(plain.faces[0].result.expressive_vertices,
+                               pipeline.reconstruct(load_rgb(identity)).faces[0].result.expressive_vertices, atol=2e-4)
+    in_thread = pipeline.reconstruct_person([load_rgb(data) for data in person])
+    assert fused.used == in_thread.used == 3
+    np.testing.assert_allclose(fused.identity_code, in_thread.identity_code, rtol=0.05, atol=0.05)
+    assert max(sizes) > 1  # requests shared network runs
+
+
+def test_the_cost_of_several_images_is_each_as_one_reconstruction():
+    engine = ReconstructionEngine(ServiceSettings(threads=1))
+    try:
+        data = [path.read_bytes() for path in PERSON]
+        headers = engine.read_headers(data)
+        one = [engine.request_cost([header], 0, faces=FaceSelection.largest) for header in headers]
+        assert engine.several_images_cost(headers, 0) == sum(one)
+    finally:
+        engine.cpu_pool.shutdown()
+        engine.network_pool.shutdown()
