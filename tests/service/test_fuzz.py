@@ -13,8 +13,8 @@ from service.app import create_app  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 
 API_KEY = "fuzz-key"
-OPERATIONS = ["POST /v1/reconstruct", "POST /reconstruct", "POST /v1/reconstruct/batch", "GET /healthz",
-              "GET /readyz", "GET /v1/info", "GET /metrics"]
+OPERATIONS = ["POST /v1/reconstruct", "POST /reconstruct", "POST /v1/reconstruct/batch", "POST /v1/transfer",
+              "POST /v1/reconstruct/person", "GET /healthz", "GET /readyz", "GET /v1/info", "GET /metrics"]
 
 
 @pytest.fixture(scope="module")

@@ -179,6 +179,16 @@ def _photo_file(field: str = "image") -> tuple[str, tuple[str, bytes, str]]:
     ("/v1/reconstruct/batch", [_photo_file("images")], {"box": "0,0,100,100"}, "box"),  # a batch takes no box
     ("/v1/reconstruct/batch", [_photo_file("images"), _photo_file()], {}, "image"),
     ("/v1/reconstruct/batch", [_photo_file("images")], {"faces": ["all", "all"]}, "faces"),
+    ("/v1/transfer", [_photo_file("identity"), _photo_file("expression")], {"box": "0,0,100,100"}, "box"),
+    ("/v1/transfer", [_photo_file("identity"), _photo_file("expression")], {"faces": "all"}, "faces"),
+    ("/v1/transfer", [_photo_file("identity"), _photo_file("identity"), _photo_file("expression")], {}, "identity"),
+    ("/v1/transfer", [_photo_file("identity")], {"expression_code": ["[0]", "[1]"]}, "expression_code"),
+    ("/v1/transfer", [_photo_file("identity"), _photo_file("expression")], {"pose": ["identity"] * 2}, "pose"),
+    ("/v1/transfer", [_photo_file("image"), _photo_file("expression")], {}, "image"),
+    ("/v1/reconstruct/person", [_photo_file("images")] * 2, {"box": "0,0,100,100"}, "box"),
+    ("/v1/reconstruct/person", [_photo_file("images")] * 2, {"faces": "all"}, "faces"),
+    ("/v1/reconstruct/person", [_photo_file("images")] * 2, {"space": ["neutral"] * 2}, "space"),
+    ("/v1/reconstruct/person", [_photo_file("images")] * 2 + [_photo_file()], {}, "image"),
 ])
 def test_unknown_or_repeated_form_fields_are_invalid_options_naming_them(client, path, files, data, field):
     _assert_field_named(_assert_problem(_post(client, path, files, data), 422, "invalid-options"), field)
@@ -222,6 +232,11 @@ def test_a_request_that_can_never_fit_is_image_too_large(tight):
     assert time.perf_counter() - started < 2 and peak < 64, f"+{peak:.0f} MiB"
     batch = _post(tight, "/v1/reconstruct/batch", [("images", ("big.png", big, "image/png"))] * 16)
     _assert_problem(batch, 413, "image-too-large")
+    # the routes that work on several photos at once hold them all: two of those never fit either
+    pair = [("identity", ("big.png", big, "image/png")), ("expression", ("big.png", big, "image/png"))]
+    _assert_problem(_post(tight, "/v1/transfer", pair), 413, "image-too-large")
+    _assert_problem(_post(tight, "/v1/reconstruct/person", [("images", ("big.png", big, "image/png"))] * 2), 413,
+                    "image-too-large")
     _assert_ready(tight)
 
 
@@ -243,6 +258,9 @@ def test_a_request_that_does_not_fit_now_is_overloaded_with_retry_after(tight):
         response = _post(tight)
         _assert_problem(response, 503, "overloaded")
         assert int(response.headers["retry-after"]) >= 1
+        for path, files in (("/v1/transfer", [_photo_file("identity"), _photo_file("expression")]),
+                            ("/v1/reconstruct/person", [_photo_file("images")] * 2)):
+            _assert_problem(_post(tight, path, files), 503, "overloaded")
     finally:
         engine.budget.used = 0
     assert _post(tight).status_code == 200  # fits once the others are done
@@ -324,12 +342,16 @@ def test_serving_writes_no_file(tmp_path):
         wait_until_ready(server, port, 60)
         body = (b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
                 b"Content-Type: image/jpeg\r\n\r\n" + jpeg_bytes(_photo()) + b"\r\n--b--\r\n")
-        for path in ("/v1/reconstruct", "/v1/reconstruct/batch"):
-            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
-                                             data=body.replace(b'name="image"', b'name="images"')
-                                             if path.endswith("batch") else body,
+        part = body[: -len(b"--b--\r\n")]  # the photo's part, without the closing boundary
+        bodies = {"/v1/reconstruct": body,
+                  "/v1/reconstruct/batch": body.replace(b'name="image"', b'name="images"'),
+                  "/v1/transfer": (part.replace(b'name="image"', b'name="identity"')
+                                   + part.replace(b'name="image"', b'name="expression"') + b"--b--\r\n"),
+                  "/v1/reconstruct/person": part.replace(b'name="image"', b'name="images"') * 2 + b"--b--\r\n"}
+        for path, data in bodies.items():
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
                                              headers={"Content-Type": "multipart/form-data; boundary=b"})
-            assert urllib.request.urlopen(request, timeout=60).status == 200
+            assert urllib.request.urlopen(request, timeout=60).status == 200, path
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.problems import PROBLEM_MEDIA_TYPE
-from service.schemas import BatchJSON, InfoJSON, ReadyJSON, ReconstructionJSON
+from service.schemas import BatchJSON, InfoJSON, PersonJSON, ReadyJSON, ReconstructionJSON
 from service.settings import ServiceSettings
 
 openapi_spec_validator = pytest.importorskip("openapi_spec_validator")  # the `test` extra
@@ -67,10 +67,11 @@ def test_every_ref_resolves(document):
 
 def test_json_answers_are_described_by_the_response_models(document):
     schemas = document["components"]["schemas"]
-    for model in (ReconstructionJSON, BatchJSON, InfoJSON, ReadyJSON):
+    for model in (ReconstructionJSON, BatchJSON, PersonJSON, InfoJSON, ReadyJSON):
         assert set(schemas[model.__name__]["properties"]) == set(model.model_fields), model.__name__
     expected = {"/v1/reconstruct": "ReconstructionJSON", "/reconstruct": "ReconstructionJSON",
-                "/v1/reconstruct/batch": "BatchJSON", "/v1/info": "InfoJSON", "/readyz": "ReadyJSON"}
+                "/v1/reconstruct/batch": "BatchJSON", "/v1/transfer": "ReconstructionJSON",
+                "/v1/reconstruct/person": "PersonJSON", "/v1/info": "InfoJSON", "/readyz": "ReadyJSON"}
     for path, name in expected.items():
         (operation,) = document["paths"][path].values()
         schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
