@@ -405,24 +405,23 @@ class FacePipeline:
         kept = [faces for faces, keep in zip(seen, accepted) if keep]
         given = GivenCodes(identity=fused[None])
         outputs = yield NetworkRequest(np.concatenate([faces.crops for faces in kept]), given)
-        share = views * accepted / views[accepted].sum()
-        judged = dict(zip(map(id, seen), zip(accepted, share, views, distances)))
+        shares = views * accepted / views[accepted].sum()
+        judged = iter(zip(accepted, shares, views, distances))  # the photos with a face, in order
         photos, row = [], 0
         for image, faces in zip(images, found):
             if faces is None:
                 photos.append(PersonPhoto(ImageReconstruction(image, []), False, "no_face", 0.0, 0.0, math.nan))
                 continue
-            keep, weight, view, distance = judged[id(faces)]
-            if keep:
+            keep, share, view, distance = next(judged)
+            if keep:  # its row of the fused run
                 out, run_given = {name: value[row : row + 1] for name, value in outputs.items()}, given
                 row += 1
-            else:
+            else:  # its own reconstruction
                 out, run_given = faces.outputs, None
             (result,) = self.reconstructor.results(faces.boxes, faces.transforms, out, run_given)
-            photos.append(PersonPhoto(ImageReconstruction(image, [ReconstructedFace(faces.boxes[0], faces.scores[0],
-                                                                                    result)]),
-                                      bool(keep), None if keep else "different_person", float(weight), float(view),
-                                      float(distance)))
+            face = ReconstructedFace(faces.boxes[0], faces.scores[0], result)
+            photos.append(PersonPhoto(ImageReconstruction(image, [face]), bool(keep),
+                                      None if keep else "different_person", float(share), float(view), float(distance)))
         return PersonReconstruction(photos, fused)
 
     def reconstruct(self, image: np.ndarray, faces: FaceSelection = FaceSelection.largest,
