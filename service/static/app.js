@@ -60,12 +60,16 @@ function currentRequest() {
   return photo ? { endpoint: "/v1/reconstruct", files: [["image", photo]], options: faceOptions() } : null;
 }
 
-/** The API's JSON in `space` for what is chosen now, asked for once per choice. */
+/** The API's JSON in `space` for what is chosen now, asked for once per choice. `space` "own": what textures
+ * the faces, the photo's own faces in image space (their projection into the photo); that is the "image"
+ * answer itself except for a transfer, whose face has another expression (and pose) than its photo shows. */
 function resultFor(space) {
+  const task = checked("task");
+  if (space === "own" && task !== "transfer") return resultFor("image");
   if (!results.has(space)) {
     const cache = results;
-    const task = checked("task");
-    const request = task === "transfer" ? transferJson(photo, expressionPhoto, { space, pose: pose() })
+    const request = space === "own" ? reconstructJson(photo, { space: "image", faces: "largest" })
+      : task === "transfer" ? transferJson(photo, expressionPhoto, { space, pose: pose() })
       : task === "person" ? personJson(personPhotos, { space }) : reconstructJson(photo, { space, ...faceOptions() });
     request.catch(() => cache.delete(space)); // a failed request is asked again next time
     cache.set(space, request);
@@ -136,14 +140,14 @@ async function show() {
   $("#message").hidden = true;
   try {
     const space = checked("space");
-    // image space always: it lines the mesh up with the photo, for the overlay and the texture
-    const [imageAnswer, answer] = await Promise.all([resultFor("image"), resultFor(space)]);
+    // the photo's own faces in image space always: they line the mesh up with the photo, for the overlay
+    // and the texture
+    const [ownAnswer, answer] = await Promise.all([resultFor("own"), resultFor(space)]);
     if (ticket !== latest) return;
+    const [own, result] = [faceResult(ownAnswer), faceResult(answer)];
     if (answer.photos) listPersonPhotos(answer);
-    const [imageResult, result] = [faceResult(imageAnswer), faceResult(answer)];
-    if (answer.photos) listPersonPhotos(answer); // the shown photo may have changed
-    const placement = photoPlacement(imageResult);
-    const faces = buildFaces(result, imageResult, placement);
+    const placement = photoPlacement(own);
+    const faces = buildFaces(result, own, placement);
     viewer.setScene(faces, space === "image" ? placement : null, boundingSphere(faces));
     $("#status").textContent = statusText(answer, result);
     setState("ready");

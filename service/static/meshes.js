@@ -61,7 +61,7 @@ export function photoPlacement(imageResult) {
 }
 
 /** The faces to draw from `result` (any space), textured from the photo through `imageResult`
- * (the same photo and faces in image space).
+ * (the same photo's own faces in image space, as the photo shows them).
  *
  * In image space every face is rescaled about the photo centre to the first face's scale, so
  * that all of them line up with one photo backdrop; in the frontal spaces several faces are

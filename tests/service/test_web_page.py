@@ -10,6 +10,7 @@ package, which drives that Chromium; skips without either. The page is rendered 
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import socket
@@ -26,13 +27,16 @@ from PIL import Image
 from service.app import create_app
 from service.settings import ServiceSettings
 from service.web import STATIC_DIR
+from tests.conftest import SHARED_DATA
 
 SCREENSHOT = Path("/tmp/facerecon_page.png")  # for a person to look at
+SCREENS = Path(os.environ.get("FACERECON_SCREENSHOTS", "/tmp/facerecon_screens"))  # the transfer and person modes
 BACKGROUND = np.array([29, 35, 42])  # the 3D view's clear colour (viewer.js BACKGROUND)
 WIRE = np.array([115, 242, 217])  # the wireframe colour (viewer.js WIRE_COLOUR)
 BROWSER_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 SETTLED = "['ready', 'error'].includes(document.body.dataset.state)"
 TIMEOUT_MS = 120_000  # a reconstruction on a busy 2-core CPU
+LFW = SHARED_DATA / "train" / "lfw"
 
 
 def test_page_and_its_modules_are_served_outside_the_api_schema():
@@ -214,3 +218,83 @@ def test_api_docs_render_without_the_internet(browser, server_url):
     refused = [line for line in console if "Content Security Policy" in line and "cdn.redoc.ly/redoc/logo" not in line]
     assert refused == [], refused
     context.close()
+
+
+def _lfw(*names: str) -> list[Path]:
+    paths = [LFW / name.rsplit("_", 1)[0] / f"{name}.jpg" for name in names]
+    if not all(path.is_file() for path in paths):
+        pytest.skip(f"LFW photos not found under {LFW}")
+    return paths
+
+
+def _shot(page, name: str) -> np.ndarray:
+    """The 3D view now (after a frame); the whole page saved as SCREENS/name.png for a person to look at."""
+    page.wait_for_timeout(400)
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=True)
+    return pixels(page.locator("#view").screenshot())
+
+
+def test_page_transfers_an_expression_and_fuses_several_photos(browser, server_url, tmp_path):
+    identity, expression, second = _lfw("Colin_Powell_0001", "Tom_Jones_0001", "Colin_Powell_0002")
+    wall = tmp_path / "wall.png"
+    Image.fromarray(np.full((160, 160, 3), 120, np.uint8)).save(wall)
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.goto(server_url + "/")
+
+    # transfer: the face photo first (nothing to show yet), then the expression photo
+    page.check("input[name=task][value=transfer]")
+    assert page.is_visible("#expression-zone") and not page.is_visible("#person-zone")
+    page.set_input_files("#photo-input", str(identity))
+    assert page.evaluate("document.body.dataset.state") == "idle"
+    page.set_input_files("#expression-input", str(expression))
+    page.wait_for_function(SETTLED, timeout=TIMEOUT_MS)
+    assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#message")
+    assert "Tom_Jones_0001.jpg's expression on Colin_Powell_0001.jpg's face" in page.inner_text("#status")
+    page.check("input[name=mode][value=textured]")
+    on_photo = _shot(page, "transfer_textured_on_photo")
+    page.check("input[name=space][value=canonical]")
+    page.wait_for_function(SETTLED, timeout=TIMEOUT_MS)
+    expressive = _shot(page, "transfer_expressive")
+    page.check("input[name=mode][value=albedo]")
+    albedo = _shot(page, "transfer_expressive_albedo")
+    page.check("input[name=space][value=neutral]")
+    page.wait_for_function(SETTLED, timeout=TIMEOUT_MS)
+    neutral = _shot(page, "transfer_neutral_albedo")
+    for view in (on_photo, expressive, albedo, neutral):
+        assert (~near(view, BACKGROUND, 12)).mean() > 0.05, "the 3D view is blank"
+    assert np.abs(albedo - expressive).mean() > 2, "the albedo view looks like the textured one"
+    # the open mouth: the expressive face differs from the neutral one (same camera, same look)
+    assert np.abs(albedo - neutral).max(axis=2).astype(bool).mean() > 0.002
+    page.check("#expression-pose")  # the expression photo's head pose too
+    page.check("input[name=space][value=image]")
+    page.check("input[name=mode][value=textured]")
+    page.wait_for_function(SETTLED, timeout=TIMEOUT_MS)
+    assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#message")
+    _shot(page, "transfer_pose_from_expression")
+
+    # several photos of one person: two of Colin Powell and a wall; the list says which were used
+    page.check("input[name=task][value=person]")
+    assert page.is_visible("#person-zone") and not page.is_visible("#drop-zone")
+    page.set_input_files("#person-input", [str(identity), str(second), str(wall)])
+    page.wait_for_function(SETTLED, timeout=TIMEOUT_MS)
+    assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#message")
+    assert page.inner_text("#status").startswith("2 of 3 photos used")
+    items = page.locator("#person-photos li")
+    assert items.count() == 3 and "no face" in items.nth(2).inner_text()
+    assert page.locator("#person-photos li.rejected").count() == 1
+    first = _shot(page, "person_first_photo")
+    page.locator("#person-photos li button").nth(1).click()  # the second photo's face on it
+    page.wait_for_function(f"document.querySelector('#status').textContent.includes('{second.name}')",
+                           timeout=TIMEOUT_MS)
+    page.wait_for_function(SETTLED, timeout=TIMEOUT_MS)
+    other = _shot(page, "person_second_photo")
+    assert np.abs(first - other).mean() > 2, "the second photo's face looks like the first's"
+    page.check("input[name=space][value=neutral]")
+    page.check("input[name=mode][value=albedo]")
+    page.wait_for_function(SETTLED, timeout=TIMEOUT_MS)
+    _shot(page, "person_neutral_albedo")
+    assert page_errors == []
+    page.close()
