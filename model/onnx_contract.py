@@ -78,7 +78,7 @@ class ModelMetadata:
     # how the weights are stored beyond float32 (training.export.quantize); "none": float
     quantization: str = "none"
     input_range: str = "rgb float32 in [0, 1], NCHW"
-    format_version: str = FORMAT_VERSION
+    format_version: str = "1"  # files from before the field are format 1; exports write FORMAT_VERSION
 
     def to_properties(self) -> dict[str, str]:
         return {f"facerecon.{k}": str(v) for k, v in dataclasses.asdict(self).items()}

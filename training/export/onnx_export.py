@@ -21,6 +21,7 @@ from torch import nn
 from model.nn.encoders import EncodedFace
 from model.nn.face_model import FaceReconstructionModel
 from model.onnx_contract import (
+    FORMAT_VERSION,
     GIVEN_CODE_INPUTS,
     GIVEN_WEIGHTS,
     INPUT_NAME,
@@ -102,6 +103,7 @@ def export_onnx(model: FaceReconstructionModel, out: str | Path, *, trained: boo
         num_vertices=int(model.faces.max()) + 1,
         num_faces=int(model.faces.shape[0]),
         landmark_calibration=landmark_calibration,
+        format_version=FORMAT_VERSION,
     )
     graph = onnx.load(str(out))
     name_landmark_offsets(graph)

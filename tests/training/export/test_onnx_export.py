@@ -53,10 +53,20 @@ def test_onnx_matches_pytorch_on_every_output(face_model, onnx_model):
             np.testing.assert_allclose(outputs[name], getattr(codes, field).numpy(), atol=1e-5, err_msg=name)
 
 
-def test_the_given_codes_are_optional_inputs_that_a_run_may_feed(onnx_model):
-    session = _session(onnx_model)
+def test_the_given_codes_are_optional_inputs_that_the_optimizer_keeps(onnx_model, tmp_path):
+    """Graph inputs with an initializer (IR >= 4): ONNX Runtime lists them as overridable
+    initializers, not as inputs, and its optimizer (every level) keeps them as inputs instead of
+    folding their defaults into constants."""
+    assert onnx.load(str(onnx_model)).ir_version >= 4
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    session = ort.InferenceSession(str(onnx_model), options, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"]
     assert [i.name for i in session.get_overridable_initializers()] == [*GIVEN_CODE_INPUTS, GIVEN_WEIGHTS]
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    assert {i.name for i in optimized.graph.input} == {"image", *GIVEN_CODE_INPUTS, GIVEN_WEIGHTS}
+    assert ModelMetadata.from_properties(session.get_modelmeta().custom_metadata_map).format_version == "2"
 
 
 def _given_codes(face_model, rows: int, seed: int) -> dict[str, np.ndarray]:
