@@ -40,7 +40,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from model.conventions import FaceSelection, MeshSpace
-from service.schemas import BatchJSON, InfoJSON, OutputFormat, ReadyJSON, ReconstructionJSON, TextureMode
+from service.schemas import BatchJSON, InfoJSON, OutputFormat, PersonJSON, ReadyJSON, ReconstructionJSON, TextureMode
 
 __all__ = [
     "AsyncFaceReconClient",
@@ -77,10 +77,11 @@ ImageSource = bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO
 """A photo to upload: its encoded bytes (JPEG, PNG or WebP), a path to it, or a binary file opened for reading."""
 MeshFormat = Literal["glb", "obj", "ply"]
 FormatOption = Literal["glb", "obj", "ply", "json"] | OutputFormat
-TextureOption = Literal["none", "vertex", "uv"] | TextureMode
+TextureOption = Literal["none", "vertex", "uv", "albedo"] | TextureMode
 SpaceOption = Literal["image", "canonical", "neutral"] | MeshSpace
 FacesOption = Literal["largest", "all"] | FaceSelection
 BoxOption = str | Sequence[float]
+PoseOption = Literal["identity", "expression"]
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -371,6 +372,32 @@ def _batch_call(images: Sequence[ImageSource], format: FormatOption, texture: Te
                  [_upload("images", image, f"image-{index}") for index, image in enumerate(images)])
 
 
+def _transfer_call(identity: ImageSource, expression: ImageSource | None, expression_code: Sequence[float] | None,
+                   pose: PoseOption | None, format: FormatOption, texture: TextureOption | None,
+                   space: SpaceOption | None, include_mesh: bool | None) -> _Call[Any]:
+    if (expression is None) == (expression_code is None):
+        raise TypeError("give the expression as a photo (expression) or as a code (expression_code): one of the two")
+    data = _form(format, texture, space, None, include_mesh)
+    if expression_code is not None:
+        data["expression_code"] = json.dumps([float(v) for v in expression_code])
+    if pose is not None:
+        data["pose"] = pose
+    files = [_upload("identity", identity, "identity")]
+    if expression is not None:
+        files.append(_upload("expression", expression, "expression"))
+    parse = _parse_reconstruction_json if _option(format) == "json" else _parse_mesh_file
+    return _Call("POST", "/v1/transfer", parse, data, files)
+
+
+def _person_call(images: Sequence[ImageSource], format: FormatOption, texture: TextureOption | None,
+                 space: SpaceOption | None, include_mesh: bool | None) -> _Call[Any]:
+    if isinstance(images, str | bytes | bytearray | memoryview | os.PathLike):
+        raise TypeError("images must be a sequence of images (a list of bytes or paths)")
+    parse = _parse_person_json if _option(format) == "json" else _parse_mesh_file
+    return _Call("POST", "/v1/reconstruct/person", parse, _form(format, texture, space, None, include_mesh),
+                 [_upload("images", image, f"image-{index}") for index, image in enumerate(images)])
+
+
 # ---------------------------------------------------------------- answers: parsed once for either client
 
 
@@ -392,6 +419,10 @@ def _parse_reconstruction_json(response: httpx.Response) -> ReconstructionJSON:
 
 def _parse_batch_json(response: httpx.Response) -> BatchJSON:
     return _model(BatchJSON, response)
+
+
+def _parse_person_json(response: httpx.Response) -> PersonJSON:
+    return _model(PersonJSON, response)
 
 
 def _parse_info(response: httpx.Response) -> InfoJSON:
@@ -632,6 +663,36 @@ class FaceReconClient:
         and, when not 200, its problem document in ``error``."""
         return self._run(_batch_call(images, format, texture, space, faces, include_mesh))
 
+    def transfer(self, identity: ImageSource, expression: ImageSource | None = None, *,
+                 expression_code: Sequence[float] | None = None, pose: PoseOption | None = None,
+                 format: MeshFormat = "glb", texture: TextureOption | None = None,
+                 space: SpaceOption | None = None) -> MeshFile:
+        """``POST /v1/transfer``: the largest face of ``identity`` with the expression of ``expression`` (a photo)
+        or ``expression_code`` (a face's ``expression_code`` from an earlier JSON answer of the same model):
+        exactly one of the two; ``pose="expression"`` takes the expression photo's head rotation too."""
+        return self._run(_transfer_call(identity, expression, expression_code, pose, format, texture, space, None))
+
+    def transfer_json(self, identity: ImageSource, expression: ImageSource | None = None, *,
+                      expression_code: Sequence[float] | None = None, pose: PoseOption | None = None,
+                      space: SpaceOption | None = None, include_mesh: bool = False) -> ReconstructionJSON:
+        """:meth:`transfer` as JSON: the identity photo's face with the other expression (its
+        ``expression_code`` is the one transferred)."""
+        return self._run(_transfer_call(identity, expression, expression_code, pose, "json", None, space,
+                                        include_mesh))
+
+    def reconstruct_person(self, images: Sequence[ImageSource], *, format: MeshFormat = "glb",
+                           texture: TextureOption | None = None, space: SpaceOption | None = None) -> MeshFile:
+        """``POST /v1/reconstruct/person``: 2 to 8 photos of one person; with ``space="neutral"`` the one fused
+        face, else a zip of each used photo's face and ``person.json``. The headers ``x-photos-used`` and
+        ``x-photos-rejected`` count the photos."""
+        return self._run(_person_call(images, format, texture, space, None))
+
+    def reconstruct_person_json(self, images: Sequence[ImageSource], *, space: SpaceOption | None = None,
+                                include_mesh: bool = False) -> PersonJSON:
+        """:meth:`reconstruct_person` as JSON: which photos were used (and why not), their weights, each used
+        photo's face on the fused identity."""
+        return self._run(_person_call(images, "json", None, space, include_mesh))
+
     def info(self) -> InfoJSON:
         """``GET /v1/info``: model version, mesh size (vertices, triangles), providers and the server's limits."""
         return self._run(_Call("GET", "/v1/info", _parse_info))
@@ -734,6 +795,37 @@ class AsyncFaceReconClient:
                                 include_mesh: bool | None = None) -> BatchArchive | BatchJSON:
         """See :meth:`FaceReconClient.reconstruct_batch`."""
         return await self._run(_batch_call(images, format, texture, space, faces, include_mesh))
+
+    async def transfer(self, identity: ImageSource, expression: ImageSource | None = None, *,
+                 expression_code: Sequence[float] | None = None, pose: PoseOption | None = None,
+                 format: MeshFormat = "glb", texture: TextureOption | None = None,
+                 space: SpaceOption | None = None) -> MeshFile:
+        """``POST /v1/transfer``: the largest face of ``identity`` with the expression of ``expression`` (a photo)
+        or ``expression_code`` (a face's ``expression_code`` from an earlier JSON answer of the same model):
+        exactly one of the two; ``pose="expression"`` takes the expression photo's head rotation too."""
+        return await self._run(_transfer_call(identity, expression, expression_code, pose, format, texture, space,
+                                              None))
+
+    async def transfer_json(self, identity: ImageSource, expression: ImageSource | None = None, *,
+                      expression_code: Sequence[float] | None = None, pose: PoseOption | None = None,
+                      space: SpaceOption | None = None, include_mesh: bool = False) -> ReconstructionJSON:
+        """:meth:`transfer` as JSON: the identity photo's face with the other expression (its
+        ``expression_code`` is the one transferred)."""
+        return await self._run(_transfer_call(identity, expression, expression_code, pose, "json", None, space,
+                                        include_mesh))
+
+    async def reconstruct_person(self, images: Sequence[ImageSource], *, format: MeshFormat = "glb",
+                           texture: TextureOption | None = None, space: SpaceOption | None = None) -> MeshFile:
+        """``POST /v1/reconstruct/person``: 2 to 8 photos of one person; with ``space="neutral"`` the one fused
+        face, else a zip of each used photo's face and ``person.json``. The headers ``x-photos-used`` and
+        ``x-photos-rejected`` count the photos."""
+        return await self._run(_person_call(images, format, texture, space, None))
+
+    async def reconstruct_person_json(self, images: Sequence[ImageSource], *, space: SpaceOption | None = None,
+                                include_mesh: bool = False) -> PersonJSON:
+        """:meth:`reconstruct_person` as JSON: which photos were used (and why not), their weights, each used
+        photo's face on the fused identity."""
+        return await self._run(_person_call(images, "json", None, space, include_mesh))
 
     async def info(self) -> InfoJSON:
         """See :meth:`FaceReconClient.info`."""

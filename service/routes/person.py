@@ -42,7 +42,9 @@ _DOC = (f"{MIN_PERSON_PHOTOS} to {MAX_PERSON_PHOTOS} photos of one person (the l
 _COUNT_HEADERS = {"X-Photos-Used": {"description": "photos whose face went into the identity",
                                     "schema": {"type": "integer"}},
                   "X-Photos-Rejected": {"description": "photos left out (no face, or another person)",
-                                        "schema": {"type": "integer"}}}
+                                        "schema": {"type": "integer"}},
+                  "X-Face-Count": {"description": "mesh formats: the faces in the answer (1 with space=neutral, "
+                                                  "else one per used photo)", "schema": {"type": "integer"}}}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "the fused face (space=neutral), a zip of one mesh per used photo, or JSON with format=json",
@@ -115,6 +117,7 @@ async def _answer(engine: ReconstructionEngine, options: OutputOptions,
             if isinstance(outcome, PersonPhoto) and outcome.accepted]
     meshes = await engine.run_cpu(person_meshes, used, engine.topology, options.space, options.texture,
                                   engine.uv_map)
+    headers["X-Face-Count"] = str(len(meshes))
     if options.space is MeshSpace.neutral:  # the one fused face
         payload = await engine.run_cpu(mesh_payload, meshes, options.format, "person")
         headers["Content-Disposition"] = f'attachment; filename="{payload.filename}"'

@@ -35,7 +35,7 @@ from service.client import (
     Overloaded,
     Unauthenticated,
 )
-from service.schemas import BatchJSON, ReconstructionJSON
+from service.schemas import BatchJSON, PersonJSON, ReconstructionJSON
 from service.settings import ServiceSettings
 from tests.conftest import REPO, rendered_face
 from tests.service.conftest import jpeg_bytes
@@ -288,6 +288,33 @@ def test_batch(client, face_jpeg, blank_jpeg):
     assert "results.json" in files and any(name.endswith(".glb") for name in files)
 
 
+def test_transfer_and_person(client, face_jpeg, blank_jpeg):
+    mirrored = jpeg_bytes(np.ascontiguousarray(rendered_face()[0][:, ::-1]))
+    result = client.transfer_json(face_jpeg, mirrored)
+    assert isinstance(result, ReconstructionJSON) and result.face_count == 1
+    code = result.faces[0].expression_code
+    again = client.transfer_json(face_jpeg, expression_code=code, space="canonical", include_mesh=True)
+    assert again.space.value == "canonical" and again.faces[0].vertices is not None
+    mesh = client.transfer(face_jpeg, mirrored, pose="expression", texture="albedo")
+    assert mesh.content.startswith(b"glTF") and mesh.face_count == 1
+    with pytest.raises(TypeError, match="one of the two"):
+        client.transfer(face_jpeg)
+    with pytest.raises(NoFace):
+        client.transfer(face_jpeg, blank_jpeg)
+    with pytest.raises(InvalidOptions):
+        client.transfer(face_jpeg, expression_code=[0.0] * 3)
+
+    person = client.reconstruct_person_json([face_jpeg, mirrored, blank_jpeg], space="neutral")
+    assert isinstance(person, PersonJSON) and (person.photos_sent, person.photos_used) == (3, 2)
+    assert person.rejected == [2] and "no face" in (person.photos[2].reason or "")
+    fused = client.reconstruct_person([face_jpeg, mirrored], space="neutral", texture="uv")
+    assert fused.filename == "person.glb" and fused.face_count == 1 and fused.headers["x-photos-used"] == "2"
+    posed = client.reconstruct_person([face_jpeg, mirrored], format="ply")
+    assert posed.is_zip and posed.face_count == 2 and "person.json" in posed.files()
+    with pytest.raises(InvalidOptions):
+        client.reconstruct_person([face_jpeg])
+
+
 def test_no_answer_raises_the_transport_error():
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -319,6 +346,13 @@ def test_async_client_reconstructs_and_raises_problems(served, face_jpeg, blank_
             assert no_face.value.status == 422 and no_face.value.request_id
             batch = await client.reconstruct_batch([face_jpeg, blank_jpeg], format="json")
             assert (batch.succeeded, batch.failed) == (1, 1)
+            code = result.faces[0].expression_code
+            transferred = await client.transfer_json(face_jpeg, expression_code=code)
+            assert transferred.face_count == 1
+            assert (await client.transfer(face_jpeg, face_jpeg)).content.startswith(b"glTF")
+            person = await client.reconstruct_person_json([face_jpeg, face_jpeg, blank_jpeg])
+            assert (person.photos_used, person.rejected) == (2, [2])
+            assert (await client.reconstruct_person([face_jpeg, face_jpeg], space="neutral")).face_count == 1
             assert (await client.info()).vertices > 0 and (await client.ready()).status == "ready"
         async with AsyncFaceReconClient(ASGI_URL, api_key="wrong", transport=served.transport()) as client:
             with pytest.raises(Unauthenticated) as caught:
