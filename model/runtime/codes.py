@@ -20,7 +20,9 @@ CODE_NAMES = ("identity", "expression", "pose", "albedo", "lighting")  # GIVEN_C
 
 @dataclass(frozen=True, eq=False)
 class FaceCodes:
-    """The codes one face was decoded with: decoding them again gives the same face.
+    """The codes one face was decoded with: decoding them again gives the same face (a mirror-averaged
+    face carries its unmirrored crop's codes and the averaged lighting, see
+    :mod:`model.runtime.mirror_average`).
 
     identity (Di,), expression (De,), pose (10,) = 6D rotation, translation (3) crop NDC and log
     scale, albedo (Da,), lighting (9, 3) spherical-harmonics coefficients.
@@ -121,6 +123,8 @@ class GivenCodes:
             if not shapes:
                 codes[name] = None
                 continue
+            if len(shapes) > 1:
+                raise ValueError(f"given {name} codes of different sizes {sorted(shapes)} in one run")
             (shape,) = shapes
             rows = [np.broadcast_to(np.asarray(given.codes()[index], np.float32), (count, *shape))
                     if given is not None and given.codes()[index] is not None else np.zeros((count, *shape), np.float32)
