@@ -174,8 +174,8 @@ def rejection_reason(photo: PersonPhoto) -> str | None:
     if photo.rejection == "no_face":
         return "no face was detected in the photo"
     if photo.rejection == "different_person":
-        return (f"another person: its identity code is {photo.distance:.2f} (relative) from the other photos', "
-                f"beyond the same-person limit of {DIFFERENT_PERSON_DISTANCE}")
+        return (f"another person: its identity code is {photo.distance:.2f} from the other photos' (their "
+                f"weighted mean), beyond the same-person limit of {DIFFERENT_PERSON_DISTANCE}")
     return None
 
 
