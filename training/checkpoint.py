@@ -19,6 +19,8 @@ from model.nn.face_model import FaceReconstructionModel, ModelConfig
 from model.topology import FaceTopology
 from training.config import from_dict
 
+COLOUR_SUMMARY = "encoder.colour_summary."  # state-dict prefix of model.nn.encoders.ColourSummary
+
 
 def save_checkpoint(path: str | Path, model: FaceReconstructionModel, *, steps: int,
                     landmark_calibration: str = "none", extra: dict[str, Any] | None = None) -> None:
@@ -38,8 +40,11 @@ def save_checkpoint(path: str | Path, model: FaceReconstructionModel, *, steps: 
 
 def load_model_state(model: FaceReconstructionModel, state_dict: dict[str, torch.Tensor]) -> None:
     """Load a checkpoint's weights into ``model``. Checkpoints written before the landmark offsets
-    were saved lack them: they load with zero offsets (landmarks on their vertices)."""
-    model.load_state_dict({"landmark_offsets": torch.zeros_like(model.landmark_offsets), **state_dict})
+    were saved lack them: they load with zero offsets (landmarks on their vertices). A model with an
+    encoder colour summary (``EncoderConfig.colour_grid``) that the checkpoint lacks keeps its own,
+    freshly initialised one (which adds nothing until it trains)."""
+    fresh = {name: value for name, value in model.state_dict().items() if name.startswith(COLOUR_SUMMARY)}
+    model.load_state_dict({"landmark_offsets": torch.zeros_like(model.landmark_offsets), **fresh, **state_dict})
 
 
 def load_checkpoint(path: str | Path, topology: FaceTopology) -> tuple[FaceReconstructionModel, dict[str, Any]]:

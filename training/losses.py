@@ -25,6 +25,10 @@ class LossWeights:
     smoothness: float = 50.0
     symmetry: float = 5.0
     albedo_smoothness: float = 1.0
+    # Albedo x light is ambiguous (a dark face under bright light renders as a light face under dim
+    # light; a tint may sit in either): this pulls each SH light toward white (its three colour
+    # channels equal) with a unit ambient term, so skin colour and brightness go into the albedo.
+    white_light: float = 0.0
     # Extra weight of landmark groups (multiplies the base weight of 1).
     eyes: float = 3.0
     brows: float = 2.0
@@ -140,6 +144,10 @@ class FaceLoss(torch.nn.Module):
             "albedo_smoothness": w.albedo_smoothness
             * _apply(self.laplacian, result.albedo[:, : self.laplacian.shape[0]]).square().mean() * 100,
         }
+        if w.white_light > 0:
+            lighting = result.lighting  # (B, 9, 3)
+            tint = (lighting - lighting.mean(dim=-1, keepdim=True)).square().mean()
+            terms["white_light"] = w.white_light * (tint + (lighting[:, 0].mean(dim=-1) - 1.0).square().mean())
         if w.region_image > 0:
             terms["region_image"] = w.region_image * self.region_image_loss(result, batch["image"], batch["photo_mask"])
         total = sum(terms.values())

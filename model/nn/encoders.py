@@ -22,6 +22,11 @@ class EncoderConfig:
     identity_dim: int = 128
     expression_dim: int = 64
     albedo_dim: int = 64
+    # The appearance heads (albedo, lighting) also read the crop's colours averaged over a
+    # colour_grid x colour_grid grid (:class:`ColourSummary`): the trunk, trained for landmarks under
+    # colour augmentation, keeps almost no colour, so from its features alone every face got the
+    # same albedo. 0: trunk features only (the models before it).
+    colour_grid: int = 0
 
     def __post_init__(self) -> None:
         if len(self.stage_widths) != len(self.blocks_per_stage):
@@ -84,6 +89,26 @@ class Trunk(nn.Module):
         return self.project(self.features(image))
 
 
+class ColourSummary(nn.Module):
+    """(B, 3, S, S) normalised image -> (B, width) added to the trunk's features for the appearance
+    heads: the image averaged over a G x G grid (B, 3 G^2), through a two-layer MLP whose last layer
+    starts at zero (a model gaining it answers as before until it trains)."""
+
+    def __init__(self, grid: int, width: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.AdaptiveAvgPool2d(grid), nn.Flatten(), nn.Linear(3 * grid * grid, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, width),
+        )
+        last = self.mlp[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.mlp(image)
+
+
 def _head(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, in_dim // 2), nn.ReLU(inplace=True), nn.Linear(in_dim // 2, out_dim))
 
@@ -130,6 +155,7 @@ class FaceEncoder(nn.Module):
         self.pose_head = _head(width, self.POSE_DIM)
         self.albedo_head = _head(width, config.albedo_dim)
         self.lighting_head = _head(width, 27)
+        self.colour_summary = ColourSummary(config.colour_grid, width) if config.colour_grid else None
         # Start at the identity rotation, centred, unit log-scale offset, ambient white light.
         pose_out, lighting_out = self.pose_head[-1], self.lighting_head[-1]
         assert isinstance(pose_out, nn.Linear) and isinstance(lighting_out, nn.Linear)
@@ -142,10 +168,11 @@ class FaceEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> EncodedFace:
         features = self.trunk(image)
+        appearance = features if self.colour_summary is None else features + self.colour_summary(image)
         return EncodedFace(
             identity=self.identity_head(features),
             expression=self.expression_head(features),
             pose=self.pose_head(features),
-            albedo=self.albedo_head(features),
-            lighting=self.lighting_head(features).view(-1, 9, 3),
+            albedo=self.albedo_head(appearance),
+            lighting=self.lighting_head(appearance).view(-1, 9, 3),
         )

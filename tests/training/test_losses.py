@@ -71,3 +71,22 @@ def test_region_loss_weighs_each_region_by_its_own_area(topology):
         cheek_wrong = criterion.region_image_loss(result, torch.where(cheek, 1 - photo, photo), mask)
     assert base < 0.01
     assert eye_wrong == pytest.approx(cheek_wrong.item(), rel=0.5)
+
+
+def test_white_light_pulls_tinted_or_dim_light_toward_white(topology):
+    """The white-light prior is zero for white unit ambient light and grows with a tint or a
+    dimmer light, so the albedo, not the light, carries the skin's colour."""
+    torch.manual_seed(0)
+    model = FaceReconstructionModel(topology).eval()
+    criterion = FaceLoss(topology, LossWeights(white_light=1.0, region_image=0.0), model.image_size)
+    batch = {"image": torch.rand(1, 3, 128, 128), "landmarks": torch.zeros(1, 468, 2),
+             "photo_mask": torch.ones(1, 128, 128)}
+    with torch.no_grad():
+        result = model(batch["image"])  # the untrained model starts with white unit ambient light
+        _, white = criterion(result, batch)
+        result.lighting[:, 0] = torch.tensor([1.2, 1.0, 0.8])
+        _, tinted = criterion(result, batch)
+        result.lighting[:, 0] = 0.7
+        _, dim = criterion(result, batch)
+    assert white["white_light"] < 1e-9 < tinted["white_light"]
+    assert dim["white_light"] > 1e-3

@@ -19,6 +19,7 @@ from the written checkpoint must re-measure them first.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,11 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from model.nn.encoders import EncoderConfig
 from model.nn.face_model import FaceReconstructionModel, ModelConfig
 from model.onnx_contract import LANDMARK_OFFSETS, ModelMetadata
 from model.topology import NUM_BASE_VERTICES, FaceTopology
+from training.checkpoint import COLOUR_SUMMARY
 
 WRAPPER_PREFIX = "model."  # the exporter names initializers by the wrapper's state-dict keys
 TRANSPOSED, QUANTIZED = "_Transposed", "_quantized"  # the quantizer's names for a weight it rewrote
@@ -54,6 +57,13 @@ def onnx_weights(graph: onnx.ModelProto) -> dict[str, np.ndarray]:
     for name in [n for n in out if n.endswith(TRANSPOSED)]:
         out.setdefault(name.removesuffix(TRANSPOSED), np.ascontiguousarray(out[name].T))
     return out
+
+
+def colour_grid_of(weights: dict[str, np.ndarray]) -> int:
+    """The encoder's colour grid G (``EncoderConfig.colour_grid``) of a graph's weights
+    (:func:`onnx_weights`): 0 without a colour summary, else from its first layer's 3 G^2 inputs."""
+    first = weights.get(f"{WRAPPER_PREFIX}{COLOUR_SUMMARY}mlp.2.weight")  # (hidden, 3 G^2)
+    return 0 if first is None else round(math.sqrt(first.shape[1] / 3))
 
 
 def model_from_onnx(path: Path | onnx.ModelProto, topology: FaceTopology,
@@ -135,7 +145,9 @@ def transfer_topology(model_path: Path, old_topology: FaceTopology, new_topology
     if metadata.topology_version != old_topology.version:
         raise ValueError(f"{model_path} was exported for topology {metadata.topology_version}, "
                          f"not {old_topology.version}")
-    config = ModelConfig()  # the shipped architecture (exports record only the input size, checked below)
+    # the shipped architecture (exports record only the input size, checked below), with the colour
+    # summary the graph has
+    config = ModelConfig(encoder=EncoderConfig(colour_grid=colour_grid_of(onnx_weights(graph))))
     if metadata.input_size != config.encoder.image_size:
         raise ValueError(f"{model_path} takes {metadata.input_size}-pixel crops, "
                          f"the model config {config.encoder.image_size}")

@@ -138,3 +138,33 @@ def test_a_restarted_decoder_keeps_its_output_and_can_learn_again(topology):
     assert (after[0] - after[1]).abs().max() > 0  # and the code matters again
     decoder(codes).square().sum().backward()
     assert decoder.mlp[-1].weight.grad.abs().max() > 0
+
+
+def test_colour_summary_reads_the_crops_colours_and_starts_as_nothing(topology):
+    """A model gaining the appearance heads' colour path answers as before until it trains; once
+    its last layer is non-zero, a recoloured crop changes the appearance codes, not the others."""
+    import dataclasses
+
+    from model.nn.encoders import EncoderConfig
+    from model.nn.face_model import ModelConfig
+
+    torch.manual_seed(0)
+    plain = FaceReconstructionModel(topology).eval()
+    coloured = FaceReconstructionModel(topology, ModelConfig(encoder=EncoderConfig(colour_grid=4))).eval()
+    state = plain.state_dict()
+    coloured.load_state_dict({**coloured.state_dict(), **state})
+    images = torch.rand(2, 3, plain.image_size, plain.image_size)
+    with torch.no_grad():
+        before, after = plain(images), coloured(images)
+        for field in dataclasses.fields(before):
+            torch.testing.assert_close(getattr(after, field.name), getattr(before, field.name))
+        assert coloured.encoder.colour_summary is not None
+        torch.nn.init.normal_(coloured.encoder.colour_summary.mlp[-1].weight)
+        redder = images.clone()
+        redder[:, 0] = 1.0
+        base, recoloured = coloured.encode(images), coloured.encode(redder)
+        shifted = plain.encode(images), plain.encode(redder)
+    # the colour path moves the albedo code beyond what the trunk alone does (the untrained lighting
+    # head's last layer is zero, so only the albedo shows it here)
+    assert (base.albedo - recoloured.albedo).abs().max() > 2 * (shifted[0].albedo - shifted[1].albedo).abs().max()
+    torch.testing.assert_close(base.identity, coloured.encode(images).identity)

@@ -83,3 +83,27 @@ def test_a_format_1_graph_is_read_back_and_exported_with_the_code_outputs(topolo
     for name, a, b in zip(RECONSTRUCTION_OUTPUTS, before, after):
         np.testing.assert_allclose(b, a, atol=2e-3 if name.startswith(("landmarks", "vertices_2d")) else 1e-4,
                                    err_msg=name)
+
+
+def test_a_graph_with_a_colour_summary_is_read_back_with_it(topology, tmp_path):
+    """The appearance heads' colour path (EncoderConfig.colour_grid) survives a read-back: the
+    rebuilt model has it, with the graph's weights, and computes the graph's albedo and lighting."""
+    from model.nn.encoders import EncoderConfig
+    from model.nn.face_model import FaceReconstructionModel, ModelConfig
+    from training.export.onnx_export import export_onnx
+
+    torch.manual_seed(4)
+    model = FaceReconstructionModel(topology, ModelConfig(encoder=EncoderConfig(colour_grid=4))).eval()
+    with torch.no_grad():
+        model.encoder.colour_summary.mlp[-1].weight.normal_(0.0, 0.1)
+        model.encoder.lighting_head[-1].weight.normal_(0.0, 0.05)
+        model.albedo_decoder.mlp[-1].weight.normal_(0.0, 0.05)
+    path = tmp_path / "coloured.onnx"
+    export_onnx(model, path, trained=True, steps=1)
+    rebuilt, _ = transfer_topology(path, topology, topology)
+    assert rebuilt.config.encoder.colour_grid == 4
+    images = torch.rand(2, 3, model.image_size, model.image_size)
+    with torch.no_grad():
+        before, after = model(images), rebuilt(images)
+    for name in ("albedo", "lighting", "expressive_vertices"):
+        np.testing.assert_allclose(getattr(after, name).numpy(), getattr(before, name).numpy(), atol=1e-5)
