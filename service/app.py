@@ -43,7 +43,7 @@ _COMMON_HEADERS = {
     "X-Request-ID": {"description": "the request's id (the client's X-Request-ID when sane): quote it to support",
                      "schema": {"type": "string"}},
     "X-Model-Version": {"description": MODEL_VERSION_HELP, "schema": {"type": "string"},
-                        "example": "29900-steps-555c3433aade"},
+                        "example": "30700-steps-ab93a06a1d76"},
 }
 # Models that the routes reference by hand ({"$ref": "#/components/schemas/<name>"}) rather than through a
 # response model, which FastAPI would put in the components by itself.

@@ -109,7 +109,7 @@ def test_the_staged_recipe_changes_only_what_each_stage_says():
         "landmark_posed_stage2": (2, 17500, 0.0, True, 0.5), "landmark_posed_stage3": (2, 21500, 0.0, True, 0.75),
         "landmark_posed_stage4": (2, 24500, 0.0, True, 1.0), "landmark_posed_stage5": (2, 27500, 0.0, True, 1.0),
     }
-    fine_tunes = {"identity", "identity_seeded"}  # start from a shipped checkpoint: tested below
+    fine_tunes = {"identity", "identity_seeded", "appearance"}  # start from a shipped checkpoint: tested below
     assert sorted(expected) == sorted(p.stem for p in CONFIGS.glob("*.toml") if p.stem not in fine_tunes)
     first = TrainConfig.load(CONFIGS / "landmark_only.toml")
     for name, values in expected.items():
@@ -128,6 +128,23 @@ def test_the_identity_fine_tune_turns_on_every_identity_term_and_the_image_loss(
     weights = config.identity
     assert min(weights.exchange, weights.consistency, weights.separation, weights.neutral_prior,
                weights.rigid_expression) > 0
+
+
+def test_the_appearance_stage_trains_only_albedo_and_lighting_with_the_image_loss():
+    """From the seeded identity model: the colour path on, only the appearance parameters trainable
+    (so shape, pose and identity stay as they were), BatchNorm frozen, the image loss and the
+    white-light prior on, the identity terms off (nothing they reach trains)."""
+    seeded = TrainConfig.load(CONFIGS / "identity_seeded.toml")
+    appearance = TrainConfig.load(CONFIGS / "appearance.toml")
+    assert appearance.init_checkpoint == "runs/identity_seeded/last.pt" and appearance.freeze_batchnorm
+    assert not appearance.seed_identity_from_expression
+    assert appearance.model.encoder.colour_grid > 0 and seeded.model.encoder.colour_grid == 0
+    assert all(name.startswith(("encoder.colour_summary", "encoder.albedo_head", "encoder.lighting_head",
+                                "albedo_decoder")) for name in appearance.trainable)
+    assert appearance.loss.region_image > 0 and appearance.loss.white_light > 0
+    weights = appearance.identity
+    assert max(weights.exchange, weights.consistency, weights.separation, weights.neutral_prior,
+               weights.rigid_expression, weights.folds, weights.teacher) == 0
 
 
 def test_the_seeded_identity_fine_tune_differs_from_identity_toml_only_in_its_start_and_the_expression_head():
