@@ -145,6 +145,8 @@ def parse_box(text: str | None) -> Box | None:
 
 
 def header_problem(err: ImageDecodeError) -> ProblemError:
+    """The problem for an image that could not be read: 415 not an accepted format, 413 too many
+    pixels, else 400."""
     if isinstance(err, UnsupportedImageFormat):
         return unsupported_media_type(str(err))
     if isinstance(err, ImageTooLarge):
@@ -176,12 +178,8 @@ async def reconstruct_upload(engine: ReconstructionEngine, data: bytes, faces: F
         raise bad_image("the image file is empty")
     try:
         return await engine.reconstruct(data, faces=faces, box=box)
-    except UnsupportedImageFormat as err:
-        raise unsupported_media_type(str(err)) from None
-    except ImageTooLarge as err:
-        raise image_too_large(str(err)) from None
     except ImageDecodeError as err:
-        raise bad_image(str(err)) from None
+        raise header_problem(err) from None
     except NoFaceFound as err:
         raise no_face(str(err)) from None
     except InvalidBox as err:

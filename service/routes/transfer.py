@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 
 from model.conventions import FaceSelection
-from model.runtime.image_io import ImageDecodeError, ImageHeader, ImageTooLarge, UnsupportedImageFormat
+from model.runtime.image_io import ImageDecodeError, ImageHeader
 from model.runtime.pipeline import ImageReconstruction, NoFaceFound
 from service.dependencies import EngineDep, OutputOptions, OutputOptionsDep, form_fields, invalid_field, require_api_key
 from service.encoding import face_colouring
 from service.engine import ReconstructionEngine
-from service.problems import ProblemError, bad_image, image_too_large, no_face, unsupported_media_type
+from service.problems import ProblemError, bad_image, no_face
 from service.routes.reconstruction import (
     MESH_RESPONSES,
     admitted,
@@ -88,12 +88,8 @@ async def transfer_uploads(engine: ReconstructionEngine, identity: bytes, expres
         return await engine.transfer(identity, expression, expression_code=code, pose_from=pose.value)
     except NoFaceFound as err:
         raise no_face(str(err)) from None
-    except UnsupportedImageFormat as err:
-        raise unsupported_media_type(str(err)) from None
-    except ImageTooLarge as err:
-        raise image_too_large(str(err)) from None
     except ImageDecodeError as err:
-        raise bad_image(str(err)) from None
+        raise header_problem(err) from None
 
 
 @router.post("/v1/transfer", summary="Put the expression of one photo (or code) on the face of another",
