@@ -75,8 +75,7 @@ def seed_identity_from_expression(model: FaceReconstructionModel, topology: Face
     identity_mlp = model.identity_decoder.offsets.mlp
     expression_decoder = model.expression_decoder
     identity_coarse = identity_mlp(codes.identity).mean(dim=0)  # (Vc * 3,)
-    neutral, _ = model.identity_decoder(codes.identity)
-    base = neutral[:, :NUM_BASE_VERTICES] - expression_decoder.template_base
+    base = model.identity_decoder.coarse_offsets(codes.identity)[:, :NUM_BASE_VERTICES]
     shape_code = expression_decoder.shape_encoder(base.flatten(1) / expression_decoder.offset_scale).mean(dim=0)
 
     expression_dim = codes.expression.shape[1]

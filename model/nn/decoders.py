@@ -55,24 +55,31 @@ class CavityAttachment(nn.Module):
         self.register_buffer("shade", torch.as_tensor(topology.cavity_shade)[:, None], persistent=False)
 
     def _rim_sums(self, values: torch.Tensor) -> torch.Tensor:
-        """(B, Vs, C) -> (B, K, C): each cavity vertex's weighted sum of its rim."""
-        return torch.matmul(self.rim_matrix, values[:, self.rim])
+        """(B, Vs, C) -> (B, K, C): each cavity vertex's weighted sum of its rim (as (B, C, R) @ (R, K):
+        one product over the whole batch in ONNX Runtime, where (K, R) @ (B, R, C) is one per row)."""
+        return (values[:, self.rim].transpose(1, 2) @ self.rim_matrix.T).transpose(1, 2)
 
     def follow(self, surface: torch.Tensor) -> torch.Tensor:
         """(B, Vs, C) per-vertex displacements -> (B, V, C): each cavity vertex moves with its rim."""
         return torch.cat([surface, self._rim_sums(surface)], dim=1)
 
-    def positions(self, surface: torch.Tensor) -> torch.Tensor:
-        """(B, Vs, 3) metres in the face's frame -> (B, V, 3)."""
-        return torch.cat([surface, self._rim_sums(surface) + self.offsets], dim=1)
-
-    def albedo(self, surface: torch.Tensor) -> torch.Tensor:
-        """(B, Vs, 3) albedo -> (B, V, 3): a cavity takes its rim's colour, shaded darker inward."""
-        return torch.cat([surface, self._rim_sums(surface) * self.shade], dim=1)
+    def attach(self, neutral: torch.Tensor, expressive: torch.Tensor,
+               albedo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The neutral and expressive surfaces (B, Vs, 3), metres in the face's frame, and the
+        surface albedo (B, Vs, 3) -> the same three on all vertices (B, V, 3): a cavity vertex's
+        position is its rim's weighted sum plus its fixed offset, its albedo its rim's colour
+        shaded darker inward. One product with the rim matrix serves all three (stacked on the
+        batch axis: one wide operation instead of three in the exported graph)."""
+        neutral_rims, expressive_rims, albedo_rims = self._rim_sums(torch.cat([neutral, expressive, albedo])).chunk(3)
+        return (torch.cat([neutral, neutral_rims + self.offsets], dim=1),
+                torch.cat([expressive, expressive_rims + self.offsets], dim=1),
+                torch.cat([albedo, albedo_rims * self.shade], dim=1))
 
 
 class VertexDecoder(nn.Module):
-    """MLP from a code (B, D) to per-vertex values on the coarse level, upsampled to (B, V, C).
+    """MLP from a code (B, D) to per-vertex values on the coarse level (B, Vc, C), which the
+    upsampler carries to the surface (:meth:`model.nn.face_model.FaceReconstructionModel.decode`
+    upsamples all decoders' values together).
 
     The last layer starts at zero, so an untrained decoder outputs zeros (the template).
     """
@@ -105,13 +112,14 @@ class VertexDecoder(nn.Module):
                 layer.reset_parameters()
         nn.init.normal_(last.weight, std=output_std)
 
-    def forward(self, code: torch.Tensor) -> torch.Tensor:
-        coarse = self.mlp(code).view(code.shape[0], self.upsampler.coarse_vertices, self.channels)
-        return self.upsampler(coarse)
+    def coarse(self, code: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> the values on the coarse level (B, Vc, C), before upsampling."""
+        return self.mlp(code).view(code.shape[0], self.upsampler.coarse_vertices, self.channels)
 
 
 class IdentityDecoder(nn.Module):
-    """Identity features (B, Di) -> neutral 3D face (B, V, 3) = template + learned offsets, metres."""
+    """Identity features (B, Di) -> neutral 3D face (B, V, 3) = template + learned offsets, metres
+    (the offsets on the coarse level here, upsampled by the model's decode)."""
 
     template: torch.Tensor  # buffer (V, 3)
 
@@ -122,32 +130,29 @@ class IdentityDecoder(nn.Module):
         self.offsets = VertexDecoder(identity_dim, hidden, upsampler)
         self.offset_scale = offset_scale
 
-    def forward(self, identity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the neutral shape (B, V, 3) and the offsets from the template (B, V, 3)."""
-        offsets = self.offset_scale * self.offsets(identity)
-        return self.template + offsets, offsets
+    def coarse_offsets(self, identity: torch.Tensor) -> torch.Tensor:
+        """(B, Di) -> the offsets from the template on the coarse level (B, Vc, 3), metres."""
+        return self.offset_scale * self.offsets.coarse(identity)
 
 
 class ExpressionDecoder(nn.Module):
-    """Expression features (B, De) **and** the identity shape (B, V, 3) -> intermediate shape.
+    """Expression features (B, De) **and** the identity shape (its offsets from the template) ->
+    the expression offsets that give the intermediate shape (upsampled by the model's decode).
 
     The identity shape enters through a learned linear summary of its base vertices, so the
     same expression code can move different faces differently.
     """
 
-    template_base: torch.Tensor  # buffer (468, 3)
-
-    def __init__(self, expression_dim: int, shape_code_dim: int, hidden: int, template: torch.Tensor,
-                 upsampler: SubdivisionUpsampler, offset_scale: float) -> None:
+    def __init__(self, expression_dim: int, shape_code_dim: int, hidden: int, upsampler: SubdivisionUpsampler,
+                 offset_scale: float) -> None:
         super().__init__()
-        self.register_buffer("template_base", template[:NUM_BASE_VERTICES], persistent=False)
         self.shape_encoder = nn.Linear(NUM_BASE_VERTICES * 3, shape_code_dim)
         self.offsets = VertexDecoder(expression_dim + shape_code_dim, hidden, upsampler)
         self.offset_scale = offset_scale
 
-    def forward(self, expression: torch.Tensor, identity_shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the intermediate (expressive) shape (B, V, 3) and the expression offsets (B, V, 3)."""
-        base = identity_shape[:, :NUM_BASE_VERTICES] - self.template_base
+    def coarse_offsets(self, expression: torch.Tensor, identity_offsets: torch.Tensor) -> torch.Tensor:
+        """Expression features (B, De) and the identity's offsets from the template (B, >=468, 3),
+        metres -> the expression offsets on the coarse level (B, Vc, 3), metres."""
+        base = identity_offsets[:, :NUM_BASE_VERTICES]
         shape_code = self.shape_encoder(base.flatten(1) / self.offset_scale)
-        offsets = self.offset_scale * self.offsets(torch.cat([expression, shape_code], dim=1))
-        return identity_shape + offsets, offsets
+        return self.offset_scale * self.offsets.coarse(torch.cat([expression, shape_code], dim=1))

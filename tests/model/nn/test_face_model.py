@@ -2,6 +2,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from model.nn.encoders import EncodedFace  # noqa: E402
 from model.nn.face_model import FaceReconstruction, FaceReconstructionModel  # noqa: E402
 from model.nn.geometry import vertex_normals  # noqa: E402
 from model.nn.shading import shade  # noqa: E402
@@ -23,6 +24,25 @@ def test_forward_returns_every_output_with_documented_shapes(face_model, topolog
     torch.testing.assert_close(result.landmarks_2d, result.vertices_2d[:, torch.as_tensor(topology.landmarks68)])
     assert (result.albedo >= 0).all() and (result.albedo <= 1).all()
     assert (result.scale > 0).all()
+
+
+def test_each_face_of_a_batch_decodes_as_it_does_alone(face_model):
+    """decode stacks the three decoders' values on the batch axis to upsample them together: no
+    face's shape, expression or albedo may come from another row of the batch."""
+    torch.manual_seed(1)
+    encoded = face_model.encode(torch.rand(3, 3, face_model.image_size, face_model.image_size))
+    codes = EncodedFace(*(torch.randn_like(code) for code in (encoded.identity, encoded.expression)),
+                        encoded.pose, torch.randn_like(encoded.albedo), encoded.lighting)
+    with torch.no_grad():
+        together = face_model.decode(codes)
+        alone = [face_model.decode(EncodedFace(*(code[k : k + 1] for code in vars(codes).values())))
+                 for k in range(3)]
+    for name in FaceReconstruction.OUTPUT_NAMES:
+        torch.testing.assert_close(getattr(together, name), torch.cat([getattr(a, name) for a in alone]),
+                                   atol=1e-5, rtol=1e-5, msg=name)
+    for name in ("neutral_vertices", "expressive_vertices", "albedo"):  # the rows differ
+        rows = getattr(together, name)
+        assert (rows[0] - rows[1]).abs().max() > 1e-4, name
 
 
 def test_untrained_model_starts_from_the_template_facing_the_camera(topology):
@@ -68,12 +88,12 @@ def test_expression_decoder_reads_the_identity_shape(topology):
     decoder = model.expression_decoder
     expression = torch.randn(1, model.config.encoder.expression_dim)
     template = torch.as_tensor(topology.vertices[: topology.num_surface_vertices])[None]
-    other = template * torch.tensor([1.1, 0.95, 1.0])
+    wider = template * torch.tensor([0.1, -0.05, 0.0])  # another identity's offsets from the template
     with torch.no_grad():
         torch.nn.init.normal_(decoder.shape_encoder.weight, std=0.05)
         torch.nn.init.normal_(decoder.offsets.mlp[-1].weight, std=0.02)  # zero-initialised output layer
-        _, offsets_a = decoder(expression, template)
-        _, offsets_b = decoder(expression, other)
+        offsets_a = decoder.coarse_offsets(expression, torch.zeros_like(template))
+        offsets_b = decoder.coarse_offsets(expression, wider)
     assert (offsets_a - offsets_b).abs().max() > 1e-6
 
 
@@ -128,15 +148,15 @@ def test_a_restarted_decoder_keeps_its_output_and_can_learn_again(topology):
         decoder.mlp[2].bias.fill_(-100.0)  # every ReLU of the second layer off
         decoder.mlp[-1].bias.normal_(0.0, 0.1)
     codes = torch.randn(3, model.config.encoder.identity_dim)
-    before = decoder(codes).detach()
-    decoder(codes).square().sum().backward()
+    before = decoder.coarse(codes).detach()
+    decoder.coarse(codes).square().sum().backward()
     assert decoder.mlp[-1].weight.grad.abs().max() == 0  # collapsed: nothing to learn from
     decoder.restart()
     decoder.zero_grad()
-    after = decoder(codes)
+    after = decoder.coarse(codes)
     assert (after - before).abs().max() < 0.05  # 0.5 mm at the identity decoder's offset scale
     assert (after[0] - after[1]).abs().max() > 0  # and the code matters again
-    decoder(codes).square().sum().backward()
+    decoder.coarse(codes).square().sum().backward()
     assert decoder.mlp[-1].weight.grad.abs().max() > 0
 
 
