@@ -137,16 +137,17 @@ def _fill_colors(planes: np.ndarray, visibility: FaceVisibility, needed: np.ndar
     fill = means[:, groups]
     if visibility.structure is None:
         return fill
-    # spread the seen colours over the mesh: weighted sums and their weights, averaged ring by ring
-    spread = [np.ascontiguousarray(planes[channel] * weight, dtype=np.float32) for channel in range(3)]
-    spread.append(weight.astype(np.float32))
+    # spread the seen colours over the mesh: weighted sums and their weights (V, 4), averaged ring by ring
+    spread = np.empty((len(weight), 4), dtype=np.float32)
+    spread[:, :3] = planes.T * weight[:, None]
+    spread[:, 3] = weight
     needed = np.flatnonzero(needed)
     for _ in range(FILL_RINGS):
-        if (spread[3][needed] >= _FILL_NEAR).all():
+        if (spread[needed, 3] >= _FILL_NEAR).all():
             break
-        spread = [visibility.structure.neighbour_mean(values) for values in spread]
-    local = np.stack(spread[:3]) / np.maximum(spread[3], 1e-12)
-    near = np.clip(spread[3] / _FILL_NEAR, 0.0, 1.0)  # fades to the group's colour far from any seen vertex
+        spread = visibility.structure.neighbour_mean(spread)
+    local = spread[:, :3].T / np.maximum(spread[:, 3], 1e-12)
+    near = np.clip(spread[:, 3] / _FILL_NEAR, 0.0, 1.0)  # fades to the group's colour far from any seen vertex
     return (near * local + (1.0 - near) * fill).astype(np.float32)
 
 

@@ -95,25 +95,39 @@ class FaceVisibility:
 class MeshStructure:
     """Neighbourhoods and outer rim of a triangle mesh (topology only).
 
-    neighbours (N,): each vertex's neighbours, itself included, grouped by vertex; starts (V,)
-    where each vertex's group begins in ``neighbours``; counts (V,) float32 group sizes;
+    A vertex's *group* is itself and its neighbours (the vertices it shares an edge with).
+    table (K, V) int: column v holds the first K members of v's group, itself first, padded
+    with V (no vertex); K is the most common group size (7 on a regular triangle mesh), so
+    the few longer groups spill their other members into overflow_vertices (M,) and
+    overflow_members (M,), one (vertex, member) pair each. counts (V,) float32 group sizes;
     rim_ring (V,) int: rings from the outer rim (0 on it), :data:`RIM_RINGS` for every
     vertex that far or farther, and for all when the mesh has no boundary.
     """
 
-    neighbours: np.ndarray
-    starts: np.ndarray
+    table: np.ndarray
+    overflow_vertices: np.ndarray
+    overflow_members: np.ndarray
     counts: np.ndarray
     rim_ring: np.ndarray
 
+    def _reduce(self, ufunc: np.ufunc, values: np.ndarray, padding: float) -> np.ndarray:
+        """ufunc (minimum, maximum, add) over each vertex's group: (V, ...) -> (V, ...), the
+        table's padding slots reading ``padding`` (the ufunc's identity)."""
+        padded = np.empty((len(values) + 1,) + values.shape[1:], values.dtype)
+        padded[:-1] = values
+        padded[-1] = padding
+        reduced = ufunc.reduce(np.take(padded, self.table, axis=0), axis=0)
+        ufunc.at(reduced, self.overflow_vertices, values[self.overflow_members])
+        return reduced
+
     def neighbour_min(self, values: np.ndarray) -> np.ndarray:
-        """(V,) -> (V,): the smallest value over each vertex and its neighbours."""
-        return np.minimum.reduceat(values[self.neighbours], self.starts)
+        """(V,) float -> (V,): the smallest value over each vertex and its neighbours."""
+        return self._reduce(np.minimum, values, np.inf)
 
     def neighbour_mean(self, values: np.ndarray) -> np.ndarray:
-        """(V, ...) -> (V, ...): the mean value over each vertex and its neighbours."""
+        """(V, ...) float -> (V, ...): the mean value over each vertex and its neighbours."""
         counts = self.counts.reshape((-1,) + (1,) * (values.ndim - 1))
-        return (np.add.reduceat(values[self.neighbours], self.starts, axis=0) / counts).astype(values.dtype)
+        return (self._reduce(np.add, values, 0.0) / counts).astype(values.dtype, copy=False)
 
     @classmethod
     def build(cls, faces: np.ndarray, num_vertices: int) -> MeshStructure:
@@ -126,17 +140,22 @@ class MeshStructure:
         low, high = np.minimum(src, dst), np.maximum(src, dst)
         keys, uses = np.unique(low * count + high, return_counts=True)
         edge_a, edge_b = np.divmod(keys, count)
-        # neighbour lists: both directions of every edge plus a self loop per vertex, so every
-        # vertex has a non-empty group (reduceat needs one)
+        # groups: both directions of every edge plus each vertex itself (first), by vertex
         own = np.arange(count, dtype=np.int64)
         rows = np.concatenate([own, edge_a, edge_b])
         cols = np.concatenate([own, edge_b, edge_a])
         order = np.argsort(rows, kind="stable")
+        rows, cols = rows[order], cols[order]
         sizes = np.bincount(rows, minlength=count)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        slots = np.arange(len(rows)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # place in its group
+        width = int(np.argmax(np.bincount(sizes, minlength=1)))
+        table = np.full((width, count), count, dtype=np.intp)
+        fits = slots < width
+        table[slots[fits], rows[fits]] = cols[fits]
 
         boundary_a, boundary_b = edge_a[uses == 1], edge_b[uses == 1]
-        structure = cls(neighbours=cols[order], starts=starts, counts=sizes.astype(np.float32),
+        structure = cls(table=table, overflow_vertices=rows[~fits].astype(np.intp),
+                        overflow_members=cols[~fits].astype(np.intp), counts=sizes.astype(np.float32),
                         rim_ring=np.full(count, RIM_RINGS, dtype=np.int64))
         if len(boundary_a) == 0:
             return structure
@@ -145,7 +164,7 @@ class MeshStructure:
         ring[rim] = 0
         reached = ring == 0
         for step in range(1, RIM_RINGS):
-            reached = np.maximum.reduceat(reached[structure.neighbours], starts)
+            reached = structure._reduce(np.maximum, reached, False)
             ring[reached & (ring == RIM_RINGS)] = step
         return structure
 
@@ -226,8 +245,8 @@ class DepthBuffer:
         """Rasterise the triangles (all of them: no back-face culling) at the cell centres.
 
         image_points (V, 3) photo pixels x, y (down), depth (larger nearer); faces (F, 3).
-        Triangles are grouped by the size of their bounding box in cells, rounded up to powers
-        of two per axis, and each group tests its dense box of cell centres at once.
+        Every cell centre in a triangle's bounding box is a candidate; all candidates (in
+        batches of whole triangles when there are very many) are tested at once.
         """
         points = np.asarray(image_points, dtype=np.float64)
         faces = np.asarray(faces, dtype=np.int64)
@@ -257,30 +276,35 @@ class DepthBuffer:
         box_w, box_h = col1 - col0 + 1, row1 - row0 + 1
         usable = (np.abs(area2) > 1e-12) & (box_w > 0) & (box_h > 0)  # False for NaN corners too
         tris = np.flatnonzero(usable)
-        # size class: ceil(log2(box)) per axis
-        log_w = np.ceil(np.log2(box_w[tris])).astype(np.int64)
-        log_h = np.ceil(np.log2(box_h[tris])).astype(np.int64)
-        classes = log_w * 64 + log_h
-        for code in np.unique(classes):
-            pw, ph = 1 << int(code // 64), 1 << int(code % 64)
-            group = tris[classes == code]
-            step = max(_RASTER_BATCH // (pw * ph), 1)  # bounds memory when triangles are large
-            for members in (group[i: i + step] for i in range(0, len(group), step)):
-                # candidates (T, ph * pw): cell centres of the power-of-two box at the triangle's corner
-                px = (col0[members, None] + np.tile(np.arange(pw, dtype=np.float32), ph)).astype(np.float32)
-                py = (row0[members, None] + np.repeat(np.arange(ph, dtype=np.float32), pw)).astype(np.float32)
-                inside = (px <= col1[members, None]) & (py <= row1[members, None])
-                inv = 1.0 / area2[members, None]
-                value = np.zeros(px.shape, np.float32)
-                for k in range(3):
-                    xa, ya = cx[(k + 1) % 3][members, None], cy[(k + 1) % 3][members, None]
-                    xb, yb = cx[(k + 2) % 3][members, None], cy[(k + 2) % 3][members, None]
-                    # barycentric weight of corner k: vanishes on the opposite edge a -> b
-                    weight = ((xb - xa) * (py - ya) - (yb - ya) * (px - xa)) * inv
-                    inside &= weight >= -_INSIDE_EPS
-                    value += weight * cz[k][members, None]
-                flat = (py * width + px)[inside].astype(np.intp)
-                np.maximum.at(depth, flat, value[inside])
+        widths = box_w[tris].astype(np.intp)
+        sizes = widths * box_h[tris].astype(np.intp)  # candidate cell centres per triangle
+        ends = np.cumsum(sizes)
+        first = 0
+        while first < len(tris):
+            # whole triangles with about _RASTER_BATCH candidates (bounds memory when triangles are large)
+            last = max(int(np.searchsorted(ends, ends[first] - sizes[first] + _RASTER_BATCH, side="right")),
+                       first + 1)
+            batch = slice(first, last)
+            # candidates (N,): every cell centre of each triangle's box, row by row
+            members = np.repeat(tris[batch], sizes[batch])
+            local = np.arange(len(members)) - np.repeat(ends[batch] - sizes[batch] - (ends[first] - sizes[first]),
+                                                        sizes[batch])
+            box_rows, box_cols = np.divmod(local, np.repeat(widths[batch], sizes[batch]))
+            px = col0[members] + box_cols.astype(np.float32)
+            py = row0[members] + box_rows.astype(np.float32)
+            inv = 1.0 / area2[members]
+            inside = np.ones(len(members), dtype=bool)
+            value = np.zeros(len(members), np.float32)
+            for k in range(3):
+                xa, ya = cx[(k + 1) % 3][members], cy[(k + 1) % 3][members]
+                xb, yb = cx[(k + 2) % 3][members], cy[(k + 2) % 3][members]
+                # barycentric weight of corner k: vanishes on the opposite edge a -> b
+                weight = ((xb - xa) * (py - ya) - (yb - ya) * (px - xa)) * inv
+                inside &= weight >= -_INSIDE_EPS
+                value += weight * cz[k][members]
+            flat = (py * width + px)[inside].astype(np.intp)
+            np.maximum.at(depth, flat, value[inside])
+            first = last
         return cls(depth=depth.reshape(height, width), origin_x=x_lo, origin_y=y_lo, cell=cell)
 
 

@@ -171,16 +171,46 @@ def test_the_outer_rim_samples_inward_and_holes_are_not_rims():
     assert pulled.reshape(13, 13)[6, 0] > pulled.reshape(13, 13)[6, 1] > pulled.reshape(13, 13)[6, 2] > 0
 
 
+def group_members(structure: MeshStructure, vertex: int) -> list[int]:
+    """A vertex's group (itself and its neighbours) as the structure's table and overflow hold it."""
+    in_table = [int(v) for v in structure.table[:, vertex] if v < len(structure.counts)]
+    return in_table + structure.overflow_members[structure.overflow_vertices == vertex].tolist()
+
+
 def test_mesh_structure_neighbours_and_cache():
     points, faces = grid_mesh(3, 3, 0, 0, 1, 0)
     structure = MeshStructure.build(faces, 10)  # vertex 9 is in no triangle
-    centre_neighbours = structure.neighbours[structure.starts[4]: structure.starts[4] + int(structure.counts[4])]
-    assert sorted(centre_neighbours.tolist()) == sorted(set(faces[(faces == 4).any(axis=1)].ravel().tolist()))
-    assert len(centre_neighbours) == 7
-    assert structure.counts[9] == 1  # itself only
+    centre_group = group_members(structure, 4)
+    assert centre_group[0] == 4 and len(centre_group) == 7 == structure.counts[4]
+    assert sorted(centre_group) == sorted(set(faces[(faces == 4).any(axis=1)].ravel().tolist()))
+    assert len(structure.overflow_vertices) > 0  # the centre's group is longer than the most common one
+    assert group_members(structure, 9) == [9] and structure.counts[9] == 1  # itself only
     values = np.arange(10, dtype=np.float64)
     assert structure.neighbour_min(values)[8] == 4 and structure.neighbour_min(values)[9] == 9
     assert mesh_structure(faces, 10) is mesh_structure(faces.copy(), 10)
+
+
+def test_neighbour_min_and_mean_match_a_plain_reduction_over_each_group(topology):
+    faces, count = topology.faces, topology.num_vertices
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = np.unique(np.sort(edges, axis=1), axis=0)
+    rows = np.concatenate([np.arange(count), edges[:, 0], edges[:, 1]])
+    members = np.concatenate([np.arange(count), edges[:, 1], edges[:, 0]])
+    structure = mesh_structure(faces, count)
+    assert len(structure.overflow_vertices) > 0  # the topology has a few long groups
+    np.testing.assert_array_equal(structure.counts, np.bincount(rows, minlength=count))
+    values = np.random.default_rng(0).random((count, 4))
+    expected_min = np.full(count, np.inf)
+    np.minimum.at(expected_min, rows, values[members, 0])
+    np.testing.assert_array_equal(structure.neighbour_min(values[:, 0]), expected_min)
+    expected_sum = np.zeros((count, 4))
+    np.add.at(expected_sum, rows, values[members])
+    expected_mean = expected_sum / structure.counts[:, None]
+    np.testing.assert_allclose(structure.neighbour_mean(values), expected_mean, rtol=1e-12)
+    np.testing.assert_allclose(structure.neighbour_mean(values[:, 1]), expected_mean[:, 1], rtol=1e-12)
+    single = structure.neighbour_mean(values.astype(np.float32))
+    assert single.dtype == np.float32
+    np.testing.assert_allclose(single, expected_mean, rtol=1e-5)
 
 
 def test_depth_buffer_holds_the_nearest_surface():
@@ -244,3 +274,10 @@ def test_merge_weights_favour_the_photo_that_faced_a_part_squarely(topology):
         weights.append(weight)
     nose_tip = int(np.argmax(topology.vertices[:, 2]))
     assert weights[0][nose_tip] > weights[1][nose_tip] > 0
+
+
+def test_depth_buffer_is_the_same_when_rasterised_in_small_batches(topology, monkeypatch):
+    points = posed_points(topology, 30.0)
+    whole = DepthBuffer.render(points, topology.faces)
+    monkeypatch.setattr("model.mesh.visibility._RASTER_BATCH", 7)  # several triangles a batch, some alone
+    np.testing.assert_array_equal(DepthBuffer.render(points, topology.faces).depth, whole.depth)
