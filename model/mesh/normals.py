@@ -6,19 +6,41 @@ from __future__ import annotations
 import numpy as np
 
 
-def area_weighted_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals, (V, 3) float32; +Z where undefined (a vertex no
-    triangle of non-zero area uses). Triangles counter-clockwise seen from their front."""
+def triangle_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F, 3) float64: each triangle's normal, twice its area long; vertices (V, 3), faces (F, 3)
+    counter-clockwise seen from their front."""
     points = np.asarray(vertices, dtype=np.float32)
     faces = np.asarray(faces)
-    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    x, y, z = (np.ascontiguousarray(points[:, k]) for k in range(3))
     a, b, c = faces[:, 0], faces[:, 1], faces[:, 2]
     ux, uy, uz = x[b] - x[a], y[b] - y[a], z[b] - z[a]
     vx, vy, vz = x[c] - x[a], y[c] - y[a], z[c] - z[a]
-    # each triangle's normal (twice its area long) added to its three corners
-    corners = faces.reshape(-1)
-    sums = np.stack([np.bincount(corners, weights=np.repeat(component, 3), minlength=len(points))
-                     for component in (uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx)], axis=1)
-    lengths = np.sqrt((sums * sums).sum(axis=1, keepdims=True))
-    normals = np.where(lengths > 0, sums / np.where(lengths > 0, lengths, 1.0), [0.0, 0.0, 1.0])
-    return normals.astype(np.float32)
+    normals = np.empty((len(faces), 3))
+    normals[:, 0] = uy * vz - uz * vy
+    normals[:, 1] = uz * vx - ux * vz
+    normals[:, 2] = ux * vy - uy * vx
+    return normals
+
+
+def unit_normals(sums: np.ndarray) -> np.ndarray:
+    """Each vertex's summed triangle normals (V, 3) -> unit vertex normals (V, 3) float32; +Z
+    where the sum is zero (a vertex no triangle of non-zero area uses)."""
+    lengths = np.sqrt(np.einsum("ij,ij->i", sums, sums))
+    defined = lengths > 0
+    normals = (sums / np.where(defined, lengths, 1.0)[:, None]).astype(np.float32)
+    normals[~defined] = (0.0, 0.0, 1.0)
+    return normals
+
+
+def area_weighted_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals, (V, 3) float32; +Z where undefined (a vertex no
+    triangle of non-zero area uses). Triangles counter-clockwise seen from their front."""
+    faces = np.asarray(faces)
+    count = len(vertices)
+    normals = triangle_normals(vertices, faces)
+    # each triangle's normal added to its three corners
+    sums = np.empty((count, 3))
+    for axis in range(3):
+        sums[:, axis] = sum(np.bincount(faces[:, corner], weights=normals[:, axis], minlength=count)
+                            for corner in range(3))
+    return unit_normals(sums)

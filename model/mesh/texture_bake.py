@@ -134,7 +134,7 @@ def _fill_colors(planes: np.ndarray, visibility: FaceVisibility, needed: np.ndar
     for channel in range(3):
         sums = np.bincount(groups, weights=weight * planes[channel], minlength=count)
         means[channel] = np.where(totals > 1e-6, sums / np.maximum(totals, 1e-6), overall[channel])
-    fill = means[:, groups]
+    fill = np.take(means, groups, axis=1)
     if visibility.structure is None:
         return fill
     # spread the seen colours over the mesh: weighted sums and their weights (V, 4), averaged ring by ring

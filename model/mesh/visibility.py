@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.mesh.normals import area_weighted_normals
+from model.mesh.normals import triangle_normals, unit_normals
 
 GRID = 64  # z-buffer cells along the longer side of the face's projected box
 FACING_NONE = 0.05  # cosine (normal . view) at and below which a vertex is not seen (~87 degrees)
@@ -92,42 +92,73 @@ class FaceVisibility:
 
 
 @dataclass(frozen=True)
-class MeshStructure:
-    """Neighbourhoods and outer rim of a triangle mesh (topology only).
+class VertexGroups:
+    """One group of members (row indices of an array to reduce) per vertex, as a padded table.
 
-    A vertex's *group* is itself and its neighbours (the vertices it shares an edge with).
-    table (K, V) int: column v holds the first K members of v's group, itself first, padded
-    with V (no vertex); K is the most common group size (7 on a regular triangle mesh), so
-    the few longer groups spill their other members into overflow_vertices (M,) and
-    overflow_members (M,), one (vertex, member) pair each. counts (V,) float32 group sizes;
-    rim_ring (V,) int: rings from the outer rim (0 on it), :data:`RIM_RINGS` for every
-    vertex that far or farther, and for all when the mesh has no boundary.
+    table (K, V) int: column v holds the first K members of v's group, padded with the index
+    one past the last member (reads the reduction's identity); K is the most common group
+    size, so the few longer groups spill their other members into overflow_vertices (M,) and
+    overflow_members (M,), one (vertex, member) pair each. counts (V,) float32 group sizes.
     """
 
     table: np.ndarray
     overflow_vertices: np.ndarray
     overflow_members: np.ndarray
     counts: np.ndarray
-    rim_ring: np.ndarray
 
-    def _reduce(self, ufunc: np.ufunc, values: np.ndarray, padding: float) -> np.ndarray:
-        """ufunc (minimum, maximum, add) over each vertex's group: (V, ...) -> (V, ...), the
-        table's padding slots reading ``padding`` (the ufunc's identity)."""
+    @classmethod
+    def from_pairs(cls, vertices: np.ndarray, members: np.ndarray, num_vertices: int, num_members: int
+                   ) -> VertexGroups:
+        """(vertex, member) pairs (N,) -> the groups of num_vertices vertices, members below
+        num_members, each group in the order its pairs come."""
+        order = np.argsort(vertices, kind="stable")
+        vertices, members = vertices[order], members[order]
+        sizes = np.bincount(vertices, minlength=num_vertices)
+        slots = np.arange(len(vertices)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # place in the group
+        width = int(np.argmax(np.bincount(sizes, minlength=1)))
+        table = np.full((width, num_vertices), num_members, dtype=np.intp)
+        fits = slots < width
+        table[slots[fits], vertices[fits]] = members[fits]
+        return cls(table=table, overflow_vertices=vertices[~fits].astype(np.intp),
+                   overflow_members=members[~fits].astype(np.intp), counts=sizes.astype(np.float32))
+
+    def reduce(self, ufunc: np.ufunc, values: np.ndarray, identity: float) -> np.ndarray:
+        """ufunc (minimum, maximum, add) over each vertex's group of rows of values (N, ...)
+        -> (V, ...); identity: the ufunc's identity for values' dtype (what padding reads)."""
         padded = np.empty((len(values) + 1,) + values.shape[1:], values.dtype)
         padded[:-1] = values
-        padded[-1] = padding
+        padded[-1] = identity
         reduced = ufunc.reduce(np.take(padded, self.table, axis=0), axis=0)
         ufunc.at(reduced, self.overflow_vertices, values[self.overflow_members])
         return reduced
 
+
+@dataclass(frozen=True)
+class MeshStructure:
+    """Neighbourhoods, triangles at each vertex and outer rim of a triangle mesh (topology only).
+
+    neighbours: each vertex's group of itself (first) and its neighbours (the vertices it
+    shares an edge with); corners: each vertex's group of the triangles it is a corner of;
+    rim_ring (V,) int: rings from the outer rim (0 on it), :data:`RIM_RINGS` for every
+    vertex that far or farther, and for all when the mesh has no boundary.
+    """
+
+    neighbours: VertexGroups
+    corners: VertexGroups
+    rim_ring: np.ndarray
+
     def neighbour_min(self, values: np.ndarray) -> np.ndarray:
         """(V,) float -> (V,): the smallest value over each vertex and its neighbours."""
-        return self._reduce(np.minimum, values, np.inf)
+        return self.neighbours.reduce(np.minimum, values, np.inf)
 
     def neighbour_mean(self, values: np.ndarray) -> np.ndarray:
         """(V, ...) float -> (V, ...): the mean value over each vertex and its neighbours."""
-        counts = self.counts.reshape((-1,) + (1,) * (values.ndim - 1))
-        return (self._reduce(np.add, values, 0.0) / counts).astype(values.dtype, copy=False)
+        counts = self.neighbours.counts.reshape((-1,) + (1,) * (values.ndim - 1))
+        return (self.neighbours.reduce(np.add, values, 0.0) / counts).astype(values.dtype, copy=False)
+
+    def corner_sum(self, values: np.ndarray) -> np.ndarray:
+        """(F, ...) per triangle -> (V, ...): the sum over the triangles at each vertex."""
+        return self.corners.reduce(np.add, values, 0.0)
 
     @classmethod
     def build(cls, faces: np.ndarray, num_vertices: int) -> MeshStructure:
@@ -140,23 +171,13 @@ class MeshStructure:
         low, high = np.minimum(src, dst), np.maximum(src, dst)
         keys, uses = np.unique(low * count + high, return_counts=True)
         edge_a, edge_b = np.divmod(keys, count)
-        # groups: both directions of every edge plus each vertex itself (first), by vertex
         own = np.arange(count, dtype=np.int64)
-        rows = np.concatenate([own, edge_a, edge_b])
-        cols = np.concatenate([own, edge_b, edge_a])
-        order = np.argsort(rows, kind="stable")
-        rows, cols = rows[order], cols[order]
-        sizes = np.bincount(rows, minlength=count)
-        slots = np.arange(len(rows)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # place in its group
-        width = int(np.argmax(np.bincount(sizes, minlength=1)))
-        table = np.full((width, count), count, dtype=np.intp)
-        fits = slots < width
-        table[slots[fits], rows[fits]] = cols[fits]
+        neighbours = VertexGroups.from_pairs(np.concatenate([own, edge_a, edge_b]),
+                                             np.concatenate([own, edge_b, edge_a]), count, count)
+        corners = VertexGroups.from_pairs(src, np.repeat(np.arange(len(faces)), 3), count, len(faces))
 
         boundary_a, boundary_b = edge_a[uses == 1], edge_b[uses == 1]
-        structure = cls(table=table, overflow_vertices=rows[~fits].astype(np.intp),
-                        overflow_members=cols[~fits].astype(np.intp), counts=sizes.astype(np.float32),
-                        rim_ring=np.full(count, RIM_RINGS, dtype=np.int64))
+        structure = cls(neighbours=neighbours, corners=corners, rim_ring=np.full(count, RIM_RINGS, dtype=np.int64))
         if len(boundary_a) == 0:
             return structure
         rim = _longest_loop(boundary_a, boundary_b, count)
@@ -164,7 +185,7 @@ class MeshStructure:
         ring[rim] = 0
         reached = ring == 0
         for step in range(1, RIM_RINGS):
-            reached = structure._reduce(np.maximum, reached, False)
+            reached = neighbours.reduce(np.maximum, reached, False)
             ring[reached & (ring == RIM_RINGS)] = step
         return structure
 
@@ -209,8 +230,10 @@ def vertex_normals(image_points: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals (V, 3) of the posed mesh, in the camera frame
     (x right, y up, z toward the camera); image_points (V, 3) x, y down, depth (larger nearer)."""
     points = np.asarray(image_points, dtype=np.float32)
+    faces = np.asarray(faces)
     # (x, -y, z): the face's own frame rotated and scaled, where triangles are counter-clockwise
-    return area_weighted_normals(points * np.array([1.0, -1.0, 1.0], np.float32), faces)
+    normals = triangle_normals(points * np.array([1.0, -1.0, 1.0], np.float32), faces)
+    return unit_normals(mesh_structure(faces, len(points)).corner_sum(normals))
 
 
 @dataclass(frozen=True)
@@ -229,7 +252,9 @@ class DepthBuffer:
     def coverage(self) -> np.ndarray:
         """(H, W) float: the share of covered cells in each cell's 3 x 3 neighbourhood (outside
         the grid counts as uncovered): 1 inside the face, about one half on its outline."""
-        padded = np.pad(np.isfinite(self.depth).astype(np.float32), 1)
+        height, width = self.depth.shape
+        padded = np.zeros((height + 2, width + 2), np.float32)
+        padded[1:-1, 1:-1] = np.isfinite(self.depth)
         rows = padded[:-2] + padded[1:-1] + padded[2:]
         return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]) / 9.0
 
@@ -303,7 +328,7 @@ class DepthBuffer:
                 inside &= weight >= -_INSIDE_EPS
                 value += weight * cz[k][members]
             flat = (py * width + px)[inside].astype(np.intp)
-            np.maximum.at(depth, flat, value[inside])
+            np.maximum.at(depth, flat, value[inside].astype(np.float64))  # same dtype: numpy's fast path
             first = last
         return cls(depth=depth.reshape(height, width), origin_x=x_lo, origin_y=y_lo, cell=cell)
 
