@@ -125,30 +125,31 @@ def _fill_colors(planes: np.ndarray, visibility: FaceVisibility, needed: np.ndar
     (with ``visibility.structure``: within FILL_RINGS rings, or fewer once every ``needed`` (V,)
     vertex has seen ones near); farther from any, the mean of the seen vertices of its group;
     where its group has none, of all seen vertices; where none was seen, the plain mean sample."""
-    weight = np.asarray(visibility.weight, dtype=np.float64)
+    weight = np.asarray(visibility.weight, dtype=np.float32)
     groups = np.asarray(visibility.groups, dtype=np.intp)
     count = int(groups.max()) + 1 if len(groups) else 1
-    totals = np.bincount(groups, weights=weight, minlength=count)
-    overall = (planes @ weight) / weight.sum() if weight.sum() > 0 else planes.mean(axis=1)
-    means = np.empty((3, count), dtype=np.float32)
-    for channel in range(3):
-        sums = np.bincount(groups, weights=weight * planes[channel], minlength=count)
-        means[channel] = np.where(totals > 1e-6, sums / np.maximum(totals, 1e-6), overall[channel])
+    # the seen colours: weighted samples and their weights (4, V)
+    seen = np.empty((4, len(weight)), dtype=np.float32)
+    np.multiply(planes, weight, out=seen[:3])
+    seen[3] = weight
+    sums = np.stack([np.bincount(groups, weights=channel, minlength=count) for channel in seen])  # (4, G)
+    total = sums.sum(axis=1)
+    overall = total[:3] / total[3] if total[3] > 0 else planes.mean(axis=1)
+    means = np.where(sums[3] > 1e-6, sums[:3] / np.maximum(sums[3], 1e-6), overall[:, None]).astype(np.float32)
     fill = np.take(means, groups, axis=1)
     if visibility.structure is None:
         return fill
-    # spread the seen colours over the mesh: weighted sums and their weights (V, 4), averaged ring by ring
-    spread = np.empty((len(weight), 4), dtype=np.float32)
-    spread[:, :3] = planes.T * weight[:, None]
-    spread[:, 3] = weight
+    # spread the seen colours over the mesh, averaged ring by ring (a vertex a row: fast gathers)
+    spread = np.ascontiguousarray(seen.T)
     needed = np.flatnonzero(needed)
     for _ in range(FILL_RINGS):
         if (spread[needed, 3] >= _FILL_NEAR).all():
             break
         spread = visibility.structure.neighbour_mean(spread)
-    local = spread[:, :3].T / np.maximum(spread[:, 3], 1e-12)
-    near = np.clip(spread[:, 3] / _FILL_NEAR, 0.0, 1.0)  # fades to the group's colour far from any seen vertex
-    return (near * local + (1.0 - near) * fill).astype(np.float32)
+    seen = np.ascontiguousarray(spread.T)
+    local = seen[:3] / np.maximum(seen[3], 1e-12)
+    near = np.clip(seen[3] / _FILL_NEAR, 0.0, 1.0)  # fades to the group's colour far from any seen vertex
+    return near * local + (1.0 - near) * fill
 
 
 def sample_vertex_colors(image: np.ndarray, points: np.ndarray, visibility: FaceVisibility | None = None
@@ -170,7 +171,8 @@ def sample_vertex_colors(image: np.ndarray, points: np.ndarray, visibility: Face
         weight = np.asarray(visibility.weight, dtype=np.float32)
         mirror = np.asarray(visibility.mirror, dtype=np.intp)
         own, mirrored, fill = _shares(weight, weight[mirror])
-        planes = own * planes + mirrored * planes[:, mirror] + fill * _fill_colors(planes, visibility, fill > 0)
+        planes = (own * planes + mirrored * np.take(planes, mirror, axis=1)
+                  + fill * _fill_colors(planes, visibility, fill > 0))
     return _to_uint8(planes.T)
 
 

@@ -153,8 +153,9 @@ class MeshStructure:
 
     def neighbour_mean(self, values: np.ndarray) -> np.ndarray:
         """(V, ...) float -> (V, ...): the mean value over each vertex and its neighbours."""
-        counts = self.neighbours.counts.reshape((-1,) + (1,) * (values.ndim - 1))
-        return (self.neighbours.reduce(np.add, values, 0.0) / counts).astype(values.dtype, copy=False)
+        sums = self.neighbours.reduce(np.add, values, 0.0)
+        np.divide(sums.T, self.neighbours.counts, out=sums.T)  # (..., V): a long inner loop
+        return sums
 
     def corner_sum(self, values: np.ndarray) -> np.ndarray:
         """(F, ...) per triangle -> (V, ...): the sum over the triangles at each vertex."""
@@ -366,23 +367,27 @@ def face_visibility(image_points: np.ndarray, faces: np.ndarray, mirror: np.ndar
     finite = np.isfinite(points[:, 0]) & np.isfinite(points[:, 1]) & np.isfinite(points[:, 2])
     structure = mesh_structure(faces, count)
 
-    cosine = vertex_normals(np.where(finite[:, None], points[:, :3], 0.0), faces)[:, 2].astype(np.float64)
+    # a vertex that is not finite sits at the origin (unseen), so that its neighbours' normals stay finite
+    clean = points[:, :3] if finite.all() else np.where(finite[:, None], points[:, :3], 0.0)
+    x, y, z = clean.T
+
+    cosine = vertex_normals(clean, faces)[:, 2].astype(np.float64)
     facing = _smoothstep((cosine - FACING_NONE) / (FACING_FULL - FACING_NONE))
 
     buffer = DepthBuffer.render(points, faces, grid)
-    x, y, z = (np.where(finite, points[:, k], 0.0) for k in range(3))
     rows, cols = buffer.cell_of(x, y)
     behind = buffer.depth[rows, cols] - z  # -inf where the cell is empty
     slope = np.sqrt(np.maximum(1.0 - cosine**2, 0.0)) / np.maximum(cosine, 1e-6)
     tolerance = buffer.cell * (DEPTH_TOLERANCE + np.minimum(slope, _MAX_SLOPE))
     unoccluded = np.clip(2.0 - behind / tolerance, 0.0, 1.0)
 
-    xy = np.stack([x, y], axis=1)
-    centre = xy[finite].mean(axis=0) if finite.any() else np.zeros(2)
+    centre_x, centre_y = (x[finite].mean(), y[finite].mean()) if finite.any() else (0.0, 0.0)
     pull = RIM_PULL * np.clip(1.0 - structure.rim_ring / RIM_RINGS, 0.0, 1.0)
-    sample_points = xy + pull[:, None] * (centre - xy)
+    sample_points = np.empty((count, 2), np.float32)
+    sample_points[:, 0] = sample_x = x + pull * (centre_x - x)
+    sample_points[:, 1] = sample_y = y + pull * (centre_y - y)
     # on the silhouette, a sample's footprint reaches past the face (background, hair)
-    sample_rows, sample_cols = buffer.cell_of(sample_points[:, 0], sample_points[:, 1])
+    sample_rows, sample_cols = buffer.cell_of(sample_x, sample_y)
     coverage = buffer.coverage()[sample_rows, sample_cols]
     inner = _smoothstep((coverage - SILHOUETTE_COVERAGE) / (1.0 - SILHOUETTE_COVERAGE))
 
@@ -398,7 +403,7 @@ def face_visibility(image_points: np.ndarray, faces: np.ndarray, mirror: np.ndar
     for _ in range(BLUR_RINGS):
         weight = structure.neighbour_mean(weight)
     return FaceVisibility(weight=np.clip(weight, 0.0, 1.0).astype(np.float32),
-                          sample_points=sample_points.astype(np.float32), mirror=mirror, groups=groups,
+                          sample_points=sample_points, mirror=mirror, groups=groups,
                           structure=structure)
 
 
