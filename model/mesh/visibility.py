@@ -32,8 +32,9 @@ except that the outer rim of the mesh (its longest boundary loop) and the
 rim by :data:`RIM_PULL` of its distance from there, less with every ring, so that the rim,
 which lies on the face's outline in the photo, reads skin rather than hair or background.
 
-The structure of the mesh (neighbours, rim rings) depends only on the triangles; it is cached
-per distinct ``faces`` array content.
+The structure of the mesh (neighbours, the triangles at each vertex, rim rings) depends only on
+the triangles; it is cached per distinct ``faces`` array content. Its per-vertex groups are padded
+tables (:class:`VertexGroups`), so a ring of neighbours is one gather and one reduction.
 """
 
 from __future__ import annotations
@@ -312,10 +313,10 @@ class DepthBuffer:
                        first + 1)
             batch = slice(first, last)
             # candidates (N,): every cell centre of each triangle's box, row by row
+            starts = ends[batch] - sizes[batch]  # each triangle's first candidate
             members = np.repeat(tris[batch], sizes[batch])
-            local = np.arange(len(members)) - np.repeat(ends[batch] - sizes[batch] - (ends[first] - sizes[first]),
-                                                        sizes[batch])
-            box_rows, box_cols = np.divmod(local, np.repeat(widths[batch], sizes[batch]))
+            in_box = np.arange(starts[0], ends[last - 1]) - np.repeat(starts, sizes[batch])
+            box_rows, box_cols = np.divmod(in_box, np.repeat(widths[batch], sizes[batch]))
             px = col0[members] + box_cols.astype(np.float32)
             py = row0[members] + box_rows.astype(np.float32)
             inv = 1.0 / area2[members]
