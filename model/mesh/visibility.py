@@ -281,8 +281,9 @@ class DepthBuffer:
         finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
         if not finite.any():
             return cls(depth=np.full((1, 1), -np.inf), origin_x=0.0, origin_y=0.0, cell=1.0)
-        x_lo, y_lo = float(x[finite].min()), float(y[finite].min())
-        extent_x, extent_y = float(x[finite].max()) - x_lo, float(y[finite].max()) - y_lo
+        finite_x, finite_y = (x, y) if finite.all() else (x[finite], y[finite])
+        x_lo, y_lo = float(finite_x.min()), float(finite_y.min())
+        extent_x, extent_y = float(finite_x.max()) - x_lo, float(finite_y.max()) - y_lo
         cell = max(extent_x, extent_y, 1e-6) / grid
         width = min(max(int(np.ceil(extent_x / cell)), 1), grid)
         height = min(max(int(np.ceil(extent_y / cell)), 1), grid)
