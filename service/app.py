@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.formparsers import MultiPartParser
 
-from service.dependencies import require_api_key
+from service.dependencies import check_api_key
 from service.engine import ReconstructionEngine
 from service.metrics import ServiceMetrics
 from service.middleware import (
@@ -43,7 +43,7 @@ _COMMON_HEADERS = {
     "X-Request-ID": {"description": "the request's id (the client's X-Request-ID when sane): quote it to support",
                      "schema": {"type": "string"}},
     "X-Model-Version": {"description": MODEL_VERSION_HELP, "schema": {"type": "string"},
-                        "example": "30700-steps-ab93a06a1d76"},
+                        "example": "30700-steps-1ab74d2ac082"},
 }
 # Models that the routes reference by hand ({"$ref": "#/components/schemas/<name>"}) rather than through a
 # response model, which FastAPI would put in the components by itself.
@@ -128,7 +128,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                        paths=reconstruct_paths, metrics=metrics)
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes, grace_s=settings.body_timeout_s,
                        min_rate=settings.min_upload_rate, idle_timeout_s=settings.body_idle_timeout_s)
-    app.add_middleware(ApiKeyMiddleware, paths=reconstruct_paths, authenticate=partial(require_api_key, settings))
+    app.add_middleware(ApiKeyMiddleware, paths=reconstruct_paths, authenticate=partial(check_api_key, settings))
     app.add_middleware(UnhandledErrorMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

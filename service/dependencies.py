@@ -1,13 +1,18 @@
 """FastAPI dependencies of the routes: the app's engine, settings and metrics, the API-key check, and the
-output options that the reconstruction routes take."""
+output options that the reconstruction routes take.
+
+Every dependency is a coroutine function: FastAPI runs a plain callable (a class included) on its
+thread pool, a hop to another thread and back per dependency and request (four on /v1/reconstruct),
+where these only read attributes and build small objects."""
 
 from __future__ import annotations
 
 import hmac
+import inspect
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, fields
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Form, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -29,16 +34,16 @@ from service.schemas import (
 from service.settings import ServiceSettings
 
 
-def get_engine(request: Request) -> ReconstructionEngine:
+async def get_engine(request: Request) -> ReconstructionEngine:
     """The engine that the app's lifespan started."""
     return request.app.state.engine
 
 
-def get_settings(request: Request) -> ServiceSettings:
+async def get_settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
@@ -50,12 +55,20 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="required on reconstruction routes when the server has API keys configured")
 
 
-def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
-    """401 unless no API keys are configured or X-API-Key is one of them."""
+def check_api_key(settings: ServiceSettings, key: str | None) -> None:
+    """401 unless no API keys are configured or ``key`` (the X-API-Key header) is one of them."""
     keys = settings.api_keys
     if keys and not any(hmac.compare_digest((key or "").encode(), k.get_secret_value().encode()) for k in keys):
         raise ProblemError(401, "unauthenticated", "Unauthenticated", "a valid X-API-Key header is required",
                            headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+
+
+async def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """:func:`check_api_key` as a route dependency (which also documents the header)."""
+    check_api_key(settings, key)
+
+
+OptionsT = TypeVar("OptionsT", bound="OutputOptions")
 
 
 @dataclass(frozen=True)
@@ -80,8 +93,19 @@ class ReconstructionOptions(OutputOptions):
     faces: Annotated[FaceSelection, Form(description=FACES_HELP, examples=["all"])] = FaceSelection.largest
 
 
-OutputOptionsDep = Annotated[OutputOptions, Depends()]
-OptionsDep = Annotated[ReconstructionOptions, Depends()]
+def built_in_the_event_loop(options: type[OptionsT]) -> Callable[..., Awaitable[OptionsT]]:
+    """A coroutine dependency that builds ``options`` from its form fields (its signature is the
+    class's, so FastAPI reads and documents the same fields as with ``Depends()``)."""
+
+    async def build(**values: Any) -> OptionsT:
+        return options(**values)
+
+    build.__signature__ = inspect.signature(options)  # type: ignore[attr-defined]
+    return build
+
+
+OutputOptionsDep = Annotated[OutputOptions, Depends(built_in_the_event_loop(OutputOptions))]
+OptionsDep = Annotated[ReconstructionOptions, Depends(built_in_the_event_loop(ReconstructionOptions))]
 
 
 def invalid_field(name: str, message: str) -> RequestValidationError:
