@@ -100,7 +100,7 @@ class ReconstructionJSON(BaseModel):
     face_count: int
     faces_dropped: int = Field(default=0, description="faces=all: faces detected beyond the server's max_faces, "
                                                        "not reconstructed (also the X-Faces-Dropped header)")
-    model_version: str = Field(description=MODEL_VERSION_HELP, examples=["30700-steps-ab93a06a1d76"])
+    model_version: str = Field(description=MODEL_VERSION_HELP, examples=["30700-steps-1ab74d2ac082"])
     landmark_calibration: str = Field(description=LANDMARK_CALIBRATION_HELP,
                                       examples=["aflw2000-3d-dev (123 images)"])
     faces: list[FaceJSON]
@@ -119,7 +119,7 @@ class BatchItemJSON(BaseModel):
 class BatchJSON(BaseModel):
     succeeded: int = Field(description="images reconstructed")
     failed: int = Field(description="images that got a problem instead")
-    model_version: str = Field(description=MODEL_VERSION_HELP, examples=["30700-steps-ab93a06a1d76"])
+    model_version: str = Field(description=MODEL_VERSION_HELP, examples=["30700-steps-1ab74d2ac082"])
     landmark_calibration: str = Field(description=LANDMARK_CALIBRATION_HELP,
                                       examples=["aflw2000-3d-dev (123 images)"])
     items: list[BatchItemJSON] = Field(description="one per image, in the order sent")
@@ -146,7 +146,7 @@ class PersonJSON(BaseModel):
     photos_used: int = Field(description="photos whose face went into the identity")
     rejected: list[int] = Field(description="indices of the photos left out (see each photo's reason)")
     space: MeshSpace
-    model_version: str = Field(description=MODEL_VERSION_HELP, examples=["30700-steps-ab93a06a1d76"])
+    model_version: str = Field(description=MODEL_VERSION_HELP, examples=["30700-steps-1ab74d2ac082"])
     landmark_calibration: str = Field(description=LANDMARK_CALIBRATION_HELP,
                                       examples=["aflw2000-3d-dev (123 images)"])
     photos: list[PersonPhotoJSON] = Field(description="one per photo, in the order sent")
@@ -159,7 +159,7 @@ class ReadyJSON(BaseModel):
 
 
 class InfoJSON(BaseModel):
-    model_version: str = Field(description=MODEL_VERSION_HELP, examples=["30700-steps-ab93a06a1d76"])
+    model_version: str = Field(description=MODEL_VERSION_HELP, examples=["30700-steps-1ab74d2ac082"])
     landmark_calibration: str = Field(description=LANDMARK_CALIBRATION_HELP,
                                       examples=["aflw2000-3d-dev (123 images)"])
     topology_version: str
@@ -173,7 +173,7 @@ class InfoJSON(BaseModel):
 
 
 # Examples of the JSON answers, for the OpenAPI document (built from the models, so they always match them).
-_EXAMPLE_MODEL, _EXAMPLE_CALIBRATION = "30700-steps-ab93a06a1d76", "aflw2000-3d-dev (123 images)"
+_EXAMPLE_MODEL, _EXAMPLE_CALIBRATION = "30700-steps-1ab74d2ac082", "aflw2000-3d-dev (123 images)"
 _EXAMPLE_FACE = FaceJSON(box=[212.0, 140.5, 388.2, 330.9], score=0.9731, yaw=-12.4, pitch=3.1, roll=1.8,
                          landmarks_2d=[[221.4, 198.2], [223.9, 221.7]],  # 68 points, the first two shown
                          landmarks_3d=[[221.4, 198.2, 41.3], [223.9, 221.7, 44.0]], metres_per_pixel=0.000812,
