@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.mesh.visibility import mesh_structure
+from model.mesh.structure import mesh_structure
 from model.nn.face_model import FaceReconstructionModel
 from model.topology import NUM_BASE_VERTICES, REGION_NAMES, FaceTopology
 

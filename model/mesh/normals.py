@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.mesh.structure import mesh_structure
+
 
 def triangle_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(F, 3) float64: each triangle's normal, twice its area long; vertices (V, 3), faces (F, 3)
@@ -34,13 +36,8 @@ def unit_normals(sums: np.ndarray) -> np.ndarray:
 
 def area_weighted_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals, (V, 3) float32; +Z where undefined (a vertex no
-    triangle of non-zero area uses). Triangles counter-clockwise seen from their front."""
-    faces = np.asarray(faces)
-    count = len(vertices)
-    normals = triangle_normals(vertices, faces)
-    # each triangle's normal added to its three corners
-    sums = np.empty((count, 3))
-    for axis in range(3):
-        sums[:, axis] = sum(np.bincount(faces[:, corner], weights=normals[:, axis], minlength=count)
-                            for corner in range(3))
+    triangle of non-zero area uses). Triangles counter-clockwise seen from their front. Each
+    vertex sums the normals of its triangles through the mesh's cached corner table
+    (:class:`model.mesh.structure.MeshStructure`)."""
+    sums = mesh_structure(faces, len(vertices)).corner_sum(triangle_normals(vertices, faces))
     return unit_normals(sums)

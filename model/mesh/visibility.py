@@ -28,23 +28,23 @@ vertices instead of switching from one to the next, without reaching into hidden
 
 *Sample points* are where each vertex's colour is read in the photo: the projected vertex,
 except that the outer rim of the mesh (its longest boundary loop) and the
-:data:`RIM_RINGS` - 1 rings inside it are pulled toward the centre of the projected face, the
+:data:`~model.mesh.structure.RIM_RINGS` - 1 rings inside it are pulled toward the centre of the projected face, the
 rim by :data:`RIM_PULL` of its distance from there, less with every ring, so that the rim,
 which lies on the face's outline in the photo, reads skin rather than hair or background.
 
-The structure of the mesh (neighbours, the triangles at each vertex, rim rings) depends only on
-the triangles; it is cached per distinct ``faces`` array content. Its per-vertex groups are padded
-tables (:class:`VertexGroups`), so a ring of neighbours is one gather and one reduction.
+The structure of the mesh (neighbours, the triangles at each vertex, rim rings:
+:mod:`model.mesh.structure`) depends only on the triangles and is cached; its per-vertex groups
+are padded tables, so a ring of neighbours is one gather and one reduction.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from model.mesh.normals import triangle_normals, unit_normals
+from model.mesh.normals import area_weighted_normals
+from model.mesh.structure import RIM_RINGS, MeshStructure, mesh_structure
 
 GRID = 64  # z-buffer cells along the longer side of the face's projected box
 FACING_NONE = 0.05  # cosine (normal . view) at and below which a vertex is not seen (~87 degrees)
@@ -58,13 +58,11 @@ ERODE_RINGS = 1
 BLUR_RINGS = 2
 PHOTO_MARGIN = 1.5  # pixels over which a vertex fades out toward the photo's edge
 RIM_PULL = 0.05  # the rim's sample point moves this fraction of the way to the face's centre
-RIM_RINGS = 4  # rings (rim included) whose sample points are pulled, by less with each ring
 
 # Barycentric tolerance: cell centres on a shared edge belong to a triangle.
 _INSIDE_EPS = 1e-7
 # Candidate (triangle, cell) pairs tested at once by DepthBuffer.render (bounds memory).
 _RASTER_BATCH = 1 << 18
-_STRUCTURE_CACHE_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -92,150 +90,12 @@ class FaceVisibility:
         return self.weight >= 0.5
 
 
-@dataclass(frozen=True)
-class VertexGroups:
-    """One group of members (row indices of an array to reduce) per vertex, as a padded table.
-
-    table (K, V) int: column v holds the first K members of v's group, padded with the index
-    one past the last member (reads the reduction's identity); K is the most common group
-    size, so the few longer groups spill their other members into overflow_vertices (M,) and
-    overflow_members (M,), one (vertex, member) pair each. counts (V,) float32 group sizes.
-    """
-
-    table: np.ndarray
-    overflow_vertices: np.ndarray
-    overflow_members: np.ndarray
-    counts: np.ndarray
-
-    @classmethod
-    def from_pairs(cls, vertices: np.ndarray, members: np.ndarray, num_vertices: int, num_members: int
-                   ) -> VertexGroups:
-        """(vertex, member) pairs (N,) -> the groups of num_vertices vertices, members below
-        num_members, each group in the order its pairs come."""
-        order = np.argsort(vertices, kind="stable")
-        vertices, members = vertices[order], members[order]
-        sizes = np.bincount(vertices, minlength=num_vertices)
-        slots = np.arange(len(vertices)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # place in the group
-        width = int(np.argmax(np.bincount(sizes, minlength=1)))
-        table = np.full((width, num_vertices), num_members, dtype=np.intp)
-        fits = slots < width
-        table[slots[fits], vertices[fits]] = members[fits]
-        return cls(table=table, overflow_vertices=vertices[~fits].astype(np.intp),
-                   overflow_members=members[~fits].astype(np.intp), counts=sizes.astype(np.float32))
-
-    def reduce(self, ufunc: np.ufunc, values: np.ndarray, identity: float) -> np.ndarray:
-        """ufunc (minimum, maximum, add) over each vertex's group of rows of values (N, ...)
-        -> (V, ...); identity: the ufunc's identity for values' dtype (what padding reads)."""
-        padded = np.empty((len(values) + 1,) + values.shape[1:], values.dtype)
-        padded[:-1] = values
-        padded[-1] = identity
-        reduced = ufunc.reduce(np.take(padded, self.table, axis=0), axis=0)
-        ufunc.at(reduced, self.overflow_vertices, values[self.overflow_members])
-        return reduced
-
-
-@dataclass(frozen=True)
-class MeshStructure:
-    """Neighbourhoods, triangles at each vertex and outer rim of a triangle mesh (topology only).
-
-    neighbours: each vertex's group of itself (first) and its neighbours (the vertices it
-    shares an edge with); corners: each vertex's group of the triangles it is a corner of;
-    rim_ring (V,) int: rings from the outer rim (0 on it), :data:`RIM_RINGS` for every
-    vertex that far or farther, and for all when the mesh has no boundary.
-    """
-
-    neighbours: VertexGroups
-    corners: VertexGroups
-    rim_ring: np.ndarray
-
-    def neighbour_min(self, values: np.ndarray) -> np.ndarray:
-        """(V,) float -> (V,): the smallest value over each vertex and its neighbours."""
-        return self.neighbours.reduce(np.minimum, values, np.inf)
-
-    def neighbour_mean(self, values: np.ndarray) -> np.ndarray:
-        """(V, ...) float -> (V, ...): the mean value over each vertex and its neighbours."""
-        sums = self.neighbours.reduce(np.add, values, 0.0)
-        np.divide(sums.T, self.neighbours.counts, out=sums.T)  # (..., V): a long inner loop
-        return sums
-
-    def corner_sum(self, values: np.ndarray) -> np.ndarray:
-        """(F, ...) per triangle -> (V, ...): the sum over the triangles at each vertex."""
-        return self.corners.reduce(np.add, values, 0.0)
-
-    @classmethod
-    def build(cls, faces: np.ndarray, num_vertices: int) -> MeshStructure:
-        """faces (F, 3) indices below num_vertices; an edge used by one triangle only is a
-        boundary edge, and the connected boundary with the most vertices is the outer rim."""
-        faces = np.asarray(faces, dtype=np.int64)
-        count = int(num_vertices)
-        src = faces.reshape(-1)
-        dst = faces[:, [1, 2, 0]].reshape(-1)
-        low, high = np.minimum(src, dst), np.maximum(src, dst)
-        keys, uses = np.unique(low * count + high, return_counts=True)
-        edge_a, edge_b = np.divmod(keys, count)
-        own = np.arange(count, dtype=np.int64)
-        neighbours = VertexGroups.from_pairs(np.concatenate([own, edge_a, edge_b]),
-                                             np.concatenate([own, edge_b, edge_a]), count, count)
-        corners = VertexGroups.from_pairs(src, np.repeat(np.arange(len(faces)), 3), count, len(faces))
-
-        boundary_a, boundary_b = edge_a[uses == 1], edge_b[uses == 1]
-        structure = cls(neighbours=neighbours, corners=corners, rim_ring=np.full(count, RIM_RINGS, dtype=np.int64))
-        if len(boundary_a) == 0:
-            return structure
-        rim = _longest_loop(boundary_a, boundary_b, count)
-        ring = structure.rim_ring
-        ring[rim] = 0
-        reached = ring == 0
-        for step in range(1, RIM_RINGS):
-            reached = neighbours.reduce(np.maximum, reached, False)
-            ring[reached & (ring == RIM_RINGS)] = step
-        return structure
-
-
-def _longest_loop(edge_a: np.ndarray, edge_b: np.ndarray, count: int) -> np.ndarray:
-    """Boundary edges (B,) pairs -> (K,) the vertices of the connected boundary with the most vertices."""
-    labels = np.arange(count, dtype=np.int64)
-    while True:
-        lowest = np.minimum(labels[edge_a], labels[edge_b])
-        before = labels.copy()
-        np.minimum.at(labels, edge_a, lowest)
-        np.minimum.at(labels, edge_b, lowest)
-        labels = labels[labels]  # pointer jumping: long loops settle in few rounds
-        if np.array_equal(labels, before):
-            break
-    on_boundary = np.unique(np.concatenate([edge_a, edge_b]))
-    loop_labels, sizes = np.unique(labels[on_boundary], return_counts=True)
-    return on_boundary[labels[on_boundary] == loop_labels[np.argmax(sizes)]]
-
-
-_structures: dict[tuple[int, bytes], MeshStructure] = {}
-_last_structure: list[tuple[np.ndarray, int, MeshStructure]] = []  # the last faces array asked about
-
-
-def mesh_structure(faces: np.ndarray, num_vertices: int) -> MeshStructure:
-    """:meth:`MeshStructure.build`, cached per (vertex count, triangle content)."""
-    if _last_structure and _last_structure[0][0] is faces and _last_structure[0][1] == num_vertices:
-        return _last_structure[0][2]  # the same array again (a topology's): no hashing
-    given = faces
-    faces = np.ascontiguousarray(faces, dtype=np.int64)
-    key = (int(num_vertices), hashlib.blake2b(faces.tobytes(), digest_size=16).digest())
-    structure = _structures.get(key)
-    if structure is None:
-        if len(_structures) >= _STRUCTURE_CACHE_SIZE:
-            _structures.clear()
-        structure = _structures[key] = MeshStructure.build(faces, num_vertices)
-    _last_structure[:] = [(given, int(num_vertices), structure)]
-    return structure
-
-
 def vertex_normals(image_points: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals (V, 3) of the posed mesh, in the camera frame
     (x right, y up, z toward the camera); image_points (V, 3) x, y down, depth (larger nearer)."""
-    points = np.asarray(image_points, dtype=np.float32)
-    faces = np.asarray(faces)
     # (x, -y, z): the face's own frame rotated and scaled, where triangles are counter-clockwise
-    normals = triangle_normals(points * np.array([1.0, -1.0, 1.0], np.float32), faces)
-    return unit_normals(mesh_structure(faces, len(points)).corner_sum(normals))
+    return area_weighted_normals(np.asarray(image_points, dtype=np.float32) * np.array([1.0, -1.0, 1.0], np.float32),
+                                 faces)
 
 
 @dataclass(frozen=True)

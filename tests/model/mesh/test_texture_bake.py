@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from model.mesh.structure import mesh_structure
 from model.mesh.texture_bake import (
     DILATE_TEXELS,
     FILL_SEEN,
@@ -12,7 +13,7 @@ from model.mesh.texture_bake import (
     merge_vertex_colors,
     sample_vertex_colors,
 )
-from model.mesh.visibility import FaceVisibility, face_visibility, mesh_structure
+from model.mesh.visibility import FaceVisibility, face_visibility
 
 
 def _manual_bilinear(image: np.ndarray, x: float, y: float) -> np.ndarray:
