@@ -4,11 +4,13 @@
 [--calibrate DIR ...]`` rebuilds each network in PyTorch from its .tflite graph
 (:mod:`training.tools.blazeface`), checks it against MediaPipe's own FaceDetection solution on the
 same input, bakes the anchor decoding into the graph and exports all chosen networks as one
-ONNX graph (opset 17; weights stored as float16, which is exactly what the .tflite files hold,
-and widened by a Cast that ONNX Runtime folds at load). The ``facedetector.*`` metadata records
-input sizes, anchors and decoding conventions, the source models and their licence, and the box
-calibration of each network (:mod:`training.tools.detector_calibration`). Without ``--calibrate`` the
-calibration is the one fitted when the shipped detector was built.
+ONNX graph (opset 17; the explicit zero paddings folded into the convolutions that read them,
+:func:`training.export.onnx_graph.fold_pads_into_convs`; weights stored as float16, which is
+exactly what the .tflite files hold, and widened by a Cast that ONNX Runtime folds at load).
+The ``facedetector.*`` metadata records input sizes, anchors and decoding conventions, the source
+models and their licence, and the box calibration of each network
+(:mod:`training.tools.detector_calibration`). Without ``--calibrate`` the calibration is the one
+fitted when the shipped detector was built.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ from model.runtime.detector import (
     output_names,
     weighted_nms,
 )
-from training.export.onnx_graph import set_onnx_metadata, store_weights_as_float16, write_onnx_metadata
+from training.export.onnx_graph import (
+    fold_pads_into_convs,
+    set_onnx_metadata,
+    store_weights_as_float16,
+    write_onnx_metadata,
+)
 from training.tools.blazeface import BlazeFace, Source
 from training.tools.detector_calibration import FITTED_CALIBRATIONS, CalibrationFit, fit_calibration
 
@@ -115,6 +122,7 @@ def export_detector(models: dict[Source, BlazeFace], out: str | Path,
         decoding=DECODING,
     )
     graph = onnx.load(str(out))
+    log.info("folded %d zero paddings into their convolutions", fold_pads_into_convs(graph))
     store_weights_as_float16(graph, min_elements=16, exact_only=True)
     set_onnx_metadata(graph, metadata.to_properties())
     onnx.save(graph, str(out))
