@@ -117,9 +117,12 @@ def crop_face(image: np.ndarray, box: tuple[float, float, float, float], size: i
     artificial border colour.
 
     The pixels are exactly those of padding the whole photo by the square's overhang and resizing
-    the square out of it with Pillow, but nothing of that size is built. Pillow resizes in two
-    passes, one axis and then the other, rounding to 8 bits in between; here the first pass runs
-    on the photo's own rows (or columns) under the square, a band at a time, each band padded
+    the square out of it with Pillow, but nothing of that size is built. The window Pillow reads
+    (the square and its filter's reach), when it has at most ``_BAND_PIXELS`` pixels (every face
+    of an ordinary photo) and Pillow takes its passes in the same order for it as for the whole
+    padded photo, is padded into one array and resized in one call. Otherwise: Pillow resizes in
+    two passes, one axis and then the other, rounding to 8 bits in between; here the first pass
+    runs on the photo's own rows (or columns) under the square, a band at a time, each band padded
     along that axis, into a strip ``size`` pixels across whose rows (columns) beyond the photo
     repeat its edge ones, and the second pass runs on the strip. Memory: the strip (``7 * size``
     bytes per pixel of the square's side, as numpy and as Pillow image) and one band of at most
@@ -133,7 +136,15 @@ def crop_face(image: np.ndarray, box: tuple[float, float, float, float], size: i
     cols = _axis(origin_x, side, pad, width, size)
     rows = _axis(origin_y, side, pad, height, size)
     bilinear = Image.Resampling.BILINEAR
-    if not _vertical_first(width + 2 * pad, height + 2 * pad, size):
+    vertical_first = _vertical_first(width + 2 * pad, height + 2 * pad, size)
+    window_rows, window_cols = rows.hi - rows.lo, cols.hi - cols.lo
+    if (window_rows * window_cols <= _BAND_PIXELS
+            and _vertical_first(window_cols, window_rows, size) == vertical_first):
+        # A window of one band that Pillow resizes in the same pass order: both passes in one call.
+        window = np.empty((window_rows, window_cols, 3), np.uint8)
+        _padded(image, pad, (rows.lo, rows.hi), (cols.lo, cols.hi), window)
+        crop = Image.fromarray(window).resize((size, size), bilinear, box=(cols.start, rows.start, cols.end, rows.end))
+    elif not vertical_first:
         # Along the rows: the photo rows [r0, r1) under the window, then down the strip's columns.
         r0, r1 = max(rows.lo - pad, 0), min(rows.hi - pad, height)
         across = cols.hi - cols.lo
