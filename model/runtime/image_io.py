@@ -177,7 +177,8 @@ def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequenc
     made from the decoded image, at most 1/4 of its pixels (1/16 of its bytes at 4000x3000).
 
     Memory: Pillow's decoded image and the answer, nothing else of the image's size: the
-    conversion runs a strip at a time, writing straight into the upright answer.
+    conversion runs a strip at a time, writing straight into the upright answer. An upright RGB
+    photo of one strip is answered as Pillow hands its pixels over (one copy, read-only).
     """
     image = _open(data, max_pixels, formats)
     try:
@@ -190,6 +191,11 @@ def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequenc
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(f"corrupt or truncated image: {err}") from None
     width, height = image.size
+    if image.mode == "RGB" and orientation == 1 and width * height <= _STRIP_PIXELS:
+        # Pillow's own pixels as they are (one copy, no second buffer to fill): the common photo
+        out = np.asarray(image).view(DecodedImage)
+        _add_preview(out, image, orientation, preview_side)
+        return out
     transposed = orientation in (5, 6, 7, 8)
     out = np.empty((width, height, 3) if transposed else (height, width, 3), np.uint8).view(DecodedImage)
     stored = _upright_view(out, orientation)
@@ -207,9 +213,15 @@ def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequenc
             rgba = strip.convert("RGBA")
             strip = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
         rows[...] = np.asarray(strip if strip.mode == "RGB" else strip.convert("RGB"))
-    factor = preview_factor(width, height, preview_side) if preview_side else 1
+    _add_preview(out, image, orientation, preview_side)
+    return out
+
+
+def _add_preview(out: DecodedImage, image: Image.Image, orientation: int, preview_side: int | None) -> None:
+    """Give ``out`` the detector's :class:`Preview`, reduced from the decoded ``image``, when the
+    photo is large enough for one (see :func:`load_rgb`)."""
+    factor = preview_factor(image.width, image.height, preview_side) if preview_side else 1
     if factor > 1 and image.mode in _PREVIEW_MODES:
         small = image.reduce(factor)
         small = small if small.mode == "RGB" else small.convert("RGB")
         out.preview = Preview(small.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else small, factor)
-    return out

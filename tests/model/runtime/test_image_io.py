@@ -112,6 +112,19 @@ def test_strip_decoding_gives_the_pixels_of_whole_image_conversion(name, data, m
     np.testing.assert_array_equal(out, expected)
 
 
+def test_an_upright_rgb_photo_is_pillows_pixels_handed_over_read_only():
+    """The common photo skips the second buffer: its answer is the decoder's pixels, one copy,
+    read-only (nothing downstream writes into the photo)."""
+    from model.runtime.image_io import DecodedImage
+
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    data = _encode(rgb, "JPEG", quality=90)
+    out = load_rgb(data)
+    assert isinstance(out, DecodedImage) and out.shape == (48, 64, 3) and out.dtype == np.uint8
+    assert not out.flags.writeable and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, _first_decoding(data))
+
+
 def test_the_header_is_read_without_decoding():
     from model.runtime.image_io import ImageTooLarge, read_header
 
