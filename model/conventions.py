@@ -66,4 +66,11 @@ def ndc_to_pixels(ndc: np.ndarray, size: int) -> np.ndarray:
     The numpy twin of :func:`model.nn.geometry.ndc_to_screen`.
     """
     half = size / 2.0
-    return np.stack([(ndc[..., 0] + 1.0) * half, (1.0 - ndc[..., 1]) * half, ndc[..., 2] * half], axis=-1)
+    return np.stack([(ndc[..., 0] + 1.0) * half, (1.0 - ndc[..., 1]) * half, ndc_depth_to_pixels(ndc[..., 2], size)],
+                    axis=-1)
+
+
+def ndc_depth_to_pixels(depth: np.ndarray, size: int) -> np.ndarray:
+    """Crop NDC depth (...) -> depth in crop pixels (...), larger nearer: :func:`ndc_to_pixels`' third
+    coordinate alone."""
+    return depth * (size / 2.0)

@@ -110,8 +110,8 @@ class FaceReconstructionModel(nn.Module):
 
         The three vertex decoders' coarse outputs are upsampled together, and the cavities
         attached to all three surfaces together (stacked on the batch axis): the same values as
-        each decoder's own forward, in a few wide operations instead of many narrow ones, which
-        is most of the exported graph's decode time.
+        upsampling and attaching each alone, in a few wide operations instead of many narrow
+        ones, which is most of the exported graph's decode time.
         """
         size = self.image_size
         identity_coarse = self.identity_decoder.coarse_offsets(codes.identity if identity is None else identity)

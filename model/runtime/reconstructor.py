@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
 
-from model.conventions import Box, MeshSpace
+from model.conventions import Box, MeshSpace, ndc_depth_to_pixels
 from model.onnx_contract import (
     GIVEN_CODE_INPUTS,
     GIVEN_WEIGHTS,
@@ -185,7 +185,7 @@ class FaceReconstructor:
         coordinates."""
         results = []
         for i, (box, crop) in enumerate(zip(boxes, crops)):
-            depth = out["posed_vertices"][i][:, 2:] * (self.input_size / 2.0)  # ndc_to_pixels' depth, alone
+            depth = ndc_depth_to_pixels(out["posed_vertices"][i][:, 2:], self.input_size)
             crop_points = np.concatenate([out["vertices_2d"][i], depth], axis=1)
             results.append(
                 FaceResult(
