@@ -20,6 +20,7 @@ from model.topology import FaceTopology
 from training.config import from_dict
 
 COLOUR_SUMMARY = "encoder.colour_summary."  # state-dict prefix of model.nn.encoders.ColourSummary
+IDENTITY_TRUNK = "encoder.identity_trunk."  # state-dict prefix of the identity head's model.nn.encoders.TrunkTail
 
 
 def save_checkpoint(path: str | Path, model: FaceReconstructionModel, *, steps: int,
@@ -42,9 +43,16 @@ def load_model_state(model: FaceReconstructionModel, state_dict: dict[str, torch
     """Load a checkpoint's weights into ``model``. Checkpoints written before the landmark offsets
     were saved lack them: they load with zero offsets (landmarks on their vertices). A model with an
     encoder colour summary (``EncoderConfig.colour_grid``) that the checkpoint lacks keeps its own,
-    freshly initialised one (which adds nothing until it trains)."""
-    fresh = {name: value for name, value in model.state_dict().items() if name.startswith(COLOUR_SUMMARY)}
+    freshly initialised one (which adds nothing until it trains). A model with an identity trunk tail
+    (``EncoderConfig.identity_trunk_blocks``) that the checkpoint lacks gets it seeded from the
+    checkpoint's shared trunk: it answers exactly as before until it trains."""
+    seed_tail = model.encoder.identity_trunk is not None and not any(n.startswith(IDENTITY_TRUNK) for n in state_dict)
+    fresh = {name: value for name, value in model.state_dict().items()
+             if name.startswith(COLOUR_SUMMARY) or (seed_tail and name.startswith(IDENTITY_TRUNK))}
     model.load_state_dict({"landmark_offsets": torch.zeros_like(model.landmark_offsets), **fresh, **state_dict})
+    if seed_tail:
+        assert model.encoder.identity_trunk is not None
+        model.encoder.identity_trunk.seed_from(model.encoder.trunk)
 
 
 def load_checkpoint(path: str | Path, topology: FaceTopology) -> tuple[FaceReconstructionModel, dict[str, Any]]:

@@ -27,8 +27,18 @@ class EncoderConfig:
     # colour augmentation, keeps almost no colour, so from its features alone every face got the
     # same albedo. 0: trunk features only (the models before it).
     colour_grid: int = 0
+    # The identity head reads a trunk tail of its own: a second copy of the trunk's last
+    # identity_trunk_blocks blocks and its projection, fed by the shared blocks before them
+    # (:class:`TrunkTail`). Recognition and landmarks then stop competing for the same features:
+    # the identity branch can learn the person while the pose and expression heads keep the
+    # landmark network's features. 0: the identity head reads the shared features (the models
+    # before it).
+    identity_trunk_blocks: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.identity_trunk_blocks <= sum(self.blocks_per_stage):
+            raise ValueError(f"identity_trunk_blocks ({self.identity_trunk_blocks}) must be between 0 and the "
+                             f"trunk's {sum(self.blocks_per_stage)} blocks")
         if len(self.stage_widths) != len(self.blocks_per_stage):
             raise ValueError(f"stage_widths {self.stage_widths} and blocks_per_stage {self.blocks_per_stage} "
                              "must have one entry per stage")
@@ -60,6 +70,28 @@ class InvertedResidual(nn.Module):
         return x + out if self.residual else out
 
 
+def _trunk_layers(config: EncoderConfig) -> list[nn.Module]:
+    """The stem's layers, then one :class:`InvertedResidual` per block."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, config.stem_width, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(config.stem_width),
+        nn.ReLU6(inplace=True),
+    ]
+    in_ch = config.stem_width
+    for width, blocks in zip(config.stage_widths, config.blocks_per_stage):
+        for b in range(blocks):
+            layers.append(InvertedResidual(in_ch, width, 2 if b == 0 else 1, config.expansion))
+            in_ch = width
+    return layers
+
+
+def _projection(config: EncoderConfig) -> nn.Sequential:
+    side = config.image_size // 2 ** (1 + len(config.stage_widths))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(config.stage_widths[-1] * side * side, config.feature_width), nn.ReLU(inplace=True)
+    )
+
+
 class Trunk(nn.Module):
     """(B, 3, S, S) normalised image -> (B, feature_width) spatially aware features.
 
@@ -69,24 +101,39 @@ class Trunk(nn.Module):
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
-        layers: list[nn.Module] = [
-            nn.Conv2d(3, config.stem_width, 3, 2, 1, bias=False),
-            nn.BatchNorm2d(config.stem_width),
-            nn.ReLU6(inplace=True),
-        ]
-        in_ch = config.stem_width
-        for width, blocks in zip(config.stage_widths, config.blocks_per_stage):
-            for b in range(blocks):
-                layers.append(InvertedResidual(in_ch, width, 2 if b == 0 else 1, config.expansion))
-                in_ch = width
-        self.features = nn.Sequential(*layers)
-        side = config.image_size // 2 ** (1 + len(config.stage_widths))
-        self.project = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_ch * side * side, config.feature_width), nn.ReLU(inplace=True)
-        )
+        self.features = nn.Sequential(*_trunk_layers(config))
+        self.project = _projection(config)
+
+    def split(self, image: torch.Tensor, tail_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) -> (the feature map before the last ``tail_blocks`` blocks (B, C, h, w),
+        the features (B, feature_width))."""
+        cut = len(self.features) - tail_blocks
+        shared = self.features[:cut](image)
+        return shared, self.project(self.features[cut:](shared))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.project(self.features(image))
+
+
+class TrunkTail(nn.Module):
+    """A second copy of the trunk's last ``blocks`` blocks and its projection: (B, C, h, w) the
+    shared trunk's feature map before those blocks -> (B, feature_width) features of its own
+    (the identity head's, :attr:`EncoderConfig.identity_trunk_blocks`)."""
+
+    def __init__(self, config: EncoderConfig, blocks: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(*_trunk_layers(config)[-blocks:])
+        self.project = _projection(config)
+
+    def seed_from(self, trunk: Trunk) -> None:
+        """Copy the shared trunk's last blocks and projection: the tail computes the shared features."""
+        with torch.no_grad():
+            for own, shared in zip(self.features, trunk.features[len(trunk.features) - len(self.features):]):
+                own.load_state_dict(shared.state_dict())
+            self.project.load_state_dict(trunk.project.state_dict())
+
+    def forward(self, shared: torch.Tensor) -> torch.Tensor:
+        return self.project(self.features(shared))
 
 
 class ColourSummary(nn.Module):
@@ -149,6 +196,8 @@ class FaceEncoder(nn.Module):
     def __init__(self, config: EncoderConfig = EncoderConfig()) -> None:
         super().__init__()
         self.trunk = Trunk(config)
+        self.identity_trunk_blocks = config.identity_trunk_blocks
+        self.identity_trunk = TrunkTail(config, config.identity_trunk_blocks) if config.identity_trunk_blocks else None
         width = config.feature_width
         self.identity_head = _head(width, config.identity_dim)
         self.expression_head = _head(width, config.expression_dim)
@@ -167,10 +216,14 @@ class FaceEncoder(nn.Module):
             lighting_out.bias.view(9, 3)[0] = 1.0
 
     def forward(self, image: torch.Tensor) -> EncodedFace:
-        features = self.trunk(image)
+        if self.identity_trunk is None:
+            features = identity_features = self.trunk(image)
+        else:
+            shared, features = self.trunk.split(image, self.identity_trunk_blocks)
+            identity_features = self.identity_trunk(shared)
         appearance = features if self.colour_summary is None else features + self.colour_summary(image)
         return EncodedFace(
-            identity=self.identity_head(features),
+            identity=self.identity_head(identity_features),
             expression=self.expression_head(features),
             pose=self.pose_head(features),
             albedo=self.albedo_head(appearance),

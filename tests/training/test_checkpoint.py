@@ -67,3 +67,24 @@ def test_storing_a_calibration_checks_it_is_the_models_checkpoint(topology, tmp_
     assert data["landmark_calibration"] == "set" and data["optimiser"] == {"state": {}}
     np.testing.assert_array_equal(data["state_dict"]["landmark_offsets"].numpy(), offsets.astype(np.float32))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_a_checkpoint_without_an_identity_trunk_tail_seeds_it_from_the_shared_trunk(topology):
+    """A model gaining EncoderConfig.identity_trunk_blocks from an earlier checkpoint answers exactly as
+    that checkpoint's model until it trains; a checkpoint that has the tail keeps its own."""
+    from model.nn.encoders import EncoderConfig
+    from model.nn.face_model import ModelConfig
+    from training.checkpoint import load_model_state
+
+    model, _ = _model_with_offsets(topology)
+    tailed = FaceReconstructionModel(topology, ModelConfig(encoder=EncoderConfig(identity_trunk_blocks=1))).eval()
+    load_model_state(tailed, model.state_dict())
+    images = torch.rand(2, 3, model.image_size, model.image_size)
+    with torch.no_grad():
+        torch.testing.assert_close(tailed(images).neutral_vertices, model(images).neutral_vertices)
+        tailed.encoder.identity_trunk.project[1].bias.add_(0.5)
+    own = tailed.state_dict()
+    again = FaceReconstructionModel(topology, ModelConfig(encoder=EncoderConfig(identity_trunk_blocks=1))).eval()
+    load_model_state(again, own)
+    for name, value in again.state_dict().items():
+        assert torch.equal(value, own[name]), name

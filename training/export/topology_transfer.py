@@ -28,7 +28,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from model.nn.encoders import EncoderConfig
+from model.nn.encoders import EncoderConfig, Trunk
 from model.nn.face_model import FaceReconstructionModel, ModelConfig
 from model.onnx_contract import LANDMARK_OFFSETS, ModelMetadata
 from model.topology import NUM_BASE_VERTICES, FaceTopology
@@ -64,6 +64,13 @@ def colour_grid_of(weights: dict[str, np.ndarray]) -> int:
     (:func:`onnx_weights`): 0 without a colour summary, else from its first layer's 3 G^2 inputs."""
     first = weights.get(f"{WRAPPER_PREFIX}{COLOUR_SUMMARY}mlp.2.weight")  # (hidden, 3 G^2)
     return 0 if first is None else round(math.sqrt(first.shape[1] / 3))
+
+
+def identity_trunk_blocks_of(graph: onnx.ModelProto) -> int:
+    """The identity head's own trunk blocks (``EncoderConfig.identity_trunk_blocks``) of an exported
+    graph: its convolutions beyond the shared trunk's, three to a block (the BatchNorms are folded)."""
+    shared = sum(isinstance(m, nn.Conv2d) for m in Trunk(EncoderConfig()).modules())
+    return (sum(node.op_type == "Conv" for node in graph.graph.node) - shared) // 3
 
 
 def model_from_onnx(path: Path | onnx.ModelProto, topology: FaceTopology,
@@ -146,8 +153,9 @@ def transfer_topology(model_path: Path, old_topology: FaceTopology, new_topology
         raise ValueError(f"{model_path} was exported for topology {metadata.topology_version}, "
                          f"not {old_topology.version}")
     # the shipped architecture (exports record only the input size, checked below), with the colour
-    # summary the graph has
-    config = ModelConfig(encoder=EncoderConfig(colour_grid=colour_grid_of(onnx_weights(graph))))
+    # summary and the identity trunk tail the graph has
+    config = ModelConfig(encoder=EncoderConfig(colour_grid=colour_grid_of(onnx_weights(graph)),
+                                               identity_trunk_blocks=identity_trunk_blocks_of(graph)))
     if metadata.input_size != config.encoder.image_size:
         raise ValueError(f"{model_path} takes {metadata.input_size}-pixel crops, "
                          f"the model config {config.encoder.image_size}")

@@ -188,3 +188,30 @@ def test_colour_summary_reads_the_crops_colours_and_starts_as_nothing(topology):
     # head's last layer is zero, so only the albedo shows it here)
     assert (base.albedo - recoloured.albedo).abs().max() > 2 * (shifted[0].albedo - shifted[1].albedo).abs().max()
     torch.testing.assert_close(base.identity, coloured.encode(images).identity)
+
+
+def test_an_identity_trunk_tail_seeded_from_the_trunk_answers_as_before_and_feeds_only_the_identity(topology):
+    """EncoderConfig.identity_trunk_blocks: the identity head reads its own copy of the trunk's last
+    blocks. Seeded from the shared trunk it computes what the model without it did; trained apart,
+    it moves the identity code but not the pose or expression codes."""
+    import dataclasses
+
+    from model.nn.encoders import EncoderConfig
+    from model.nn.face_model import ModelConfig
+
+    torch.manual_seed(0)
+    plain = FaceReconstructionModel(topology).eval()
+    tailed = FaceReconstructionModel(topology, ModelConfig(encoder=EncoderConfig(identity_trunk_blocks=2))).eval()
+    tailed.load_state_dict({**tailed.state_dict(), **plain.state_dict()})
+    assert tailed.encoder.identity_trunk is not None
+    tailed.encoder.identity_trunk.seed_from(tailed.encoder.trunk)
+    images = torch.rand(2, 3, plain.image_size, plain.image_size)
+    with torch.no_grad():
+        before, after = plain(images), tailed(images)
+        for field in dataclasses.fields(before):
+            torch.testing.assert_close(getattr(after, field.name), getattr(before, field.name))
+        tailed.encoder.identity_trunk.project[1].bias.add_(0.5)
+        codes, reference = tailed.encode(images), plain.encode(images)
+    assert (codes.identity - reference.identity).abs().max() > 1e-3
+    for name in ("expression", "pose", "albedo", "lighting"):
+        torch.testing.assert_close(getattr(codes, name), getattr(reference, name))

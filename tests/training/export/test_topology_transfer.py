@@ -107,3 +107,26 @@ def test_a_graph_with_a_colour_summary_is_read_back_with_it(topology, tmp_path):
         before, after = model(images), rebuilt(images)
     for name in ("albedo", "lighting", "expressive_vertices"):
         np.testing.assert_allclose(getattr(after, name).numpy(), getattr(before, name).numpy(), atol=1e-5)
+
+
+def test_a_graph_with_an_identity_trunk_tail_is_read_back_with_it(topology, tmp_path):
+    """The identity head's own trunk blocks (EncoderConfig.identity_trunk_blocks) survive a read-back:
+    the rebuilt model has them, with the graph's weights, and computes the graph's neutral face."""
+    from model.nn.encoders import EncoderConfig
+    from model.nn.face_model import FaceReconstructionModel, ModelConfig
+    from training.export.onnx_export import export_onnx
+
+    torch.manual_seed(5)
+    model = FaceReconstructionModel(topology, ModelConfig(encoder=EncoderConfig(identity_trunk_blocks=1))).eval()
+    with torch.no_grad():
+        model.identity_decoder.offsets.mlp[-1].weight.normal_(0.0, 0.05)
+        model.encoder.identity_trunk.project[1].weight.normal_(0.0, 0.02)
+    path = tmp_path / "tailed.onnx"
+    export_onnx(model, path, trained=True, steps=1)
+    rebuilt, _ = transfer_topology(path, topology, topology)
+    assert rebuilt.config.encoder.identity_trunk_blocks == 1
+    images = torch.rand(2, 3, model.image_size, model.image_size)
+    with torch.no_grad():
+        before, after = model(images), rebuilt(images)
+    for name in ("neutral_vertices", "expressive_vertices"):
+        np.testing.assert_allclose(getattr(after, name).numpy(), getattr(before, name).numpy(), atol=1e-5)
