@@ -4,6 +4,7 @@ output names and the metadata an exported model carries. Torch-free."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 INPUT_NAME = "image"
@@ -59,6 +60,11 @@ REEXPORT_COMMANDS = ("facerecon export --checkpoint CKPT --out NEW.onnx",
 LANDMARK_OFFSETS = "landmark_offsets"
 
 
+# How ModelMetadata.from_properties reads a property's text back, by the field's annotation (a
+# string: annotations are postponed); str for the others.
+_PARSERS: dict[str, Callable[[str], object]] = {"bool": lambda raw: raw == "True", "int": int, "float": float}
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """What a consumer of the ONNX graph needs besides the graph.
@@ -77,6 +83,9 @@ class ModelMetadata:
     landmark_calibration: str = "none"
     # how the weights are stored beyond float32 (training.export.quantize); "none": float
     quantization: str = "none"
+    # the different-person distance of several-photo fusion (model.runtime.identity_fusion), written
+    # by `facerecon calibrate-identity`; 0.0: not calibrated (fusion then keeps every photo with a face)
+    identity_threshold: float = 0.0
     input_range: str = "rgb float32 in [0, 1], NCHW"
     format_version: str = "1"  # files from before the field are format 1; exports write FORMAT_VERSION
 
@@ -93,5 +102,5 @@ class ModelMetadata:
                 if field.default is not dataclasses.MISSING:
                     continue
                 raise ValueError(f"model metadata lacks facerecon.{field.name}: not a facerecon export")
-            values[field.name] = raw == "True" if field.type == "bool" else int(raw) if field.type == "int" else raw
+            values[field.name] = _PARSERS.get(str(field.type), str)(raw)
         return cls(**values)  # type: ignore[arg-type]

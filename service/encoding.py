@@ -21,7 +21,6 @@ from model.mesh.texture_bake import (
     sample_vertex_colors,
 )
 from model.mesh.visibility import face_visibility, merge_weights
-from model.runtime.identity_fusion import DIFFERENT_PERSON_DISTANCE
 from model.runtime.pipeline import ImageReconstruction, PersonPhoto, ReconstructedFace
 from model.topology import FaceTopology
 from service.schemas import (
@@ -175,7 +174,7 @@ def rejection_reason(photo: PersonPhoto) -> str | None:
         return "no face was detected in the photo"
     if photo.rejection == "different_person":
         return (f"another person: its identity code is {photo.distance:.2f} from the other photos' (their "
-                f"weighted mean), beyond the same-person limit of {DIFFERENT_PERSON_DISTANCE}")
+                f"weighted mean), beyond the same-person limit of {photo.threshold:g}")
     return None
 
 

@@ -1,6 +1,6 @@
 """The training commands of ``facerecon`` (export, build-topology, prepare, train, synthesize,
-evaluate, evaluate-identity, calibrate-landmarks, build-detector, transfer-topology, quantize,
-embed-identities).
+evaluate, evaluate-identity, calibrate-landmarks, calibrate-identity, build-detector,
+transfer-topology, quantize, embed-identities).
 
 The ``facerecon`` command (:mod:`service.cli`) finds them through the ``facerecon.commands``
 entry points, one per command, each naming a ``register_*`` function here; heavy imports
@@ -272,6 +272,49 @@ def register_calibrate_landmarks(sub: SubParsers) -> None:
     cal.add_argument("--source", help="how the metadata names the calibration data (default: DIR's name and count)")
     cal.add_argument("--seed", type=int, default=0, help="random seed of the folds")
     cal.set_defaults(func=cmd_calibrate_landmarks)
+
+
+def cmd_calibrate_identity(args: argparse.Namespace) -> int:
+    from model.runtime.detector import FaceDetector
+    from model.runtime.pipeline import FacePipeline
+    from model.runtime.reconstructor import FaceReconstructor
+    from training.export.identity_consensus import calibrate, write_identity_threshold
+
+    if not args.people.is_dir():
+        raise CLIError(f"people folder not found: {args.people}")
+    if args.photos < 2:
+        raise CLIError("--photos must be at least 2")
+    if args.max_people <= args.photos:
+        raise CLIError("--max-people must be more than --photos (each person's intruders are --photos others)")
+    if not 0.0 < args.quantile < 1.0:
+        raise CLIError("--quantile must lie between 0 and 1")
+    try:
+        pipeline = FacePipeline(FaceReconstructor(args.model), FaceDetector(DEFAULT_DETECTOR))
+        report = calibrate(args.people, pipeline, people=args.max_people, photos=args.photos, quantile=args.quantile)
+        write_identity_threshold(args.model, report["threshold"], args.out)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise CLIError(str(err)) from None
+    print(json.dumps(report))
+    print(f"wrote {args.out} (identity threshold: {report['threshold']})", file=sys.stderr)
+    return 0
+
+
+def register_calibrate_identity(sub: SubParsers) -> None:
+    cal = sub.add_parser("calibrate-identity",
+                         help="fit the different-person distance of several-photo fusion to a folder of people "
+                              "(LFW layout, training split) and write it into a copy of the model")
+    cal.add_argument("--people", type=Path, required=True, metavar="DIR",
+                     help="one sub-folder of photos per person (LFW layout: DIR/<Person_Name>/*.jpg)")
+    cal.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="exported .onnx to calibrate")
+    cal.add_argument("--out", type=Path, required=True, help="where to write the calibrated .onnx (may be --model)")
+    cal.add_argument("--max-people", type=int, default=150, metavar="N",
+                     help="training-split people used, folders in name order")
+    cal.add_argument("--photos", type=int, default=4, metavar="N",
+                     help="photos per person (people with fewer, or a photo without a face, are skipped)")
+    cal.add_argument("--quantile", type=float, default=0.95,
+                     help="share of a person's own photos kept: the threshold is this quantile of the same-person "
+                          "distances")
+    cal.set_defaults(func=cmd_calibrate_identity)
 
 
 def cmd_transfer_topology(args: argparse.Namespace) -> int:

@@ -114,7 +114,9 @@ class PersonPhoto:
     its own; no face, no faces. ``weight``: its share of the fused identity (the accepted photos'
     sum to 1; 0 when rejected); ``view_weight``: how well it saw the face
     (:func:`model.runtime.identity_fusion.view_weight`, 0 without a face); ``distance``: its
-    identity code's distance to the other accepted photos' (NaN for a lone photo or no face).
+    identity code's distance to the other accepted photos' (NaN for a lone photo or no face);
+    ``threshold``: the different-person distance it was judged by (the model's
+    ``identity_threshold``; 0 when the model has none, and nothing is rejected as another person).
     """
 
     reconstruction: ImageReconstruction
@@ -123,6 +125,7 @@ class PersonPhoto:
     weight: float
     view_weight: float
     distance: float
+    threshold: float
 
 
 @dataclass
@@ -379,7 +382,8 @@ class FacePipeline:
         Each photo's largest face (or its entry of ``boxes``) is encoded (all in one request);
         photos without a face are rejected (``no_face``); the identity codes of the others are
         weighed by how well each photo saw the face, and photos whose code disagrees with the
-        rest are rejected (``different_person``): see :mod:`model.runtime.identity_fusion`.
+        rest beyond the model's ``identity_threshold`` are rejected (``different_person``; none
+        when the model has no threshold): see :mod:`model.runtime.identity_fusion`.
         The accepted photos are then decoded again (one request) with the fused identity code and
         their own expression, pose, albedo and lighting. Raises NoFaceFound when no photo has a
         face, InvalidBox for a bad box.
@@ -400,7 +404,8 @@ class FacePipeline:
         codes = np.concatenate([faces.outputs["identity_code"] for faces in seen])
         views = np.array([view_weight(faces.scores[0], float(faces.outputs["euler_degrees"][0, 0]), faces.boxes[0],
                                       self.reconstructor.input_size) for faces in seen])
-        accepted, distances = consensus(codes, views)
+        threshold = self.reconstructor.metadata.identity_threshold  # 0.0: not calibrated, nothing rejected
+        accepted, distances = consensus(codes, views, threshold)
         fused = fuse_identity(codes[accepted], views[accepted])
         kept = [faces for faces, keep in zip(seen, accepted) if keep]
         given = GivenCodes(identity=fused[None])
@@ -410,7 +415,8 @@ class FacePipeline:
         photos, row = [], 0
         for image, faces in zip(images, found):
             if faces is None:
-                photos.append(PersonPhoto(ImageReconstruction(image, []), False, "no_face", 0.0, 0.0, math.nan))
+                photos.append(PersonPhoto(ImageReconstruction(image, []), False, "no_face", 0.0, 0.0, math.nan,
+                                          threshold))
                 continue
             keep, share, view, distance = next(judged)
             if keep:  # its row of the fused run
@@ -421,7 +427,8 @@ class FacePipeline:
             (result,) = self.reconstructor.results(faces.boxes, faces.transforms, out, run_given)
             face = ReconstructedFace(faces.boxes[0], faces.scores[0], result)
             photos.append(PersonPhoto(ImageReconstruction(image, [face]), bool(keep),
-                                      None if keep else "different_person", float(share), float(view), float(distance)))
+                                      None if keep else "different_person", float(share), float(view), float(distance),
+                                      threshold))
         return PersonReconstruction(photos, fused)
 
     def reconstruct(self, image: np.ndarray, faces: FaceSelection = FaceSelection.largest,

@@ -89,15 +89,16 @@ def test_the_json_answer_has_the_lighting_and_the_expression_code(pipeline, face
 def test_the_person_answer_says_why_each_photo_was_left_out(pipeline, face_photo):
     rec = pipeline.reconstruct(face_photo)
     topology = pipeline.reconstructor.topology
-    used = PersonPhoto(rec, True, None, 1.0, 0.9, 0.3)
-    other = PersonPhoto(rec, False, "different_person", 0.0, 0.8, 1.7)
-    empty = PersonPhoto(ImageReconstruction(face_photo, []), False, "no_face", 0.0, 0.0, float("nan"))
+    used = PersonPhoto(rec, True, None, 1.0, 0.9, 0.3, 1.25)
+    other = PersonPhoto(rec, False, "different_person", 0.0, 0.8, 1.7, 1.25)
+    empty = PersonPhoto(ImageReconstruction(face_photo, []), False, "no_face", 0.0, 0.0, float("nan"), 1.25)
     answer = person_json([("a.jpg", used), ("b.jpg", other), ("c.jpg", empty), (None, "truncated file")],
                          MeshSpace.neutral, topology, include_mesh=False, model_version="m",
                          landmark_calibration="none")
     assert (answer.photos_sent, answer.photos_used, answer.rejected) == (4, 1, [1, 2, 3])
     reasons = [photo.reason for photo in answer.photos]
     assert reasons[0] is None and "another person" in reasons[1] and "1.70" in reasons[1]
+    assert reasons[1].endswith("beyond the same-person limit of 1.25")  # the model's threshold it was judged by
     assert "no face" in reasons[2] and reasons[3] == "not a usable image: truncated file"
     assert answer.photos[0].result is not None and answer.photos[0].result.space is MeshSpace.neutral
     assert all(photo.result is None for photo in answer.photos[1:])

@@ -1,5 +1,7 @@
 """Calibrate the different-person threshold of several-photo fusion
-(:data:`model.runtime.identity_fusion.DIFFERENT_PERSON_DISTANCE`) for an exported model.
+(:mod:`model.runtime.identity_fusion`) for an exported model, and write it into the model's
+metadata (:attr:`model.onnx_contract.ModelMetadata.identity_threshold`): `facerecon
+calibrate-identity`. The threshold is tied to the weights: recalibrate whenever they change.
 
 On a folder of people (LFW layout), training split only (people whose folder is not in
 `facerecon prepare`'s validation split: the validation people stay unseen by training and by this
@@ -11,24 +13,24 @@ are an intruder's distance to the weighted mean of another person's photos but o
 count of references). The threshold is the ``quantile`` of the same-person distances: that share
 of a person's photos is kept when they are judged against their own others.
 
-    python -m training.export.identity_consensus --people ../shared/data/train/lfw
+    facerecon calibrate-identity --people ../shared/data/train/lfw --out model/weights/facerecon.onnx
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 from pathlib import Path
 
 import numpy as np
+import onnx
 
-from model.runtime.detector import DEFAULT_DETECTOR, FaceDetector
+from model.onnx_contract import ModelMetadata
 from model.runtime.identity_fusion import identity_distance, leave_one_out_distances, view_weight
 from model.runtime.image_io import load_rgb
 from model.runtime.pipeline import FacePipeline, NoFaceFound
-from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
 from training.data.prepare import is_validation
 from training.evaluate_identity import verification_auc
+from training.export.onnx_graph import set_onnx_metadata
 
 
 def training_people(people_dir: Path, photos: int, *, val_fraction: float = 0.05, seed: int = 0) -> list[list[Path]]:
@@ -68,6 +70,9 @@ def calibrate(people_dir: Path, pipeline: FacePipeline, *, people: int, photos: 
     """Same- and different-person distance distributions and the threshold (see the module)."""
     encoded = [e for e in (encode_person(pipeline, paths) for paths in training_people(people_dir, photos)[:people])
                if e is not None]
+    if len(encoded) <= photos:  # each person's intruders are ``photos`` other people
+        raise ValueError(f"{len(encoded)} training-split people in {people_dir} have {photos} photos with a face "
+                         f"each; the calibration needs at least {photos + 1}")
     same = np.concatenate([leave_one_out_distances(codes, weights) for codes, weights in encoded])
     rng = np.random.default_rng(seed)
     different = []
@@ -79,28 +84,22 @@ def calibrate(people_dir: Path, pipeline: FacePipeline, *, people: int, photos: 
             reference = (weights[keep, None] * codes[keep]).sum(axis=0) / weights[keep].sum()
             different.append(identity_distance(intruder, reference))
     different_array = np.array(different)
-    threshold = float(np.quantile(same, quantile))
+    threshold = round(float(np.quantile(same, quantile)), 4)  # as written into the model
     scores = -np.concatenate([same, different_array])
     labels = np.concatenate([np.ones(len(same), bool), np.zeros(len(different_array), bool)])
     return {"people": len(encoded), "photos_per_person": photos, "same_person": summary(same),
             "different_person": summary(different_array), "auc": round(verification_auc(scores, labels), 4),
-            "quantile": quantile, "threshold": round(threshold, 4),
+            "quantile": quantile, "threshold": threshold,
             "same_rejected": round(float((same > threshold).mean()), 4),
             "different_accepted": round(float((different_array <= threshold).mean()), 4)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--people", type=Path, required=True, help="LFW layout: DIR/<Person_Name>/*.jpg")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--max-people", type=int, default=120, help="training-split people used (name order)")
-    parser.add_argument("--photos", type=int, default=4, help="photos per person (people with fewer are skipped)")
-    parser.add_argument("--quantile", type=float, default=0.95, help="share of same-person photos kept")
-    args = parser.parse_args()
-    pipeline = FacePipeline(FaceReconstructor(args.model), FaceDetector(DEFAULT_DETECTOR))
-    print(json.dumps(calibrate(args.people, pipeline, people=args.max_people, photos=args.photos,
-                               quantile=args.quantile)))
-
-
-if __name__ == "__main__":
-    main()
+def write_identity_threshold(model_path: Path, threshold: float, out: Path) -> None:
+    """Copy the model at ``model_path`` to ``out`` (which may be ``model_path``) with ``threshold``
+    as its metadata's ``identity_threshold``."""
+    graph = onnx.load(str(model_path))
+    properties = {p.key: p.value for p in graph.metadata_props}
+    metadata = dataclasses.replace(ModelMetadata.from_properties(properties), identity_threshold=threshold)
+    set_onnx_metadata(graph, metadata.to_properties())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(graph, str(out))

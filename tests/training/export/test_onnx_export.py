@@ -147,6 +147,8 @@ def test_metadata_of_earlier_exports_takes_the_newer_fields_defaults(onnx_model)
     props = dict(session.get_modelmeta().custom_metadata_map)
     del props["facerecon.landmark_calibration"]
     assert ModelMetadata.from_properties(props).landmark_calibration == "none"
+    del props["facerecon.identity_threshold"]
+    assert ModelMetadata.from_properties(props).identity_threshold == 0.0
     del props["facerecon.input_size"]
     with pytest.raises(ValueError, match="lacks facerecon.input_size"):
         ModelMetadata.from_properties(props)
