@@ -19,7 +19,11 @@ folders: several photos of one person) and what a neutral face is:
   included) that turn past a threshold cost, so closing the lips cannot cross them;
 - **teacher** (optional): the identity features of the batch's photos are as similar to each
   other (cosine) as a face-recognition network's embeddings of the same photos
-  (:mod:`training.data.identity_embeddings`; a relational distillation, no extra parameters).
+  (:mod:`training.data.identity_embeddings`; a relational distillation, no extra parameters);
+- **shape teacher** (optional): the same relation on what the verification reads, the neutral
+  shapes themselves: their pairwise distances (each shape centred and scaled to unit size) rise
+  and fall with the recognition network's embedding distances (one minus their correlation over
+  the batch's pairs; scale-free, so it orders people without inflating or shrinking the faces).
 
 A batch's first ``2 * pairs`` samples are ``pairs`` same-person pairs, partners adjacent
 (``training.data.identity_sampling``); ``person`` (B,) holds each sample's person id (-1 unknown).
@@ -65,6 +69,7 @@ class IdentityWeights:
     folds: float = 0.0  # neighbouring triangles of the neutral and expressive faces folded past fold_degrees
     fold_degrees: float = 60.0
     teacher: float = 0.0  # squared difference of identity-feature and teacher-embedding cosine similarities
+    shape_teacher: float = 0.0  # 1 - correlation of neutral-shape and teacher-embedding pair distances
 
 
 def face_measurements(vertices: torch.Tensor) -> torch.Tensor:
@@ -144,6 +149,24 @@ class IdentityLoss(torch.nn.Module):
         off_diagonal = ~torch.eye(len(features), dtype=torch.bool, device=features.device)
         return ((features @ features.T - targets @ targets.T)[off_diagonal]).square().mean()
 
+    @staticmethod
+    def shape_teacher_loss(shapes: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor | None:
+        """shapes (B, V, 3) neutral vertices, embedding (B, E) teacher embeddings (zeros where none) ->
+        1 - Pearson correlation, over the pairs of photos with an embedding, of the shapes' distance
+        (mean vertex distance once each is centred and scaled to unit RMS radius) and the embeddings'
+        Euclidean distance; None with fewer than three such photos."""
+        known = embedding.abs().sum(dim=1) > 0
+        if known.sum() < 3:
+            return None
+        centred = shapes[known] - shapes[known].mean(dim=1, keepdim=True)
+        unit = centred / centred.square().sum(dim=-1).mean(dim=1).sqrt()[:, None, None]
+        first, second = torch.triu_indices(len(unit), len(unit), offset=1, device=unit.device)
+        shape_distance = (unit[first] - unit[second]).square().sum(dim=-1).add(1e-12).sqrt().mean(dim=1)
+        targets = embedding[known]
+        teacher_distance = torch.linalg.vector_norm(targets[first] - targets[second], dim=-1)
+        a, b = shape_distance - shape_distance.mean(), teacher_distance - teacher_distance.mean()
+        return 1 - (a * b).sum() / (a.norm() * b.norm() + 1e-12)
+
     def forward(self, result: FaceReconstruction, person: torch.Tensor, pairs: int,
                 exchanged_landmark_loss: torch.Tensor | None, identity: torch.Tensor | None = None,
                 embedding: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -156,6 +179,10 @@ class IdentityLoss(torch.nn.Module):
             teacher = self.teacher_loss(identity, embedding)
             if teacher is not None:
                 terms["identity_teacher"] = w.teacher * teacher
+        if w.shape_teacher and embedding is not None:
+            shape_teacher = self.shape_teacher_loss(result.neutral_vertices[:, :NUM_BASE_VERTICES], embedding)
+            if shape_teacher is not None:
+                terms["identity_shape_teacher"] = w.shape_teacher * shape_teacher
         if w.neutral_prior:
             terms["neutral_prior"] = w.neutral_prior * self.neutral_prior(result)
         if w.rigid_expression:

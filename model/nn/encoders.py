@@ -127,9 +127,10 @@ class TrunkTail(nn.Module):
 
     def seed_from(self, trunk: Trunk) -> None:
         """Copy the shared trunk's last blocks and projection: the tail computes the shared features."""
+        first = len(trunk.features) - len(self.features)
         with torch.no_grad():
-            for own, shared in zip(self.features, trunk.features[len(trunk.features) - len(self.features):]):
-                own.load_state_dict(shared.state_dict())
+            for index, own in enumerate(self.features):
+                own.load_state_dict(trunk.features[first + index].state_dict())
             self.project.load_state_dict(trunk.project.state_dict())
 
     def forward(self, shared: torch.Tensor) -> torch.Tensor:

@@ -77,3 +77,21 @@ def test_the_fold_term_is_zero_on_the_template_and_grows_with_a_pleat(topology):
     pleated = template.clone()
     pleated[0, 1] -= torch.tensor([0.0, 0.0, 0.04])  # the nose tip pushed 4 cm into the head: a pit
     assert loss.fold_penalty(pleated) > 0
+
+
+def test_the_shape_teacher_term_rewards_shapes_that_differ_as_the_teachers_embeddings_do(topology):
+    """Neutral shapes whose pair distances follow the teacher's embedding distances cost nothing,
+    whatever their size; shapes that ignore the teacher cost; too few embeddings give no term."""
+    generator = torch.Generator().manual_seed(0)
+    template = torch.as_tensor(topology.vertices[:468], dtype=torch.float32)
+    directions = torch.randn(2, 468, 3, generator=generator) * 0.002
+    amounts = torch.rand(8, 2, generator=generator)
+    shapes = template + torch.einsum("bk,kvc->bvc", amounts, directions)
+    embedding = torch.cat([amounts, torch.zeros(8, 126)], dim=1)  # the teacher sees the same two amounts
+    agree = IdentityLoss.shape_teacher_loss(shapes, embedding)
+    assert agree < 0.05
+    assert IdentityLoss.shape_teacher_loss(shapes * 3.0, embedding) == pytest.approx(float(agree), abs=1e-4)
+    shuffled = IdentityLoss.shape_teacher_loss(shapes[torch.randperm(8, generator=generator)], embedding)
+    assert shuffled > agree + 0.3
+    embedding[2:] = 0
+    assert IdentityLoss.shape_teacher_loss(shapes, embedding) is None
