@@ -1,5 +1,4 @@
 import json
-import time
 
 import numpy as np
 import pytest
@@ -151,9 +150,7 @@ def test_synthesize_command_end_to_end(synthetic_data, onnx_model, topology, tmp
     out, sheet = tmp_path / "posed", tmp_path / "sheet.png"
     args = ["synthesize", "--data", str(synthetic_data), "--out", str(out), "--per-image", "2", "--limit", "12",
             "--model", str(onnx_model), "--contact-sheet", str(sheet), "--sheet-faces", "2", "-q"]
-    started = time.monotonic()
     assert main(args) == 0
-    assert time.monotonic() - started < 30
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["images"], manifest["sources"]) == (24, 12)
     assert sum(manifest["yaw_histogram"].values()) == 24 and len(manifest["yaw_histogram"]) == 18
