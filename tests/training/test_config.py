@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,8 @@ def test_the_staged_recipe_changes_only_what_each_stage_says():
         "landmark_posed_stage2": (2, 17500, 0.0, True, 0.5), "landmark_posed_stage3": (2, 21500, 0.0, True, 0.75),
         "landmark_posed_stage4": (2, 24500, 0.0, True, 1.0), "landmark_posed_stage5": (2, 27500, 0.0, True, 1.0),
     }
-    fine_tunes = {"identity", "identity_seeded", "appearance"}  # start from a shipped checkpoint: tested below
+    # start from a shipped checkpoint: tested below
+    fine_tunes = {"identity", "identity_seeded", "appearance", "identity_trunk", "identity_shape_teacher"}
     assert sorted(expected) == sorted(p.stem for p in CONFIGS.glob("*.toml") if p.stem not in fine_tunes)
     first = TrainConfig.load(CONFIGS / "landmark_only.toml")
     for name, values in expected.items():
@@ -128,6 +130,25 @@ def test_the_identity_fine_tune_turns_on_every_identity_term_and_the_image_loss(
     weights = config.identity
     assert min(weights.exchange, weights.consistency, weights.separation, weights.neutral_prior,
                weights.rigid_expression) > 0
+
+
+def test_the_identity_trunk_stages_train_the_identity_tail_and_leave_the_landmark_trunk_frozen():
+    """From the appearance checkpoint: the identity head's own trunk tail, the colour path kept, only the
+    tail, the identity and expression heads and their decoders trainable (the shared trunk, the pose
+    head and the appearance frozen), the identity terms, the teacher and the image loss on; the shape
+    teacher stage resumes it and changes only its steps and the shape teacher."""
+    trunk = TrainConfig.load(CONFIGS / "identity_trunk.toml")
+    shape = TrainConfig.load(CONFIGS / "identity_shape_teacher.toml")
+    assert trunk.init_checkpoint == "runs/appearance/last.pt" and trunk.freeze_batchnorm
+    assert trunk.model.encoder.identity_trunk_blocks > 0 and trunk.model.encoder.colour_grid > 0
+    assert not trunk.seed_identity_from_expression and not trunk.restart_identity_branch
+    assert set(trunk.trainable) == {"encoder.identity_trunk", "encoder.identity_head", "encoder.expression_head",
+                                    "identity_decoder", "expression_decoder"}
+    assert trunk.loss.region_image > 0 and trunk.identity.teacher > 0 and trunk.identity.shape_teacher == 0
+    assert min(trunk.identity.exchange, trunk.identity.consistency, trunk.identity.separation) > 0
+    assert shape.init_checkpoint == "runs/identity_trunk/last.pt" and shape.identity.shape_teacher > 0
+    assert shape.model == trunk.model and shape.trainable == trunk.trainable and shape.loss == trunk.loss
+    assert dataclasses.replace(shape.identity, shape_teacher=0.0) == trunk.identity
 
 
 def test_the_appearance_stage_trains_only_albedo_and_lighting_with_the_image_loss():
