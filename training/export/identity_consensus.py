@@ -18,19 +18,17 @@ of a person's photos is kept when they are judged against their own others.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from model.onnx_contract import ModelMetadata
 from model.runtime.identity_fusion import identity_distance, leave_one_out_distances, view_weight
 from model.runtime.image_io import load_rgb
 from model.runtime.pipeline import FacePipeline, NoFaceFound
 from training.data.prepare import is_validation
 from training.evaluate_identity import verification_auc
-from training.export.onnx_graph import set_onnx_metadata
+from training.export.onnx_graph import replace_model_metadata
 
 
 def training_people(people_dir: Path, photos: int, *, val_fraction: float = 0.05, seed: int = 0) -> list[list[Path]]:
@@ -98,8 +96,6 @@ def write_identity_threshold(model_path: Path, threshold: float, out: Path) -> N
     """Copy the model at ``model_path`` to ``out`` (which may be ``model_path``) with ``threshold``
     as its metadata's ``identity_threshold``."""
     graph = onnx.load(str(model_path))
-    properties = {p.key: p.value for p in graph.metadata_props}
-    metadata = dataclasses.replace(ModelMetadata.from_properties(properties), identity_threshold=threshold)
-    set_onnx_metadata(graph, metadata.to_properties())
+    replace_model_metadata(graph, identity_threshold=threshold)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(graph, str(out))

@@ -24,11 +24,11 @@ import onnx
 from onnx import numpy_helper
 
 from model.conventions import points_box
-from model.onnx_contract import LANDMARK_OFFSETS, ModelMetadata
+from model.onnx_contract import LANDMARK_OFFSETS
 from model.runtime.reconstructor import FaceReconstructor
 from model.topology import FaceTopology
 from training.evaluate import box_norm, load_aflw, nme, point_errors, summarise
-from training.export.onnx_graph import set_onnx_metadata
+from training.export.onnx_graph import replace_model_metadata
 
 IRLS_ITERATIONS = 6
 MIN_DISTANCE = 1e-4  # NME units: caps an IRLS weight
@@ -158,9 +158,7 @@ def write_calibrated_model(model_path: Path, offsets: np.ndarray, out: Path, sou
     graph = onnx.load(str(model_path))
     tensor = _offsets_initializer(graph)
     tensor.CopyFrom(numpy_helper.from_array(offsets.astype(np.float32), LANDMARK_OFFSETS))
-    properties = {p.key: p.value for p in graph.metadata_props}
-    metadata = dataclasses.replace(ModelMetadata.from_properties(properties), landmark_calibration=source)
-    set_onnx_metadata(graph, metadata.to_properties())
+    replace_model_metadata(graph, landmark_calibration=source)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(graph, str(out))
 

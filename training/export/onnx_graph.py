@@ -4,7 +4,9 @@ stored as float16, zero padding folded into the convolutions, metadata propertie
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -116,6 +118,15 @@ def set_onnx_metadata(graph: onnx.ModelProto, properties: dict[str, str]) -> Non
     del graph.metadata_props[:]
     for key, value in properties.items():
         graph.metadata_props.add(key=key, value=value)
+
+
+def replace_model_metadata(graph: onnx.ModelProto, **changes: Any) -> None:
+    """Set fields of the facerecon metadata (:class:`model.onnx_contract.ModelMetadata`) that
+    ``graph`` carries, keeping the others."""
+    from model.onnx_contract import ModelMetadata
+
+    metadata = ModelMetadata.from_properties({p.key: p.value for p in graph.metadata_props})
+    set_onnx_metadata(graph, dataclasses.replace(metadata, **changes).to_properties())
 
 
 def write_onnx_metadata(path: Path, properties: dict[str, str]) -> None:
