@@ -86,7 +86,10 @@ def model_from_onnx(path: Path | onnx.ModelProto, topology: FaceTopology,
     for key in state:
         if WRAPPER_PREFIX + key in weights:
             loaded[key] = torch.from_numpy(np.array(weights[WRAPPER_PREFIX + key]))
-    convolutions = [node for node in graph.graph.node if node.op_type == "Conv"]
+    # the identity trunk tail's convolutions run interleaved with the shared trunk's last block in
+    # the graph; the model lists its modules after the shared trunk's
+    convolutions = sorted((node for node in graph.graph.node if node.op_type == "Conv"),
+                          key=lambda node: "/identity_trunk/" in node.name)
     modules = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
     pairs = [(c, b) for c, b in zip(modules[:-1], modules[1:])
              if isinstance(c, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)]

@@ -130,3 +130,32 @@ def test_a_graph_with_an_identity_trunk_tail_is_read_back_with_it(topology, tmp_
         before, after = model(images), rebuilt(images)
     for name in ("neutral_vertices", "expressive_vertices"):
         np.testing.assert_allclose(getattr(after, name).numpy(), getattr(before, name).numpy(), atol=1e-5)
+
+
+def test_a_quantized_graph_with_an_identity_trunk_tail_is_read_back(topology, tmp_path):
+    """The shipped kind of graph: float16 weights, int8 heads (training.export.quantize), whose
+    optimised node order runs the tail's convolutions interleaved with the shared trunk's last block.
+    The rebuilt model computes what the graph computes, up to the int8 activations' rounding."""
+    import onnxruntime as ort
+
+    from model.nn.encoders import EncoderConfig
+    from model.nn.face_model import FaceReconstructionModel, ModelConfig
+    from training.export.onnx_export import export_onnx
+    from training.export.quantize import quantize_model
+
+    torch.manual_seed(6)
+    model = FaceReconstructionModel(topology, ModelConfig(encoder=EncoderConfig(identity_trunk_blocks=1))).eval()
+    with torch.no_grad():
+        model.identity_decoder.offsets.mlp[-1].weight.normal_(0.0, 0.05)
+        model.encoder.identity_trunk.project[1].weight.normal_(0.0, 0.02)
+    export_onnx(model, tmp_path / "float.onnx", trained=True, steps=1, half_weights=True)
+    quantize_model(tmp_path / "float.onnx", tmp_path / "int8.onnx")
+    rebuilt, _ = transfer_topology(tmp_path / "int8.onnx", topology, topology)
+    images = torch.rand(2, 3, model.image_size, model.image_size)
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    graph_out = dict(zip(names, session.run(None, {session.get_inputs()[0].name: images.numpy()})))
+    with torch.no_grad():
+        after = rebuilt(images)
+    for name, tolerance in (("neutral_vertices", 1e-4), ("expressive_vertices", 1e-4), ("landmarks_2d", 0.02)):
+        np.testing.assert_allclose(getattr(after, name).numpy(), graph_out[name], atol=tolerance)  # m, pixels
