@@ -449,12 +449,13 @@ def cmd_embed_identities(args: argparse.Namespace) -> int:
     from training.data.identity_embeddings import EMBEDDINGS_FILE, embed_prepared
 
     try:
-        counts = embed_prepared(args.data, args.batch_size, args.workers)
+        counts = embed_prepared(args.data, args.batch_size, args.workers, args.all_photos)
     except ImportError as err:
         raise CLIError(f"{err}: install the teacher extra (pip install -e '.[teacher]')") from None
     except FileNotFoundError as err:
         raise CLIError(str(err)) from None
-    print(f"wrote {args.data / EMBEDDINGS_FILE}: {counts['embedded']} samples (those in a person's folder)")
+    which = "all" if args.all_photos else "those in a person's folder"
+    print(f"wrote {args.data / EMBEDDINGS_FILE}: {counts['embedded']} samples ({which})")
     return 0
 
 
@@ -465,6 +466,9 @@ def register_embed_identities(sub: SubParsers) -> None:
     emb.add_argument("--data", type=Path, required=True, metavar="DATA", help="prepared data folder")
     emb.add_argument("--batch-size", type=int, default=32, help="face chips per network call")
     emb.add_argument("--workers", type=int, default=2, help="processes (one shard each at a time)")
+    emb.add_argument("--all-photos", action="store_true",
+                     help="embed every prepared photo, not only those in a person's folder (the teacher's "
+                          "relations between people need no identity label)")
     emb.set_defaults(func=cmd_embed_identities)
 
 

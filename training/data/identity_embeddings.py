@@ -1,7 +1,9 @@
 """Face-recognition embeddings of the prepared photos: a training-time teacher for the identity branch.
 
 ``facerecon embed-identities --data DATA`` writes ``DATA/identity_embeddings.npz``: for every
-sample of the prepared shards whose source is in a person's folder (LFW's layout), dlib's 128-D
+sample of the prepared shards whose source is in a person's folder (LFW's layout), or with
+``--all-photos`` for every sample (unlabelled photos too: more faces for the teacher's relations
+between people, which need no identity label), dlib's 128-D
 face descriptor (the ResNet of PyPI's ``face-recognition-models``, public domain, trained on
 people chosen to avoid LFW) of its crop, aligned by the project's own MediaPipe labels (the eye
 corners and the base of the nose, the five points of dlib's face chips). The trainer reads it as
@@ -49,13 +51,14 @@ def _has_person(name: str) -> bool:
     return name.count("/") >= 2
 
 
-def embed_shard(path: Path, batch_size: int = 32) -> tuple[list[str], np.ndarray]:
-    """Names and embeddings (N, 128) of one shard's samples that lie in a person's folder."""
+def embed_shard(path: Path, batch_size: int = 32, all_photos: bool = False) -> tuple[list[str], np.ndarray]:
+    """Names and embeddings (N, 128) of one shard's samples that lie in a person's folder (every
+    sample with ``all_photos``)."""
     import dlib
 
     recogniser = dlib.face_recognition_model_v1(str(recognition_weights()))
     shard = read_shard(path, ("jpeg", "offsets", "landmarks", "names"))
-    rows = [i for i, name in enumerate(shard["names"].tolist()) if _has_person(name)]
+    rows = [i for i, name in enumerate(shard["names"].tolist()) if all_photos or _has_person(name)]
     names: list[str] = []
     vectors = [np.zeros((0, EMBEDDING_DIM), np.float32)]
     for start in range(0, len(rows), batch_size):
@@ -72,13 +75,14 @@ def embed_shard(path: Path, batch_size: int = 32) -> tuple[list[str], np.ndarray
     return names, np.concatenate(vectors)
 
 
-def _embed_task(args: tuple[Path, int]) -> tuple[list[str], np.ndarray]:
+def _embed_task(args: tuple[Path, int, bool]) -> tuple[list[str], np.ndarray]:
     return embed_shard(*args)
 
 
-def embed_prepared(data: Path, batch_size: int = 32, workers: int = 2) -> dict[str, int]:
+def embed_prepared(data: Path, batch_size: int = 32, workers: int = 2, all_photos: bool = False) -> dict[str, int]:
     """Write ``data/identity_embeddings.npz`` (``names`` (N,) str, ``embeddings`` (N, 128) float32)
-    for the samples of ``data``'s shards that lie in a person's folder; returns counts."""
+    for the samples of ``data``'s shards that lie in a person's folder (every sample with
+    ``all_photos``); returns counts."""
     import dlib  # noqa: F401  # fail here, before any work, when the teacher extra is missing
 
     recognition_weights()
@@ -89,7 +93,7 @@ def embed_prepared(data: Path, batch_size: int = 32, workers: int = 2) -> dict[s
     vectors = [np.zeros((0, EMBEDDING_DIM), np.float32)]
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers) as pool:
-        tasks = [(p, batch_size) for p in paths]
+        tasks = [(p, batch_size, all_photos) for p in paths]
         for shard_names, shard_vectors in tqdm(pool.imap(_embed_task, tasks), total=len(paths), desc="embed",
                                                unit="shard"):
             names += shard_names
