@@ -15,7 +15,7 @@ all of them):
   (``texture=vertex``, the default) and the GLB bytes.
 
 Usage: python benchmarks/bench_pipeline.py [--images DIR] [--runs 40] [--warmup 10] [--threads 2]
-       [--peers DIR] [--repeat 1]
+       [--detector-threads 1] [--[no-]spinning] [--peers DIR] [--repeat 1]
 The peer harness is looked for in --peers (default: $PEERS, else /tmp/peers); set it up as
 ../shared/peers/README.md says. Without it only facerecon's figures are printed.
 """
@@ -45,9 +45,11 @@ PEER_SCRIPT = REPO.parent / "shared" / "peers" / "run_3ddfa_v2.py"
 STAGES = ("decode", "detect", "network", "total", "given_total", "colours", "glb")
 
 
-def time_facerecon(paths: list[Path], runs: int, warmup: int, threads: int) -> dict[str, float]:
+def time_facerecon(paths: list[Path], runs: int, warmup: int, threads: int, detector_threads: int,
+                   spinning: bool) -> dict[str, float]:
     """Per-stage ms per image (mean over images of the per-image median over runs)."""
-    pipeline = FacePipeline(FaceReconstructor(threads=threads), FaceDetector(threads=threads))
+    pipeline = FacePipeline(FaceReconstructor(threads=threads, spinning=spinning),
+                            FaceDetector(threads=detector_threads, spinning=spinning))
     reconstructor, topology = pipeline.reconstructor, pipeline.reconstructor.topology
     uv_map = UVRasterMap.build(topology.uvs, topology.faces, 256)  # unused by texture=vertex
     datas = [path.read_bytes() for path in paths]
@@ -113,6 +115,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads, both projects")
+    parser.add_argument("--detector-threads", type=int, default=1,
+                        help="facerecon's face detector's intra-op threads (its default and the service's: 1)")
+    parser.add_argument("--spinning", action=argparse.BooleanOptionalAction, default=True,
+                        help="facerecon's ONNX Runtime threads busy-wait between operators (ONNX Runtime's default, "
+                             "which the peer runs with)")
     parser.add_argument("--peers", type=Path, default=Path(os.environ.get("PEERS", "/tmp/peers")))
     parser.add_argument("--repeat", type=int, default=1, help="run both this many times (figures as ranges)")
     args = parser.parse_args()
@@ -120,9 +127,10 @@ def main() -> None:
     if not paths:
         parser.error(f"no images in {args.images / 'images'}")
     print(f"{len(paths)} images from {args.images}, {args.runs} runs after {args.warmup} warm-up, "
-          f"ONNX Runtime {args.threads} intra-op threads")
+          f"ONNX Runtime {args.threads} intra-op threads (facerecon's detector {args.detector_threads}, "
+          f"spinning {'on' if args.spinning else 'off'})")
     for attempt in range(args.repeat):
-        ours = time_facerecon(paths, args.runs, args.warmup, args.threads)
+        ours = time_facerecon(paths, args.runs, args.warmup, args.threads, args.detector_threads, args.spinning)
         peer = time_peer(args.peers, args.images, args.runs, args.warmup, args.threads)
         print(f"run {attempt + 1}" + ("" if peer else f" (no 3DDFA_V2 harness in {args.peers}: facerecon only)"))
         report(ours, peer)

@@ -92,8 +92,9 @@ class ReconstructionEngine:
         self.metrics = metrics or ServiceMetrics()
         providers = execution_providers(settings.device)
         reconstructor = FaceReconstructor(settings.model_path, providers=providers, threads=settings.threads,
-                                          mirror_average=settings.mirror_average)
+                                          spinning=settings.spinning, mirror_average=settings.mirror_average)
         detector = FaceDetector(settings.detector_path, providers=providers, threads=settings.detector_threads,
+                                spinning=settings.spinning,
                                 max_faces=max(DETECTOR_MAX_FACES, settings.max_faces))
         # ONNX Runtime falls back to the CPU when it cannot create the CUDA provider: with device=cuda
         # that fails start-up (DeviceUnavailable) rather than a GPU deployment reporting ready on the CPU.

@@ -406,12 +406,12 @@ class FaceDetector:
     """Loads the ONNX face detector once and finds faces in photos of any size."""
 
     def __init__(self, model_path: str | Path = DEFAULT_DETECTOR, *, providers: Sequence[Provider] | None = None,
-                 threads: int = 1, score_threshold: float = 0.5, iou_threshold: float = 0.3,
+                 threads: int = 1, spinning: bool = True, score_threshold: float = 0.5, iou_threshold: float = 0.3,
                  max_faces: int = 20, small_face: float = SMALL_FACE, sure_score: float = SURE_SCORE) -> None:
         """``threads``: ONNX Runtime intra-op threads of each branch's session. One by default: the
         networks are so small that a second thread saves little (measured on this repository's
         2-core CPU: short-range 1.6 ms on 1 thread and 1.5 on 2, full-range 6.5 and 5.8); run
-        photos in parallel instead.
+        photos in parallel instead. ``spinning``: see :func:`model.runtime.sessions.session_options`.
 
         ``small_face``, ``sure_score``: when the short-range branch's answer is enough for the
         largest face (:meth:`detect`)."""
@@ -420,7 +420,7 @@ class FaceDetector:
             raise FileNotFoundError(f"no face detector at {model_path}: build it with `facerecon build-detector`")
         model = model_path.read_bytes()
         self.metadata = DetectorMetadata.from_properties(onnx_metadata(model))
-        options = session_options(threads)
+        options = session_options(threads, spinning=spinning)
         self.sessions = {
             branch.name: ort.InferenceSession(branch_model(model, output_names(branch.name)), options,
                                               providers=list(providers or ["CPUExecutionProvider"]))

@@ -95,11 +95,13 @@ class FaceReconstructor:
     Crops decoded with given codes are not: codes have no known mirror image (their spaces are
     learned), so a mirrored crop could only be decoded with the unmirrored codes, which would
     mirror the given expression, say, onto the other side.
+
+    ``threads``, ``spinning``: the CPU session's intra-op pool (:func:`model.runtime.sessions.session_options`).
     """
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, *, topology: FaceTopology | None = None,
                  providers: Sequence[Provider] | None = None, threads: int | None = None,
-                 mirror_average: bool = False) -> None:
+                 spinning: bool = True, mirror_average: bool = False) -> None:
         self.mirror_average = mirror_average
         model_path = Path(model_path)
         if not model_path.is_file():
@@ -107,7 +109,7 @@ class FaceReconstructor:
                 f"no model at {model_path}: export one with `facerecon export --checkpoint CKPT --out {model_path}` "
                 "(or `make model` for an untrained placeholder)"
             )
-        options = session_options(threads)
+        options = session_options(threads, spinning=spinning)
         options.log_severity_level = SESSION_LOG_SEVERITY
         try:
             self.session = ort.InferenceSession(

@@ -66,3 +66,11 @@ def test_sessions_that_got_what_they_asked_for_pass_quietly(caplog):
         check_session_providers("cpu", [CPU], [CPU])
         check_session_providers("auto", [CPU], [CPU])
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+SPINNING = "session.intra_op.allow_spinning"
+
+
+def test_threads_spin_unless_told_not_to():
+    assert session_options(2).get_session_config_entry(SPINNING) == "1"
+    assert session_options(2, spinning=False).get_session_config_entry(SPINNING) == "0"
