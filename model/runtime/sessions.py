@@ -60,9 +60,9 @@ def session_options(threads: int | None = None, *, spinning: bool = True) -> ort
     ``spinning``: the intra-op pool's threads busy-wait a moment for the next operator's work
     instead of sleeping (ONNX Runtime's default). The network runs a few hundred small operators,
     and waking sleeping threads for each costs more than the work: on this repository's 2-core CPU
-    the reconstruction network took 2.5 ms spinning against 3.9 ms without (slower than 1 thread,
-    3.6 ms). Off (``False``) leaves the cores to other work between runs, which may serve a loaded
-    service better (``FACERECON_SPINNING``; measured in the README).
+    the reconstruction network took 2.1-2.3 ms on 2 threads spinning against 3.1-3.4 ms without
+    (1 thread: 3.4-3.9 ms; one process per setting, alternated). Off (``False``) leaves the cores to
+    other work between runs, which serves a loaded service better (``FACERECON_SPINNING``; README).
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
