@@ -174,7 +174,8 @@ def train(data: Path | Sequence[Path], config: TrainConfig, out: Path, *, topolo
         weights = pose_balanced_weights(train_set.yaw, config.sampling) if config.sampling.pose_balanced \
             else np.ones(len(train_set))
         sampler = IdentityPairStream(train_set.person, weights, config.optim.batch_size, pairs,
-                                     10**9 // config.optim.batch_size, generator)
+                                     10**9 // config.optim.batch_size, generator, train_set.embedding,
+                                     config.identity_sampling.look_alikes)
     elif config.sampling.pose_balanced:
         sampler = WeightedStream(pose_balanced_weights(train_set.yaw, config.sampling), 10**9, generator)
     else:
