@@ -13,6 +13,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from model.onnx_contract import ModelMetadata
+
 
 def store_weights_as_float16(graph: onnx.ModelProto, *, min_elements: int, exact_only: bool) -> None:
     """Store float32 initializers of at least ``min_elements`` values as float16, each read through
@@ -123,8 +125,6 @@ def set_onnx_metadata(graph: onnx.ModelProto, properties: dict[str, str]) -> Non
 def replace_model_metadata(graph: onnx.ModelProto, **changes: Any) -> None:
     """Set fields of the facerecon metadata (:class:`model.onnx_contract.ModelMetadata`) that
     ``graph`` carries, keeping the others."""
-    from model.onnx_contract import ModelMetadata
-
     metadata = ModelMetadata.from_properties({p.key: p.value for p in graph.metadata_props})
     set_onnx_metadata(graph, dataclasses.replace(metadata, **changes).to_properties())
 

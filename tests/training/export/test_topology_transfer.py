@@ -109,18 +109,26 @@ def test_a_graph_with_a_colour_summary_is_read_back_with_it(topology, tmp_path):
         np.testing.assert_allclose(getattr(after, name).numpy(), getattr(before, name).numpy(), atol=1e-5)
 
 
-def test_a_graph_with_an_identity_trunk_tail_is_read_back_with_it(topology, tmp_path):
-    """The identity head's own trunk blocks (EncoderConfig.identity_trunk_blocks) survive a read-back:
-    the rebuilt model has them, with the graph's weights, and computes the graph's neutral face."""
+def tailed_model(topology, seed: int):
+    """A model with a one-block identity trunk tail whose projection and identity decoder answer
+    visibly (their fresh weights are near zero)."""
     from model.nn.encoders import EncoderConfig
     from model.nn.face_model import FaceReconstructionModel, ModelConfig
-    from training.export.onnx_export import export_onnx
 
-    torch.manual_seed(5)
+    torch.manual_seed(seed)
     model = FaceReconstructionModel(topology, ModelConfig(encoder=EncoderConfig(identity_trunk_blocks=1))).eval()
     with torch.no_grad():
         model.identity_decoder.offsets.mlp[-1].weight.normal_(0.0, 0.05)
         model.encoder.identity_trunk.project[1].weight.normal_(0.0, 0.02)
+    return model
+
+
+def test_a_graph_with_an_identity_trunk_tail_is_read_back_with_it(topology, tmp_path):
+    """The identity head's own trunk blocks (EncoderConfig.identity_trunk_blocks) survive a read-back:
+    the rebuilt model has them, with the graph's weights, and computes the graph's neutral face."""
+    from training.export.onnx_export import export_onnx
+
+    model = tailed_model(topology, seed=5)
     path = tmp_path / "tailed.onnx"
     export_onnx(model, path, trained=True, steps=1)
     rebuilt, _ = transfer_topology(path, topology, topology)
@@ -136,18 +144,10 @@ def test_a_quantized_graph_with_an_identity_trunk_tail_is_read_back(topology, tm
     """The shipped kind of graph: float16 weights, int8 heads (training.export.quantize), whose
     optimised node order runs the tail's convolutions interleaved with the shared trunk's last block.
     The rebuilt model computes what the graph computes, up to the int8 activations' rounding."""
-    import onnxruntime as ort
-
-    from model.nn.encoders import EncoderConfig
-    from model.nn.face_model import FaceReconstructionModel, ModelConfig
     from training.export.onnx_export import export_onnx
     from training.export.quantize import quantize_model
 
-    torch.manual_seed(6)
-    model = FaceReconstructionModel(topology, ModelConfig(encoder=EncoderConfig(identity_trunk_blocks=1))).eval()
-    with torch.no_grad():
-        model.identity_decoder.offsets.mlp[-1].weight.normal_(0.0, 0.05)
-        model.encoder.identity_trunk.project[1].weight.normal_(0.0, 0.02)
+    model = tailed_model(topology, seed=6)
     export_onnx(model, tmp_path / "float.onnx", trained=True, steps=1, half_weights=True)
     quantize_model(tmp_path / "float.onnx", tmp_path / "int8.onnx")
     rebuilt, _ = transfer_topology(tmp_path / "int8.onnx", topology, topology)
