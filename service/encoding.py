@@ -20,7 +20,7 @@ from model.mesh.texture_bake import (
     merge_vertex_colors,
     sample_vertex_colors,
 )
-from model.mesh.visibility import face_visibility, merge_weights
+from model.mesh.visibility import FaceVisibility, face_visibility, merge_weights
 from model.runtime.pipeline import ImageReconstruction, PersonPhoto, ReconstructedFace
 from model.topology import FaceTopology
 from service.schemas import (
@@ -34,6 +34,7 @@ from service.schemas import (
 )
 
 SIDE_BY_SIDE_GAP = 0.2  # metres between faces' centres when several are shown frontal
+PHOTO_TEXTURES = (TextureMode.vertex, TextureMode.uv)  # coloured from what the photo saw
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,13 @@ def build_meshes(rec: ImageReconstruction, topology: FaceTopology, space: MeshSp
             vertices = vertices + np.array([slot * SIDE_BY_SIDE_GAP, 0.0, 0.0], np.float32)
         mesh = ExportMesh(vertices=vertices, faces=topology.faces,
                           name=stem if len(rec.faces) == 1 else f"{stem}_{i}")
-        colouring = (face_colouring(rec.image, face, topology, texture, uv_map) if colourings is None
-                     else colourings[i])
+        if colourings is None:
+            seen = seen_by_photo(rec.image, face, topology) if texture in PHOTO_TEXTURES else None
+            colouring = face_colouring(rec.image, face, topology, texture, uv_map, seen)
+            if seen is not None and space is MeshSpace.image:
+                mesh.normals = seen.normals  # the posed surface's, judged in the photo's frame: this mesh's
+        else:
+            colouring = colourings[i]
         if colouring is not None:
             colouring.apply(mesh, topology)
         meshes.append(mesh)
@@ -86,17 +92,24 @@ class Colouring:
             mesh.uvs, mesh.texture = topology.uvs, self.texture
 
 
+def seen_by_photo(image: np.ndarray, face: ReconstructedFace, topology: FaceTopology) -> FaceVisibility:
+    """What the photo ``image`` (H, W, 3) showed of ``face``, vertex by vertex (:mod:`model.mesh.visibility`)."""
+    return face_visibility(face.result.image_points, topology.faces, topology.mirror, topology.regions,
+                           (image.shape[1], image.shape[0]))
+
+
 def face_colouring(image: np.ndarray, face: ReconstructedFace, topology: FaceTopology, texture: TextureMode,
-                   uv_map: UVRasterMap) -> Colouring | None:
+                   uv_map: UVRasterMap, seen: FaceVisibility | None = None) -> Colouring | None:
     """The colours of ``face`` from the photo ``image`` (H, W, 3) it was reconstructed from, only where the
-    photo saw it (hidden or grazing parts take their mirror side's colour, :mod:`model.mesh.visibility`);
-    ``albedo``: the model's albedo, nothing of the photo's lighting. None for ``texture=none``."""
+    photo saw it (hidden or grazing parts take their mirror side's colour; ``seen``: :func:`seen_by_photo`,
+    computed when not given); ``albedo``: the model's albedo, nothing of the photo's lighting. None for
+    ``texture=none``."""
     if texture is TextureMode.none:
         return None
     if texture is TextureMode.albedo:
         return Colouring(texture=bake_vertex_texture(face.result.albedo, topology.faces, uv_map))
-    seen = face_visibility(face.result.image_points, topology.faces, topology.mirror, topology.regions,
-                           (image.shape[1], image.shape[0]))
+    if seen is None:
+        seen = seen_by_photo(image, face, topology)
     if texture is TextureMode.vertex:
         return Colouring(vertex_colors=sample_vertex_colors(image, seen.sample_points, seen))
     return Colouring(texture=bake_uv_texture(image, seen.sample_points, topology.faces, uv_map, seen))

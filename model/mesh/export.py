@@ -81,7 +81,9 @@ class ExportMesh:
 
     vertices (V, 3) float32 metres; faces (F, 3) int, counter-clockwise seen from outside;
     vertex_colors (V, 3) uint8 sRGB; uvs (V, 2) float32 in [0, 1] with v up, together with
-    texture (T, T, 3) uint8 whose row 0 is the top of the image (v = 1).
+    texture (T, T, 3) uint8 whose row 0 is the top of the image (v = 1); normals (V, 3) float32
+    unit normals when they are known already (they must be the area-weighted normals of these
+    vertices and faces, see :meth:`vertex_normals`).
 
     Fields may be set after construction; every exporter calls :meth:`validate`.
     """
@@ -92,6 +94,7 @@ class ExportMesh:
     vertex_colors: np.ndarray | None = None
     uvs: np.ndarray | None = None
     texture: np.ndarray | None = None
+    normals: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -99,6 +102,13 @@ class ExportMesh:
     @property
     def textured(self) -> bool:
         return self.texture is not None
+
+    def vertex_normals(self) -> np.ndarray:
+        """(V, 3) float32 smooth unit normals: ``normals`` when given, else computed
+        (:func:`area_weighted_normals`)."""
+        if self.normals is not None:
+            return np.asarray(self.normals, dtype=np.float32)
+        return area_weighted_normals(np.asarray(self.vertices, dtype=np.float32), np.asarray(self.faces))
 
     def validate(self) -> None:
         """Raise ValueError unless shapes, dtypes and index ranges are consistent."""
@@ -117,6 +127,8 @@ class ExportMesh:
                 raise ValueError(f"vertex_colors must be (V, 3) uint8, got {colors.shape} {colors.dtype}")
         if (self.uvs is None) != (self.texture is None):
             raise ValueError("uvs and texture go together")
+        if self.normals is not None and np.shape(self.normals) != (len(vertices), 3):
+            raise ValueError(f"normals must be (V, 3), got {np.shape(self.normals)}")
         if self.uvs is not None:
             uvs, texture = np.asarray(self.uvs), np.asarray(self.texture)
             if uvs.shape != (len(vertices), 2) or not np.isfinite(uvs).all():
@@ -171,9 +183,10 @@ class _GlbWriter:
             "count": len(array),
             "type": kind,
         }
-        if bounds:
-            accessor["min"] = array.min(axis=0).tolist()
-            accessor["max"] = array.max(axis=0).tolist()
+        if bounds:  # per component over contiguous columns: a (N, C) reduction down axis 0 is ~30x slower
+            columns = np.ascontiguousarray(array.reshape(len(array), -1).T)
+            accessor["min"] = columns.min(axis=1).tolist()
+            accessor["max"] = columns.max(axis=1).tolist()
         self.gltf["accessors"].append(accessor)
         return len(self.gltf["accessors"]) - 1
 
@@ -204,7 +217,7 @@ class _GlbWriter:
         index_dtype, index_type = (np.uint16, _UNSIGNED_SHORT) if len(vertices) <= 65535 else (np.uint32, _UNSIGNED_INT)
         attributes = {
             "POSITION": self.accessor(vertices, _FLOAT, "VEC3", _ARRAY_BUFFER, bounds=True),
-            "NORMAL": self.accessor(area_weighted_normals(vertices, faces), _FLOAT, "VEC3", _ARRAY_BUFFER),
+            "NORMAL": self.accessor(mesh.vertex_normals(), _FLOAT, "VEC3", _ARRAY_BUFFER),
         }
         pbr: dict = {"metallicFactor": 0.0, "roughnessFactor": _ROUGHNESS}
         if mesh.textured:
@@ -286,7 +299,7 @@ def export_obj(mesh: ExportMesh, stem: str = "face") -> dict[str, bytes]:
     mesh.validate()
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64) + 1
-    normals = area_weighted_normals(vertices, np.asarray(mesh.faces)).astype(np.float64)
+    normals = mesh.vertex_normals().astype(np.float64)
     parts = [f"# {AXES_COMMENT}\n"]
     if mesh.textured:
         parts += [f"mtllib {stem}.mtl\n", f"o {stem}\n", _rows("v %.8f %.8f %.8f", vertices)]
@@ -353,7 +366,7 @@ def export_ply(mesh: ExportMesh) -> bytes:
     vertex_rows = np.empty(len(vertices), dtype=vertex_fields)
     for k, name in enumerate("xyz"):
         vertex_rows[name] = vertices[:, k]
-    normals = area_weighted_normals(vertices, faces)
+    normals = mesh.vertex_normals()
     for k, name in enumerate(("nx", "ny", "nz")):
         vertex_rows[name] = normals[:, k]
     if colors is not None:

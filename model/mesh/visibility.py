@@ -83,6 +83,9 @@ class FaceVisibility:
     mirror: np.ndarray
     groups: np.ndarray
     structure: MeshStructure | None = None  # the mesh's neighbourhoods: fill colours from nearby
+    # (V, 3) float32: the posed mesh's unit normals in the camera frame (x right, y up, z toward the
+    # camera), those the facing was judged by; the image-space mesh's own normals (glTF axes)
+    normals: np.ndarray | None = None
 
     @property
     def visible(self) -> np.ndarray:
@@ -233,7 +236,8 @@ def face_visibility(image_points: np.ndarray, faces: np.ndarray, mirror: np.ndar
     clean = points[:, :3] if finite.all() else np.where(finite[:, None], points[:, :3], 0.0)
     x, y, z = clean.T
 
-    cosine = vertex_normals(clean, faces)[:, 2].astype(np.float64)
+    normals = vertex_normals(clean, faces)
+    cosine = normals[:, 2].astype(np.float64)
     facing = _smoothstep((cosine - FACING_NONE) / (FACING_FULL - FACING_NONE))
 
     buffer = DepthBuffer.render(points, faces, grid)
@@ -266,7 +270,7 @@ def face_visibility(image_points: np.ndarray, faces: np.ndarray, mirror: np.ndar
         weight = structure.neighbour_mean(weight)
     return FaceVisibility(weight=np.clip(weight, 0.0, 1.0).astype(np.float32),
                           sample_points=sample_points, mirror=mirror, groups=groups,
-                          structure=structure)
+                          structure=structure, normals=normals)
 
 
 def merge_weights(visibility: FaceVisibility, image_points: np.ndarray, faces: np.ndarray) -> np.ndarray:

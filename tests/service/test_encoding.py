@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from model.conventions import MeshSpace
+from model.mesh.normals import area_weighted_normals
 from model.mesh.texture_bake import UVRasterMap
 from model.runtime.detector import FaceDetector
 from model.runtime.pipeline import FacePipeline, ImageReconstruction, PersonPhoto
@@ -69,6 +70,18 @@ def test_the_albedo_texture_is_even_where_the_photo_texture_is_lit_from_one_side
     # the albedo is no flat colour: lips and eyes stand out from the skin
     texels = albedo.texture.reshape(-1, 3)[uv_map.texels].astype(float) @ LUMINANCE
     assert texels.std() > 5
+
+
+@pytest.mark.parametrize("texture", [TextureMode.vertex, TextureMode.uv, TextureMode.none])
+@pytest.mark.parametrize("space", list(MeshSpace))
+def test_every_mesh_carries_its_own_surface_normals(pipeline, uv_map, face_photo, space, texture):
+    # in the image space the photo's visibility hands its normals on; they must be the mesh's own
+    rec = pipeline.reconstruct(face_photo)
+    topology = pipeline.reconstructor.topology
+    (mesh,) = build_meshes(rec, topology, space, texture, uv_map)
+    own = area_weighted_normals(mesh.vertices, topology.faces)
+    assert np.abs(mesh.vertex_normals() - own).max() < 1e-4
+    assert (mesh.normals is not None) == (space is MeshSpace.image and texture is not TextureMode.none)
 
 
 def test_the_json_answer_has_the_lighting_and_the_expression_code(pipeline, face_photo):
