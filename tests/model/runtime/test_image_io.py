@@ -168,10 +168,16 @@ def test_the_preview_is_the_upright_photo_box_filtered(orientation, mode):
     assert out[1:].preview is None and out.copy().preview is None and (out + 0).preview is None
 
 
-def test_no_preview_for_small_photos_other_modes_or_when_not_asked():
+def test_a_small_photos_preview_is_the_photo_itself_and_none_for_other_modes_or_when_not_asked():
     rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8))
-    assert load_rgb(_encode(rgb, "PNG"), preview_side=16).preview is not None  # 80 >= 4 x 16
-    assert load_rgb(_encode(rgb, "PNG"), preview_side=21).preview is None  # 80 < 4 x 21
+    assert load_rgb(_encode(rgb, "PNG"), preview_side=16).preview.factor == 2  # 80 >= 4 x 16
+    small = load_rgb(_encode(rgb, "PNG"), preview_side=21)  # 80 < 4 x 21: not reduced
+    assert small.preview.factor == 1 and small.preview.image.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(small.preview.image), small)
     assert load_rgb(_encode(rgb, "PNG")).preview is None
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: the decoder's image is not the upright photo
+    assert load_rgb(_encode(rgb, "JPEG", exif=exif.tobytes()), preview_side=21).preview is None
+    assert load_rgb(_encode(rgb.convert("L"), "PNG"), preview_side=21).preview is None
     assert load_rgb(_encode(rgb.convert("RGBA"), "PNG"), preview_side=16).preview is None  # alpha: over white first
     assert load_rgb(_encode(rgb.convert("P"), "PNG"), preview_side=16).preview is None
