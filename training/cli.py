@@ -358,12 +358,23 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from google.protobuf.message import DecodeError
 
     from training.export.onnx_export import metadata_json
-    from training.export.quantize import quantize_model
+    from training.export.quantize import CALIBRATION_CROPS, calibration_crops, quantize_model
 
     if not args.model.is_file():
         raise CLIError(f"not found: {args.model}")
+    count = CALIBRATION_CROPS if args.calibration_crops is None else args.calibration_crops
+    if count < 1:
+        raise CLIError(f"--calibration-crops must be at least 1, not {count}")
+    crops = None
+    if args.calibration is not None:
+        try:
+            crops = calibration_crops(args.calibration, count)
+        except FileNotFoundError as err:
+            raise CLIError(str(err)) from None
+        if len(crops) == 0:
+            raise CLIError(f"no training samples in {args.calibration}")
     try:
-        metadata = quantize_model(args.model, args.out)
+        metadata = quantize_model(args.model, args.out, crops)
     except (ValueError, KeyError, DecodeError) as err:
         raise CLIError(f"cannot quantize {args.model}: {err}") from None
     print(f"wrote {args.out}\n{metadata_json(metadata)}")
@@ -373,10 +384,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def register_quantize(sub: SubParsers) -> None:
     qua = sub.add_parser("quantize",
                          help="store an exported model's fully connected layers as int8 (ONNX Runtime's dynamic "
-                              "quantization; the pose head and the convolutions stay float): the shipped model's "
-                              "last step, after export and before calibrate-landmarks")
+                              "quantization; the pose head stays float) and, with --calibration, run its "
+                              "convolutional trunk in int8 (static quantization calibrated on training crops): the "
+                              "shipped model's last step, after export and before calibrate-landmarks")
     qua.add_argument("--model", type=Path, required=True, help="a float .onnx export")
     qua.add_argument("--out", type=Path, required=True, help="where to write the quantized .onnx")
+    qua.add_argument("--calibration", type=Path, metavar="DATA",
+                     help="a prepared data folder (facerecon prepare) whose training crops calibrate an int8 "
+                          "convolutional trunk (default: none, the trunk stays float)")
+    qua.add_argument("--calibration-crops", type=int, metavar="N",
+                     help="training crops to calibrate on (default: training.export.quantize.CALIBRATION_CROPS, 256)")
     qua.set_defaults(func=cmd_quantize)
 
 

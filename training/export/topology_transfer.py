@@ -10,8 +10,8 @@ their outputs (the layer is linear), on the new template's smooth surface. (Copy
 of edges both triangulations share was tried: those offsets were learned around the old, folded
 triangulation and left pleats on the lower lip of a turned face.)
 
-Weights are read back from the exported ONNX graph (the shipped file), with each convolution's
-folded batch normalisation kept in the convolution and its BatchNorm set to the identity (running
+Weights are read back from the exported ONNX graph (the shipped file; int8 layers dequantized), with
+each convolution's folded batch normalisation kept in the convolution and its BatchNorm set to the identity (running
 mean 0, variance 1 - eps, scale 1, shift = the folded bias): the rebuilt model computes what the
 graph does in evaluation mode. Its BatchNorm statistics are not the training ones, so a fine-tune
 from the written checkpoint must re-measure them first.
@@ -36,6 +36,7 @@ from training.checkpoint import COLOUR_SUMMARY
 
 WRAPPER_PREFIX = "model."  # the exporter names initializers by the wrapper's state-dict keys
 TRANSPOSED, QUANTIZED = "_Transposed", "_quantized"  # the quantizer's names for a weight it rewrote
+CONVOLUTIONS = ("Conv", "QLinearConv")  # float, and static int8 (training.export.quantize)
 DECODER_LAST_LAYERS = ("identity_decoder.offsets.mlp.4", "expression_decoder.offsets.mlp.4", "albedo_decoder.mlp.4")
 
 
@@ -49,14 +50,30 @@ def onnx_weights(graph: onnx.ModelProto) -> dict[str, np.ndarray]:
         if node.op_type in ("Cast", "Identity") and node.input[0] in out:
             out[node.output[0]] = out[node.input[0]].astype(np.float32)
     # a quantized graph (training.export.quantize) stores a fully connected layer's weight W as
-    # W.T (NAME_Transposed), in int8 with a scale and zero point where quantized: read W back
+    # W.T (NAME_Transposed), in int8 with a scale and zero point where quantized, a convolution's
+    # kernel in int8 with a scale and zero point per output channel (axis 0): read them back
     for name in [n for n in out if n.endswith(QUANTIZED)]:
         stem = name.removesuffix(QUANTIZED)
-        levels = out[name].astype(np.float32) - out[f"{stem}_zero_point"].astype(np.float32)
-        out[stem] = levels * out[f"{stem}_scale"].astype(np.float32)
+        if f"{stem}_scale" not in out:  # a static convolution's int32 bias: see convolution_weights
+            continue
+        levels, scale, zero = out[name], out[f"{stem}_scale"], out[f"{stem}_zero_point"]
+        axis = (-1,) + (1,) * (levels.ndim - 1) if np.ndim(scale) == 1 else ()
+        out[stem] = (levels.astype(np.float32) - np.reshape(zero, axis).astype(np.float32)) * np.reshape(scale, axis)
     for name in [n for n in out if n.endswith(TRANSPOSED)]:
         out.setdefault(name.removesuffix(TRANSPOSED), np.ascontiguousarray(out[name].T))
     return out
+
+
+def convolution_weights(node: onnx.NodeProto, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A convolution node's float kernel (O, I, kH, kW) and bias (O,): a ``Conv``'s as stored, a
+    static int8 ``QLinearConv``'s (:mod:`training.export.quantize`) dequantized: kernel =
+    (levels - zero point) x scale (one per output channel), bias = its int32 levels x input scale x
+    kernel scale."""
+    if node.op_type == "Conv":
+        return weights[node.input[1]], weights[node.input[2]]
+    x_scale, w_scale, bias = (weights[node.input[k]] for k in (1, 4, 8))
+    kernel = weights[node.input[3].removesuffix(QUANTIZED)]  # dequantized by onnx_weights
+    return kernel.astype(np.float32), (bias.astype(np.float64) * x_scale * w_scale).astype(np.float32)
 
 
 def colour_grid_of(weights: dict[str, np.ndarray]) -> int:
@@ -70,7 +87,7 @@ def identity_trunk_blocks_of(graph: onnx.ModelProto) -> int:
     """The identity head's own trunk blocks (``EncoderConfig.identity_trunk_blocks``) of an exported
     graph: its convolutions beyond the shared trunk's, three to a block (the BatchNorms are folded)."""
     shared = sum(isinstance(m, nn.Conv2d) for m in Trunk(EncoderConfig()).modules())
-    return (sum(node.op_type == "Conv" for node in graph.graph.node) - shared) // 3
+    return (sum(node.op_type in CONVOLUTIONS for node in graph.graph.node) - shared) // 3
 
 
 def model_from_onnx(path: Path | onnx.ModelProto, topology: FaceTopology,
@@ -88,7 +105,7 @@ def model_from_onnx(path: Path | onnx.ModelProto, topology: FaceTopology,
             loaded[key] = torch.from_numpy(np.array(weights[WRAPPER_PREFIX + key]))
     # the identity trunk tail's convolutions run interleaved with the shared trunk's last block in
     # the graph; the model lists its modules after the shared trunk's
-    convolutions = sorted((node for node in graph.graph.node if node.op_type == "Conv"),
+    convolutions = sorted((node for node in graph.graph.node if node.op_type in CONVOLUTIONS),
                           key=lambda node: "/identity_trunk/" in node.name)
     modules = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
     pairs = [(c, b) for c, b in zip(modules[:-1], modules[1:])
@@ -97,7 +114,7 @@ def model_from_onnx(path: Path | onnx.ModelProto, topology: FaceTopology,
         raise ValueError(f"{source}: {len(convolutions)} convolutions, the model has {len(pairs)}")
     names = {id(m): n for n, m in model.named_modules()}
     for node, (conv, norm) in zip(convolutions, pairs):
-        kernel, bias = weights[node.input[1]], weights[node.input[2]]
+        kernel, bias = convolution_weights(node, weights)
         if tuple(kernel.shape) != tuple(conv.weight.shape):
             raise ValueError(f"{source}: convolution {node.name} is {kernel.shape}, "
                              f"expected {tuple(conv.weight.shape)}")

@@ -11,8 +11,10 @@ from model.runtime.reconstructor import FaceReconstructor  # noqa: E402
 from training.export.quantize import (  # noqa: E402
     FLOAT_LAYERS,
     QUANTIZATION,
+    calibration_crops,
     fully_connected_layers,
     quantize_model,
+    trunk_nodes,
     widen_float16_weights,
 )
 
@@ -21,6 +23,18 @@ from training.export.quantize import (  # noqa: E402
 def quantized(exported, tmp_path_factory):
     path = tmp_path_factory.mktemp("quantize") / "int8.onnx"
     return path, quantize_model(exported, path)
+
+
+@pytest.fixture(scope="module")
+def crops(synthetic_data):
+    return calibration_crops(synthetic_data, 12)
+
+
+@pytest.fixture(scope="module")
+def static(exported, crops, tmp_path_factory):
+    """The exported model with a static int8 trunk as well."""
+    path = tmp_path_factory.mktemp("quantize") / "static.onnx"
+    return path, quantize_model(exported, path, crops)
 
 
 def _outputs(path, images):
@@ -94,3 +108,71 @@ def test_the_quantized_graph_keeps_the_given_code_inputs(exported, quantized):
     moved = np.abs(int8_out["expressive_vertices"] - plain["expressive_vertices"]).max()
     error = np.abs(int8_out["expressive_vertices"] - float_out["expressive_vertices"]).max()
     assert error < 0.25 * moved  # the given expression moves the face as in the float graph, within int8 error
+
+
+def test_calibration_crops_are_augmented_training_crops_the_same_every_time(synthetic_data, crops):
+    again = calibration_crops(synthetic_data, 12)
+    assert crops.shape == (12, 3, 128, 128) and crops.dtype == np.float32 and 0 <= crops.min() < crops.max() <= 1
+    np.testing.assert_array_equal(crops, again)
+    from model.topology import FaceTopology
+    from training.data.augment import AugmentConfig
+    from training.data.dataset import PreparedFaces
+
+    plain = PreparedFaces(synthetic_data, "val", FaceTopology.load(), AugmentConfig())  # un-jittered crops
+    assert len(plain) and not any(np.array_equal(plain[0]["image"].numpy(), crop) for crop in crops)
+
+
+def test_the_static_trunk_runs_in_int8_and_computes_what_the_float_one_does(topology, exported, static, crops):
+    path, metadata = static
+    source = onnx.load(str(exported))
+    widen_float16_weights(source)
+    trunk = trunk_nodes(source)
+    graph = onnx.load(str(path))
+    ops = [node.op_type for node in graph.graph.node]
+    assert ops.count("QLinearConv") == sum(node.op_type == "Conv" for node in source.graph.node) > 20
+    assert "Conv" not in ops and ops.count("QLinearAdd") == sum(n.op_type == "Add" for n in source.graph.node
+                                                              if n.name in trunk) > 0
+    layers = fully_connected_layers(source)
+    assert ops.count("MatMulInteger") == len(layers) - sum(name.startswith(FLOAT_LAYERS) for name in layers) > 0
+    assert metadata.quantization.startswith("int8 convolutional trunk (static, 12 calibration crops)")
+    assert FaceReconstructor(path, threads=1).metadata == metadata
+    before, after = _outputs(exported, crops[:4]), _outputs(path, crops[:4])
+    for name in ("expressive_vertices", "neutral_vertices"):
+        offsets = np.abs(before[name] - topology.vertices).max()
+        error = np.abs(before[name] - after[name]).max()
+        assert 0 < error < 0.1 * offsets, (name, error, offsets)
+
+
+def test_weights_read_back_from_the_static_graph_compute_what_it_does(topology, exported, static, crops):
+    from training.export.topology_transfer import model_from_onnx
+
+    float_model, int8_model = model_from_onnx(exported, topology), model_from_onnx(static[0], topology)
+    before, after = float_model.state_dict(), int8_model.state_dict()
+    kernels = [name for name in before if name.startswith("encoder.trunk.") and before[name].ndim == 4]
+    assert len(kernels) > 20
+    for name in kernels:  # within half a step of each output channel's symmetric int8 grid
+        step = before[name].abs().amax(dim=(1, 2, 3), keepdim=True) / 127
+        assert ((after[name] - before[name]).abs() <= step / 2 + 1e-6).all(), name
+    images = torch.from_numpy(crops[:4])
+    with torch.no_grad():
+        read_back, original = int8_model(images), float_model(images)
+    graph = _outputs(static[0], crops[:4])
+    offsets = np.abs(graph["expressive_vertices"] - topology.vertices).max()
+    error = np.abs(read_back.expressive_vertices.numpy() - graph["expressive_vertices"]).max()
+    assert error < 0.1 * offsets
+    assert (read_back.expressive_vertices - original.expressive_vertices).abs().max() < 0.1 * offsets
+
+
+def test_the_quantize_command_calibrates_the_trunk_on_prepared_data(exported, synthetic_data, tmp_path, capsys):
+    from service.cli import main
+
+    out = tmp_path / "int8.onnx"
+    assert main(["quantize", "--model", str(exported), "--out", str(out), "--calibration", str(synthetic_data),
+                 "--calibration-crops", "6"]) == 0
+    assert "static, 6 calibration crops" in capsys.readouterr().out
+    assert sum(node.op_type == "QLinearConv" for node in onnx.load(str(out)).graph.node) > 20
+    for bad, message in ((["--calibration", str(tmp_path)], "no prepared shards"),
+                         (["--calibration", str(synthetic_data), "--calibration-crops", "0"], "at least 1")):
+        assert main(["quantize", "--model", str(exported), "--out", str(tmp_path / "bad.onnx"), *bad]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad.onnx").exists()
