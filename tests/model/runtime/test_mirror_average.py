@@ -53,8 +53,10 @@ def test_a_mirrored_crops_outputs_land_on_the_mirrored_face(reconstructors):
     spread = np.abs(back["vertices_2d"] - out["vertices_2d"]).mean()
     unmapped = np.abs(mirrored_crop_out["vertices_2d"] - out["vertices_2d"]).mean()
     assert spread < 2.0 and unmapped > 4 * spread  # crop pixels
-    np.testing.assert_allclose(back["rotation"], out["rotation"], atol=0.05)
-    np.testing.assert_allclose(back["euler_degrees"], out["euler_degrees"], atol=3.0)
+    # the network itself is not exactly mirror-symmetric: on this crop its two answers differ by 0.043
+    # in rotation and 2.5 deg (float trunk), 0.051 and 2.9 deg (int8 trunk); unmapped, by 0.50 and 29 deg
+    np.testing.assert_allclose(back["rotation"], out["rotation"], atol=0.06)
+    np.testing.assert_allclose(back["euler_degrees"], out["euler_degrees"], atol=3.5)
 
 
 def test_mirror_averaged_reconstruction_of_a_mirrored_photo_is_the_mirrored_reconstruction(reconstructors):
@@ -65,13 +67,15 @@ def test_mirror_averaged_reconstruction_of_a_mirrored_photo_is_the_mirrored_reco
     (flipped,) = averaged.reconstruct(np.ascontiguousarray(image[:, ::-1]), [(width - x2, y1, width - x1, y2)])
     mirror = averaged.topology.mirror
     expected = face.image_points[mirror] * [-1, 1, 1] + [width, 0, 0]
-    np.testing.assert_allclose(flipped.image_points, expected, atol=0.05)
-    np.testing.assert_allclose(flipped.euler_degrees, face.euler_degrees * [-1, 1, -1], atol=0.05)
+    # equal but for the crops' resampling, which the int8 trunk's rounding amplifies: 0.02 px and
+    # 0.004 deg with a float trunk, 0.09 px and 0.06 deg with the int8 one (unaveraged: pixels)
+    np.testing.assert_allclose(flipped.image_points, expected, atol=0.15)
+    np.testing.assert_allclose(flipped.euler_degrees, face.euler_degrees * [-1, 1, -1], atol=0.1)
     np.testing.assert_allclose(flipped.expressive_vertices, face.expressive_vertices[mirror] * [-1, 1, 1], atol=1e-4)
     np.testing.assert_allclose(flipped.rotation @ flipped.rotation.T, np.eye(3), atol=1e-5)
     assert np.linalg.det(flipped.rotation) == pytest.approx(1.0, abs=1e-5)
     (plain_face,) = reconstructors[0].reconstruct(image, [(x1, y1, x2, y2)])
-    assert not np.allclose(plain_face.image_points, face.image_points, atol=0.05)  # averaging changed the answer
+    assert not np.allclose(plain_face.image_points, face.image_points, atol=0.5)  # averaging changed the answer
 
 
 def test_mirror_averaged_answers_carry_the_unmirrored_crops_codes(reconstructors):
