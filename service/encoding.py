@@ -130,10 +130,8 @@ def merged_colouring(faces: Sequence[tuple[np.ndarray, ReconstructedFace]], weig
         return Colouring(texture=bake_vertex_texture(albedo, topology.faces, uv_map))
     colours, merge = [], []
     for image, face in faces:
-        points = face.result.image_points
-        size = (image.shape[1], image.shape[0])
-        seen = face_visibility(points, topology.faces, topology.mirror, topology.regions, size)
-        merge.append(merge_weights(seen, points, topology.faces))
+        seen = seen_by_photo(image, face, topology)
+        merge.append(merge_weights(seen, face.result.image_points, topology.faces))
         colours.append(sample_vertex_colors(image, seen.sample_points, seen) if texture is TextureMode.vertex
                        else bake_uv_texture(image, seen.sample_points, topology.faces, uv_map, seen))
     if texture is TextureMode.vertex:

@@ -369,10 +369,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.calibration is not None:
         try:
             crops = calibration_crops(args.calibration, count)
-        except FileNotFoundError as err:
+        except (FileNotFoundError, ValueError) as err:
             raise CLIError(str(err)) from None
-        if len(crops) == 0:
-            raise CLIError(f"no training samples in {args.calibration}")
     try:
         metadata = quantize_model(args.model, args.out, crops)
     except (ValueError, KeyError, DecodeError) as err:

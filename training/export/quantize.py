@@ -97,12 +97,15 @@ def calibration_crops(data: Path, count: int = CALIBRATION_CROPS, seed: int = 0)
     """(N, 3, S, S) float32 network inputs in [0, 1]: ``count`` samples of the training split of a
     prepared data folder (``facerecon prepare``), evenly spaced through it, each augmented as the
     trainer augments (scale, shift, rotation, mirroring, colour, blur, occluders) with draws from
-    ``seed``: what the network saw in training, the same crops every time."""
+    ``seed``: what the network saw in training, the same crops every time. FileNotFoundError without
+    shards, ValueError without training samples."""
     from model.topology import FaceTopology
     from training.data.augment import AugmentConfig
     from training.data.dataset import PreparedFaces
 
     faces = PreparedFaces(data, "train", FaceTopology.load(), AugmentConfig(), seed=seed)
+    if len(faces) == 0:
+        raise ValueError(f"no training samples in {data}")
     picks = np.unique(np.linspace(0, len(faces) - 1, min(count, len(faces))).round().astype(int))
     with torch.random.fork_rng():  # the augmentation's draws come from torch's generator
         torch.manual_seed(seed)
