@@ -34,7 +34,10 @@ class PreparedFaces(Dataset):
     one for the sample (:mod:`training.data.identity_embeddings`), else zeros.
     ``yaw`` (N,) holds each sample's yaw in degrees: stored in the shard (``facerecon
     synthesize``), else estimated from its landmarks; ``person`` (N,) each sample's person id
-    (-1 where the photo is not in a person's folder; see :mod:`training.data.identity_sampling`).
+    (-1 where the photo is not in a person's folder; see :mod:`training.data.identity_sampling`),
+    and -1 for a synthesised view too (a shard with stored yaws): it re-renders the model's own
+    reconstruction of one photo, so pairing it with that photo or the person's others would teach
+    the identity terms the old model's shape, not the person's.
     """
 
     def __init__(self, root: str | Path | Sequence[str | Path], split: str, topology: FaceTopology,
@@ -48,7 +51,7 @@ class PreparedFaces(Dataset):
             raise ValueError(f"split must be train or val, not {split!r}")
         self.shards: list[_Shard] = []
         template = topology.vertices[:NUM_BASE_VERTICES]
-        index, landmarks, valid, yaw, names, embeddings = [], [], [], [], [], []
+        index, landmarks, valid, yaw, names, embeddings, synthesised = [], [], [], [], [], [], []
         teachers = {r: load_embeddings(r) for r in roots}
         for shard_id, path in enumerate(paths):
             data = read_shard(path, ("jpeg", "offsets", "landmarks", "valid", "is_val", "yaw", "names"))
@@ -58,13 +61,14 @@ class PreparedFaces(Dataset):
             landmarks.append(data["landmarks"][keep])
             valid.append(data["valid"][keep])
             yaw.append(data["yaw"][keep] if "yaw" in data else estimate_yaw(landmarks[-1], template))
+            synthesised.append(np.full(len(keep), "yaw" in data))
             kept_names = data["names"][keep].tolist()
             names += kept_names
             teacher = teachers[path.parent]
             embeddings.append(np.stack([teacher.get(n, np.zeros(EMBEDDING_DIM, np.float32)) for n in kept_names])
                               if kept_names else np.zeros((0, EMBEDDING_DIM), np.float32))
         self.index = np.concatenate(index)
-        self.person = person_ids(names)
+        self.person = np.where(np.concatenate(synthesised), -1, person_ids(names))
         self.embedding = np.concatenate(embeddings).astype(np.float32)
         self.landmarks = np.concatenate(landmarks)
         self.valid = np.concatenate(valid)

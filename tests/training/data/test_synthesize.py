@@ -104,6 +104,8 @@ def test_yaw_labels_match_the_turn_and_the_shards_load(topology, tmp_path):
     val = PreparedFaces(tmp_path, "val", topology, AugmentConfig())
     assert (len(train), len(val)) == (3, 1)
     np.testing.assert_array_equal(np.concatenate([train.yaw, val.yaw]), yaws)
+    # Views of one photo of a person's folder: renders of the model's face, no one's for the identity terms.
+    assert (train.person == -1).all()
     # The labels agree with their yaw: a pose fitted to the written landmarks finds it again.
     np.testing.assert_allclose(estimate_yaw(train.landmarks, topology.vertices[:468]), yaws[:3], atol=1.5)
     item = val[0]
