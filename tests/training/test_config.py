@@ -111,7 +111,8 @@ def test_the_staged_recipe_changes_only_what_each_stage_says():
         "landmark_posed_stage4": (2, 24500, 0.0, True, 1.0), "landmark_posed_stage5": (2, 27500, 0.0, True, 1.0),
     }
     # start from a shipped checkpoint: tested below
-    fine_tunes = {"identity", "identity_seeded", "appearance", "identity_trunk", "identity_shape_teacher"}
+    fine_tunes = {"identity", "identity_seeded", "appearance", "identity_trunk", "identity_shape_teacher",
+                  "identity_pairs", "identity_posed", "identity_posed_stage2", "identity_posed_stage3"}
     assert sorted(expected) == sorted(p.stem for p in CONFIGS.glob("*.toml") if p.stem not in fine_tunes)
     first = TrainConfig.load(CONFIGS / "landmark_only.toml")
     for name, values in expected.items():
@@ -149,6 +150,31 @@ def test_the_identity_trunk_stages_train_the_identity_tail_and_leave_the_landmar
     assert shape.init_checkpoint == "runs/identity_trunk/last.pt" and shape.identity.shape_teacher > 0
     assert shape.model == trunk.model and shape.trainable == trunk.trainable and shape.loss == trunk.loss
     assert dataclasses.replace(shape.identity, shape_teacher=0.0) == trunk.identity
+
+
+def test_the_pair_and_turned_face_stages_resume_the_shape_teacher_and_change_only_what_they_say():
+    """identity_pairs: the shape teacher stage with every photo of the batch in same-person pairs;
+    identity_posed: a larger batch whose unpaired faces are drawn pose-balanced (turned faces);
+    identity_posed_stage2 and _stage3: the shape teacher doubled, twice. Model, trainable set and losses stay."""
+    shape = TrainConfig.load(CONFIGS / "identity_shape_teacher.toml")
+    pairs = TrainConfig.load(CONFIGS / "identity_pairs.toml")
+    posed = TrainConfig.load(CONFIGS / "identity_posed.toml")
+    stage2 = TrainConfig.load(CONFIGS / "identity_posed_stage2.toml")
+    stage3 = TrainConfig.load(CONFIGS / "identity_posed_stage3.toml")
+    assert pairs.init_checkpoint == "runs/identity_shape_teacher/last.pt"
+    assert posed.init_checkpoint == "runs/identity_pairs/last.pt"
+    assert stage2.init_checkpoint == "runs/identity_posed/last.pt"
+    assert 2 * pairs.identity_sampling.pairs_per_batch == pairs.optim.batch_size
+    assert not pairs.sampling.pose_balanced and posed.sampling.pose_balanced and posed.sampling.power == 1.0
+    assert posed.optim.batch_size > 2 * posed.identity_sampling.pairs_per_batch == 2 * pairs.identity_sampling.pairs_per_batch
+    assert stage3.init_checkpoint == "runs/identity_posed_stage2/last.pt"
+    assert stage3.identity.shape_teacher > stage2.identity.shape_teacher > posed.identity.shape_teacher
+    assert posed.identity.shape_teacher == shape.identity.shape_teacher
+    assert dataclasses.replace(stage3, init_checkpoint="", identity=shape.identity) == dataclasses.replace(
+        posed, init_checkpoint="", optim=dataclasses.replace(posed.optim, steps=stage3.optim.steps))
+    for config in (pairs, posed, stage2, stage3):
+        assert config.model == shape.model and config.trainable == shape.trainable and config.loss == shape.loss
+        assert config.loss.region_image > 0 and config.freeze_batchnorm
 
 
 def test_the_appearance_stage_trains_only_albedo_and_lighting_with_the_image_loss():
