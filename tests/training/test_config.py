@@ -166,7 +166,8 @@ def test_the_pair_and_turned_face_stages_resume_the_shape_teacher_and_change_onl
     assert stage2.init_checkpoint == "runs/identity_posed/last.pt"
     assert 2 * pairs.identity_sampling.pairs_per_batch == pairs.optim.batch_size
     assert not pairs.sampling.pose_balanced and posed.sampling.pose_balanced and posed.sampling.power == 1.0
-    assert posed.optim.batch_size > 2 * posed.identity_sampling.pairs_per_batch == 2 * pairs.identity_sampling.pairs_per_batch
+    assert posed.identity_sampling.pairs_per_batch == pairs.identity_sampling.pairs_per_batch
+    assert posed.optim.batch_size > 2 * posed.identity_sampling.pairs_per_batch
     assert stage3.init_checkpoint == "runs/identity_posed_stage2/last.pt"
     assert stage3.identity.shape_teacher > stage2.identity.shape_teacher > posed.identity.shape_teacher
     assert posed.identity.shape_teacher == shape.identity.shape_teacher
