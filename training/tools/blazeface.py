@@ -159,7 +159,7 @@ class _Pad(nn.Module):
         self.pad = pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x, self.pad)
+        return F.pad(x, self.pad) if any(self.pad) else x
 
 
 class _MaxPool(nn.Module):
@@ -251,6 +251,24 @@ def _layer(op: GraphOp, graph: TFLiteGraph) -> nn.Module:
     raise ValueError(f"TFLite operator {op.kind} is not supported")
 
 
+def _zero_extended(conv: nn.Conv2d, in_channels: int, out_channels: int) -> nn.Conv2d:
+    """``conv`` reading ``in_channels`` and writing ``out_channels`` (at least its own): the
+    added inputs are ignored (zero weights) and the added outputs are zero (zero weights and
+    biases). A depthwise convolution grows its groups with its channels."""
+    depthwise = conv.groups > 1
+    if depthwise and in_channels != out_channels:
+        raise ValueError("a depthwise convolution keeps its channel count")
+    grown = nn.Conv2d(in_channels, out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                      dilation=conv.dilation, groups=out_channels if depthwise else 1)
+    with torch.no_grad():
+        grown.weight.zero_()
+        assert grown.bias is not None and conv.bias is not None
+        grown.bias.zero_()
+        grown.weight[: conv.out_channels, : conv.weight.shape[1]] = conv.weight
+        grown.bias[: conv.out_channels] = conv.bias
+    return grown
+
+
 class TFLiteNet(nn.Module):
     """The operators of a TFLite graph as torch layers, run in the graph's order.
 
@@ -267,6 +285,59 @@ class TFLiteNet(nn.Module):
         # shapes) live inside the layers.
         produced = {self.input_index} | {op.outputs[0] for op in graph.ops}
         self.wiring = [(tuple(i for i in op.inputs if i in produced), op.outputs[0]) for op in graph.ops]
+        # Channels of each 4-D value as the graph holds it (its true count; see pad_channels).
+        self.channels = {i: graph.tensors[i].shape[3] for i in produced if len(graph.tensors[i].shape) == 4}
+
+    def pad_channels(self, block: int) -> int:
+        """Hold each 4-D value whose readers all keep channels apart (convolutions, additions,
+        activations, pooling, resizing, paddings) with its channels zero-extended to a multiple of
+        ``block``; returns how many values grew.
+
+        Every convolution gets zero weights for the added input channels and zero weights and
+        biases for the added output channels, so the added channels stay zero through ReLU, Add,
+        max pooling and resizing and the outputs are unchanged. A residual channel PAD then often
+        disappears (42 -> 48 channels are both held as 48), and ONNX Runtime's blocked (NCHWc)
+        convolution layout, which wants multiples of its block (16 with AVX-512), runs the whole
+        chain without reordering or splitting it around each odd-sized convolution and PAD.
+        Values read by a reshape, concatenation or depth-to-space keep their true channels.
+        """
+        preserving = (_Conv, _Add, nn.ReLU, _Pad, _MaxPool, _ResizeBilinear)
+        readers: dict[int, list[nn.Module]] = {}
+        for layer, (inputs, _) in zip(self.layers, self.wiring):
+            for i in inputs:
+                readers.setdefault(i, []).append(layer)
+        # Values that keep their true channels: those read by a reshape, concatenation or
+        # depth-to-space, and (walking back) the inputs of whatever passes channels through to them.
+        fixed = {i for i, layers in readers.items() if not all(isinstance(r, preserving) for r in layers)}
+        for layer, (inputs, output) in reversed(list(zip(self.layers, self.wiring))):
+            if output in fixed and not (isinstance(layer, _Conv) and layer.conv.groups == 1):
+                fixed.update(i for i in inputs if i in self.channels)
+        held = {self.input_index: self.channels[self.input_index]}
+        grown = 0
+        for layer, (inputs, output) in zip(self.layers, self.wiring):
+            if output not in self.channels:
+                continue
+            true = self.channels[output]
+            wanted = true if output in fixed else -(-true // block) * block
+            if isinstance(layer, _Conv):
+                held[output] = held[inputs[0]] if layer.conv.groups > 1 else wanted
+                layer.conv = _zero_extended(layer.conv, held[inputs[0]], held[output])
+            elif isinstance(layer, _Pad) and len(layer.pad) == 6:  # a channel (residual) padding
+                if layer.pad[4] != 0:
+                    raise ValueError("channel paddings before the first channel are not supported")
+                held[output] = max(wanted, held[inputs[0]])
+                layer.pad = (*layer.pad[:5], held[output] - held[inputs[0]])
+            elif not isinstance(layer, preserving):  # it reads true channels (they are fixed)
+                held[output] = true
+            else:
+                held_in = {held[i] for i in inputs if i in self.channels}
+                if len(held_in) != 1:
+                    raise ValueError(f"{type(layer).__name__} reads values held with {sorted(held_in)} channels")
+                held[output] = held_in.pop()
+            if output in fixed and held[output] != true:
+                raise ValueError(f"{type(layer).__name__} gives {held[output]} channels where {true} are wanted")
+            grown += held[output] != true
+        return grown
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         values = {self.input_index: x}

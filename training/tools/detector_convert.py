@@ -6,7 +6,10 @@
 same input, bakes the anchor decoding into the graph and exports all chosen networks as one
 ONNX graph (opset 17; the explicit zero paddings folded into the convolutions that read them,
 :func:`training.export.onnx_graph.fold_pads_into_convs`; weights stored as float16, which is
-exactly what the .tflite files hold, and widened by a Cast that ONNX Runtime folds at load).
+exactly what the .tflite files hold, and widened by a Cast that ONNX Runtime folds at load;
+activations held with their channels zero-extended to multiples of :data:`CHANNEL_BLOCK`, which
+leaves the outputs as they were and lets ONNX Runtime keep its blocked layout,
+:meth:`training.tools.blazeface.TFLiteNet.pad_channels`).
 The ``facedetector.*`` metadata records input sizes, anchors and decoding conventions, the source
 models and their licence, and the box calibration of each network
 (:mod:`training.tools.detector_calibration`). Without ``--calibrate`` the calibration is the one
@@ -54,6 +57,7 @@ SOURCE_LICENCE = "Apache-2.0 (MediaPipe face detection models, Google LLC)"
 DECODING = ("baked into the graph: box centre = raw[0:2] + anchor centre, box size = raw[2:4] (MediaPipe's "
             "x/y/w/h scale = input size, so raw values are input pixels); keypoint k = raw[4+2k:6+2k] + anchor "
             "centre; score = sigmoid(clip(logit, -100, 100))")
+CHANNEL_BLOCK = 16  # ONNX Runtime's NCHWc block with AVX-512 (8 with AVX2 divides it): BlazeFace.net.pad_channels
 VERIFY_PIXELS = 0.05  # largest box / keypoint difference to MediaPipe allowed, in input pixels
 VERIFY_SCORE = 1e-3
 
@@ -89,7 +93,8 @@ def branch_metadata(model: BlazeFace, source: Source, calibration: BoxCalibratio
         name=source,
         input_size=spec.input_size,
         num_anchors=spec.num_anchors,
-        source_model=f"{spec.tflite_file} from mediapipe==0.10.14 (mediapipe/modules/face_detection)",
+        source_model=(f"{spec.tflite_file} from mediapipe==0.10.14 (mediapipe/modules/face_detection); "
+                      f"channels zero-extended to multiples of {CHANNEL_BLOCK}"),
         anchors=(f"SSD anchors of fixed size 1x1, strides {list(spec.strides)}, offset {spec.anchor_offset}, "
                  f"interpolated_scale_aspect_ratio {spec.interpolated_scale_aspect_ratio}; "
                  "order: feature map, row, column, anchor"),
@@ -192,6 +197,7 @@ def build_detector(choice: Choice, out: str | Path, calibration_dirs: list[Path]
     images = verification_images()
     for source in BRANCHES[choice]:
         models[source] = BlazeFace.from_mediapipe(source).eval()
+        models[source].net.pad_channels(CHANNEL_BLOCK)
         check = verify_against_mediapipe(models[source], source, images)
         log.info("MediaPipe check: %s", check)
         if check.faces == 0 or check.max_pixel_difference > VERIFY_PIXELS or check.max_score_difference > VERIFY_SCORE:
