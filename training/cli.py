@@ -1,5 +1,5 @@
 """The training commands of ``facerecon`` (export, build-topology, prepare, train, synthesize,
-evaluate, evaluate-identity, calibrate-landmarks, calibrate-identity, build-detector,
+evaluate, evaluate-identity, evaluate-photometric, calibrate-landmarks, calibrate-identity, build-detector,
 transfer-topology, quantize, embed-identities).
 
 The ``facerecon`` command (:mod:`service.cli`) finds them through the ``facerecon.commands``
@@ -458,6 +458,36 @@ def register_evaluate_identity(sub: SubParsers) -> None:
                          "mouth, front and side views of its neutral and canonical mesh (default: no sheet)")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate_identity)
+
+
+def cmd_evaluate_photometric(args: argparse.Namespace) -> int:
+    from model.topology import FaceTopology
+    from training.checkpoint import load_checkpoint
+    from training.evaluate_photometric import evaluate_photometric
+
+    if args.samples is not None and args.samples < 1:
+        raise CLIError("--samples must be at least 1")
+    if not args.checkpoint.is_file():
+        raise CLIError(f"checkpoint not found: {args.checkpoint}")
+    try:
+        topology = FaceTopology.load()
+        model, _ = load_checkpoint(args.checkpoint, topology)
+        metrics = evaluate_photometric(model, args.data, topology, samples=args.samples)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    print(json.dumps({"checkpoint": str(args.checkpoint), **metrics}))
+    return 0
+
+
+def register_evaluate_photometric(sub: SubParsers) -> None:
+    ev = sub.add_parser("evaluate-photometric",
+                        help="per-region photometric error (rendered albedo x shading against the photo) of a "
+                             "checkpoint on the held-out crops of a prepared data folder")
+    ev.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint (.pt)")
+    ev.add_argument("--data", type=Path, default=Path("data/prepared"),
+                    help="prepared data folder; its validation split (held-out people) is used")
+    ev.add_argument("--samples", type=int, metavar="N", help="use the first N validation crops (default: all)")
+    ev.set_defaults(func=cmd_evaluate_photometric)
 
 
 def cmd_embed_identities(args: argparse.Namespace) -> int:

@@ -107,6 +107,14 @@ class FaceLoss(torch.nn.Module):
         pixels, so small regions such as the eyes count as much as the cheeks; the loss is the
         mean over the regions present in each image.
         """
+        per_region, present = self.region_image_errors(result, image, photo_mask)
+        return (per_region.sum(dim=1) / present.sum(dim=1).clamp(min=1)).mean()
+
+    def region_image_errors(self, result: FaceReconstruction, image: torch.Tensor,
+                            photo_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each region's mean colour error (RGB distance, channels in [0, 1]) between the rendered
+        face and the photo: (B, R) errors, 0 where the region is absent, and (B, R) bool present
+        (at least 4 covered, unoccluded pixels); R = len(REGION_NAMES)."""
         normals = vertex_normals(result.posed_vertices, self.faces)
         colours = shade(result.albedo, normals, result.lighting)
         size = self.image_size
@@ -121,8 +129,7 @@ class FaceLoss(torch.nn.Module):
         sums = sums.view(batch, -1)[:, : self.num_regions]
         counts = counts.view(batch, -1)[:, : self.num_regions]
         present = counts >= 4
-        per_region = torch.where(present, sums / counts.clamp(min=1), torch.zeros_like(sums))
-        return (per_region.sum(dim=1) / present.sum(dim=1).clamp(min=1)).mean()
+        return torch.where(present, sums / counts.clamp(min=1), torch.zeros_like(sums)), present
 
     def forward(self, result: FaceReconstruction,
                 batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
