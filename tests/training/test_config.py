@@ -112,7 +112,8 @@ def test_the_staged_recipe_changes_only_what_each_stage_says():
     }
     # start from a shipped checkpoint: tested below
     fine_tunes = {"identity", "identity_seeded", "appearance", "identity_trunk", "identity_shape_teacher",
-                  "identity_pairs", "identity_posed", "identity_posed_stage2", "identity_posed_stage3"}
+                  "identity_pairs", "identity_posed", "identity_posed_stage2", "identity_posed_stage3",
+                  "identity_posed_stage4", "identity_posed_stage5"}
     assert sorted(expected) == sorted(p.stem for p in CONFIGS.glob("*.toml") if p.stem not in fine_tunes)
     first = TrainConfig.load(CONFIGS / "landmark_only.toml")
     for name, values in expected.items():
@@ -155,12 +156,14 @@ def test_the_identity_trunk_stages_train_the_identity_tail_and_leave_the_landmar
 def test_the_pair_and_turned_face_stages_resume_the_shape_teacher_and_change_only_what_they_say():
     """identity_pairs: the shape teacher stage with every photo of the batch in same-person pairs;
     identity_posed: a larger batch whose unpaired faces are drawn pose-balanced (turned faces);
-    identity_posed_stage2 and _stage3: the shape teacher doubled, twice. Model, trainable set and losses stay."""
+    identity_posed_stage2 to _stage5: the shape teacher doubled, four times. Model, trainable set and losses stay."""
     shape = TrainConfig.load(CONFIGS / "identity_shape_teacher.toml")
     pairs = TrainConfig.load(CONFIGS / "identity_pairs.toml")
     posed = TrainConfig.load(CONFIGS / "identity_posed.toml")
     stage2 = TrainConfig.load(CONFIGS / "identity_posed_stage2.toml")
     stage3 = TrainConfig.load(CONFIGS / "identity_posed_stage3.toml")
+    stage4 = TrainConfig.load(CONFIGS / "identity_posed_stage4.toml")
+    stage5 = TrainConfig.load(CONFIGS / "identity_posed_stage5.toml")
     assert pairs.init_checkpoint == "runs/identity_shape_teacher/last.pt"
     assert posed.init_checkpoint == "runs/identity_pairs/last.pt"
     assert stage2.init_checkpoint == "runs/identity_posed/last.pt"
@@ -169,11 +172,14 @@ def test_the_pair_and_turned_face_stages_resume_the_shape_teacher_and_change_onl
     assert posed.identity_sampling.pairs_per_batch == pairs.identity_sampling.pairs_per_batch
     assert posed.optim.batch_size > 2 * posed.identity_sampling.pairs_per_batch
     assert stage3.init_checkpoint == "runs/identity_posed_stage2/last.pt"
-    assert stage3.identity.shape_teacher > stage2.identity.shape_teacher > posed.identity.shape_teacher
-    assert posed.identity.shape_teacher == shape.identity.shape_teacher
-    assert dataclasses.replace(stage3, init_checkpoint="", identity=shape.identity) == dataclasses.replace(
-        posed, init_checkpoint="", optim=dataclasses.replace(posed.optim, steps=stage3.optim.steps))
-    for config in (pairs, posed, stage2, stage3):
+    assert stage4.init_checkpoint == "runs/identity_posed_stage3/last.pt"
+    assert stage5.init_checkpoint == "runs/identity_posed_stage4/last.pt"
+    teachers = [c.identity.shape_teacher for c in (posed, stage2, stage3, stage4, stage5)]
+    assert teachers == [shape.identity.shape_teacher * 2**k for k in range(5)]
+    for stage in (stage3, stage4, stage5):
+        assert dataclasses.replace(stage, init_checkpoint="", identity=shape.identity) == dataclasses.replace(
+            posed, init_checkpoint="", optim=dataclasses.replace(posed.optim, steps=stage.optim.steps))
+    for config in (pairs, posed, stage2, stage3, stage4, stage5):
         assert config.model == shape.model and config.trainable == shape.trainable and config.loss == shape.loss
         assert config.loss.region_image > 0 and config.freeze_batchnorm
 

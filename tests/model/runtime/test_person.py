@@ -19,6 +19,8 @@ from tests.conftest import SHARED_DATA
 
 LFW = SHARED_DATA / "train" / "lfw"
 PERSON, OTHER = "John_Bolton", "Muhammad_Ali"
+# More people of the validation split, for the identification test.
+MORE_PEOPLE = ("Bill_Frist", "Elton_John", "Hugo_Chavez", "Julianne_Moore", "Pedro_Almodovar")
 # Another person whose identity code the shipped model tells apart from PERSON's; the calibration
 # (training.export.identity_consensus) says most intruders are not caught yet.
 INTRUDER = LFW / "Azra_Akin" / "Azra_Akin_0002.jpg"
@@ -44,14 +46,24 @@ def _photos(person: str) -> list[np.ndarray]:
     return [load_rgb(path.read_bytes()) for path in sorted((LFW / person).glob("*.jpg"))[:4]]
 
 
-def test_the_fused_identity_is_closer_to_each_photo_than_another_persons(pipeline):
-    person = pipeline.reconstruct_person(_photos(PERSON))
-    other = pipeline.reconstruct_person(_photos(OTHER))
+def test_the_fused_identities_pick_out_their_own_peoples_photos(pipeline):
+    """Each photo's identity code lies nearer its own person's fused identity than any other's, for
+    most photos of seven held-out people (22 of 28 with the shipped model; chance: 4 of 28), and
+    nearer its own than the other's on average for every person."""
+    people = (PERSON, OTHER, *MORE_PEOPLE)
+    fused = {name: pipeline.reconstruct_person(_photos(name)) for name in people}
+    person = fused[PERSON]
     assert person.used == 4 and all(photo.accepted for photo in person.photos)
     assert sum(photo.weight for photo in person.photos) == pytest.approx(1.0)
-    for image in _photos(PERSON):
-        own = pipeline.reconstruct(image).faces[0].result.codes.identity
-        assert np.linalg.norm(own - person.identity_code) < np.linalg.norm(own - other.identity_code)
+    nearest_own = 0
+    for name in people:
+        distances = np.array([[np.linalg.norm(pipeline.reconstruct(image).faces[0].result.codes.identity
+                                              - fused[other].identity_code) for other in people]
+                              for image in _photos(name)])  # (photos, people)
+        own = people.index(name)
+        nearest_own += int((distances.argmin(axis=1) == own).sum())
+        assert distances[:, own].mean() < np.delete(distances, own, axis=1).mean(axis=0).min(), name
+    assert nearest_own >= 20  # of 28
 
 
 def test_every_accepted_photo_shares_one_neutral_face_and_keeps_its_expression(pipeline):
