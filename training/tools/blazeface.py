@@ -8,6 +8,7 @@ decoded against the SSD anchors that MediaPipe configures for the model.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,14 +259,17 @@ def _zero_extended(conv: nn.Conv2d, in_channels: int, out_channels: int) -> nn.C
     depthwise = conv.groups > 1
     if depthwise and in_channels != out_channels:
         raise ValueError("a depthwise convolution keeps its channel count")
-    grown = nn.Conv2d(in_channels, out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                      dilation=conv.dilation, groups=out_channels if depthwise else 1)
-    with torch.no_grad():
-        grown.weight.zero_()
-        assert grown.bias is not None and conv.bias is not None
-        grown.bias.zero_()
-        grown.weight[: conv.out_channels, : conv.weight.shape[1]] = conv.weight
-        grown.bias[: conv.out_channels] = conv.bias
+    if conv.bias is None:
+        raise ValueError("the TFLite convolutions all have a bias")
+    per_group = 1 if depthwise else in_channels
+    weight = conv.weight.new_zeros((out_channels, per_group, *conv.weight.shape[2:]))
+    weight[: conv.out_channels, : conv.weight.shape[1]] = conv.weight.detach()
+    bias = conv.bias.new_zeros(out_channels)
+    bias[: conv.out_channels] = conv.bias.detach()
+    grown = copy.deepcopy(conv)
+    grown.in_channels, grown.out_channels = in_channels, out_channels
+    grown.groups = out_channels if depthwise else 1
+    grown.weight, grown.bias = nn.Parameter(weight), nn.Parameter(bias)
     return grown
 
 
