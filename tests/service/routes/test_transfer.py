@@ -58,7 +58,9 @@ def test_a_stored_expression_code_transfers_like_the_photo_it_came_from(client, 
     np.testing.assert_allclose(face["expression_code"], code, atol=0.1)
     by_code = _transfer(client, identity, expression_code=json.dumps(code), format="json", include_mesh="true",
                         space="canonical").json()["faces"][0]
-    np.testing.assert_allclose(by_code["vertices"], face["vertices"], atol=2e-4)  # metres
+    # metres; 48700-steps-0c5527ddc3da: at most 0.26 mm apart (mean 0.02), where the transfer moves the
+    # identity's own canonical face by up to 10.8 mm (mean 1.4)
+    np.testing.assert_allclose(by_code["vertices"], face["vertices"], atol=5e-4)
     # the identity's own face: the transfer changed the expression, not the person
     own = client.post("/v1/reconstruct", files={"image": ("i.jpg", identity)},
                       data={"format": "json", "include_mesh": "true", "space": "neutral"}).json()["faces"][0]
