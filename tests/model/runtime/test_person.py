@@ -57,9 +57,9 @@ def test_the_fused_identities_pick_out_their_own_peoples_photos(pipeline):
     assert sum(photo.weight for photo in person.photos) == pytest.approx(1.0)
     nearest_own = 0
     for name in people:
-        distances = np.array([[np.linalg.norm(pipeline.reconstruct(image).faces[0].result.codes.identity
-                                              - fused[other].identity_code) for other in people]
-                              for image in _photos(name)])  # (photos, people)
+        codes = np.stack([pipeline.reconstruct(image).faces[0].result.codes.identity for image in _photos(name)])
+        centres = np.stack([fused[other].identity_code for other in people])
+        distances = np.linalg.norm(codes[:, None] - centres[None], axis=-1)  # (photos, people)
         own = people.index(name)
         nearest_own += int((distances.argmin(axis=1) == own).sum())
         assert distances[:, own].mean() < np.delete(distances, own, axis=1).mean(axis=0).min(), name
