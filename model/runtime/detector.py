@@ -39,7 +39,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from model.conventions import FaceSelection
-from model.runtime.image_io import DecodedImage, preview_factor
+from model.runtime.image_io import DecodedImage, Preview, make_preview
 from model.runtime.sessions import Provider, session_options
 
 DEFAULT_DETECTOR = Path(__file__).resolve().parents[1] / "weights" / "face_detector.onnx"
@@ -182,20 +182,19 @@ class DetectorInput:
 
 
 def detector_input(image: np.ndarray, preview_side: int | None = None) -> DetectorInput:
-    """image (H, W, 3) uint8 RGB -> what the letterboxing reads: the decoder's preview when the
-    image is a :class:`model.runtime.image_io.DecodedImage` that has one; else the array as a
-    Pillow image (a copy: Pillow keeps RGB in 4 bytes a pixel), box-filtered here as the decoder
-    would have (:func:`model.runtime.image_io.preview_factor` for ``preview_side``), so that a photo
-    gives the same detections whether it comes as bytes or as an array."""
+    """image (H, W, 3) uint8 RGB -> what the letterboxing reads: the decoded photo's preview when the
+    image is a :class:`model.runtime.image_io.DecodedImage` decoded for a detector; else the same
+    preview made here (:func:`model.runtime.image_io.make_preview` for ``preview_side``; without
+    it, the array as a Pillow image), so that a photo gives the same detections whether it comes
+    as bytes or as an array."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     height, width = image.shape[:2]
     preview = image.preview if isinstance(image, DecodedImage) else None
-    if preview is not None:
-        return DetectorInput(preview.image, preview.factor, width, height)
-    factor = preview_factor(width, height, preview_side) if preview_side else 1
-    photo = Image.fromarray(np.asarray(image))
-    return DetectorInput(photo.reduce(factor) if factor > 1 else photo, factor, width, height)
+    if preview is None:
+        preview = make_preview(np.asarray(image), preview_side) if preview_side else Preview(
+            Image.fromarray(np.asarray(image)), 1)
+    return DetectorInput(preview.image, preview.factor, width, height)
 
 
 def letterbox_input(source: DetectorInput, size: int) -> tuple[np.ndarray, Letterbox]:

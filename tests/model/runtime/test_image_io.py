@@ -112,17 +112,31 @@ def test_strip_decoding_gives_the_pixels_of_whole_image_conversion(name, data, m
     np.testing.assert_array_equal(out, expected)
 
 
-def test_an_upright_rgb_photo_is_pillows_pixels_handed_over_read_only():
-    """The common photo skips the second buffer: its answer is the decoder's pixels, one copy,
-    read-only (nothing downstream writes into the photo)."""
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_an_upright_rgb_photo_is_the_decoders_pixels_handed_over_read_only(fmt):
+    """The common photo skips the second buffer: its answer is the decoder's pixels (OpenCV's for a
+    JPEG, Pillow's for the rest), one copy, read-only (nothing downstream writes into the photo)."""
     from model.runtime.image_io import DecodedImage
 
     rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8))
-    data = _encode(rgb, "JPEG", quality=90)
+    data = _encode(rgb, fmt, quality=90)
     out = load_rgb(data)
     assert isinstance(out, DecodedImage) and out.shape == (48, 64, 3) and out.dtype == np.uint8
     assert not out.flags.writeable and out.flags.c_contiguous
     np.testing.assert_array_equal(out, _first_decoding(data))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_opencvs_jpeg_pixels_are_pillows(mode, progressive):
+    """JPEGs go to OpenCV (faster to an RGB array); the pixels are the ones Pillow decodes."""
+    from model.runtime.image_io import read_header
+
+    smooth = Image.fromarray(np.random.default_rng(2).integers(0, 256, (9, 12, 3), dtype=np.uint8)).resize(
+        (120, 90), Image.Resampling.BICUBIC)
+    data = _encode(smooth.convert(mode), "JPEG", quality=90, progressive=progressive)
+    assert read_header(data).decoded_by_opencv
+    np.testing.assert_array_equal(load_rgb(data), _first_decoding(data))
 
 
 def test_the_header_is_read_without_decoding():
@@ -168,16 +182,20 @@ def test_the_preview_is_the_upright_photo_box_filtered(orientation, mode):
     assert out[1:].preview is None and out.copy().preview is None and (out + 0).preview is None
 
 
-def test_a_small_photos_preview_is_the_photo_itself_and_none_for_other_modes_or_when_not_asked():
+@pytest.mark.parametrize("case", ["rgb", "turned", "grey", "rgba", "palette"])
+def test_a_small_photos_preview_is_the_upright_answer_itself_made_when_first_asked(case):
+    """Whatever the photo was stored as, the preview is made from the upright RGB answer, only when
+    the detector asks for it (a photo whose face box is given pays nothing), and then kept."""
     rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8))
-    assert load_rgb(_encode(rgb, "PNG"), preview_side=16).preview.factor == 2  # 80 >= 4 x 16
-    small = load_rgb(_encode(rgb, "PNG"), preview_side=21)  # 80 < 4 x 21: not reduced
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned
+    data = {"rgb": _encode(rgb, "PNG"), "turned": _encode(rgb, "JPEG", exif=exif.tobytes()),
+            "grey": _encode(rgb.convert("L"), "PNG"), "rgba": _encode(rgb.convert("RGBA"), "PNG"),
+            "palette": _encode(rgb.convert("P"), "PNG")}[case]
+    small = load_rgb(data, preview_side=21)  # 80 < 4 x 21: not reduced
+    assert small._preview is None  # nothing made yet
     assert small.preview.factor == 1 and small.preview.image.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(small.preview.image), small)
-    assert load_rgb(_encode(rgb, "PNG")).preview is None
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored turned: the decoder's image is not the upright photo
-    assert load_rgb(_encode(rgb, "JPEG", exif=exif.tobytes()), preview_side=21).preview is None
-    assert load_rgb(_encode(rgb.convert("L"), "PNG"), preview_side=21).preview is None
-    assert load_rgb(_encode(rgb.convert("RGBA"), "PNG"), preview_side=16).preview is None  # alpha: over white first
-    assert load_rgb(_encode(rgb.convert("P"), "PNG"), preview_side=16).preview is None
+    assert small.preview is small.preview  # made once
+    assert load_rgb(data, preview_side=16).preview.factor == 2  # 80 >= 4 x 16
+    assert load_rgb(data).preview is None  # not decoded for a detector
