@@ -13,6 +13,8 @@ its images; its faces; its output), and is refused at once when that does not fi
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -40,6 +42,7 @@ from service.metrics import ServiceMetrics
 from service.settings import ServiceSettings
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 MIB = 1 << 20
 # What one request can cost at most, in bytes (fitted to the peaks measured with
@@ -84,6 +87,27 @@ class WorkBudget:
             self.used -= cost
 
 
+def _answer(value: T) -> T:
+    return value
+
+
+class _Flight:
+    """One request's place in :attr:`ReconstructionEngine.upstream` (the requests on their way to the
+    network, which the micro-batcher waits for): entered on creation, on the event loop; left once,
+    on the thread that finishes the request's network work or on the event loop when it ends."""
+
+    def __init__(self, engine: ReconstructionEngine) -> None:
+        self.engine, self.inside = engine, True
+        with engine.upstream_lock:
+            engine.upstream += 1
+
+    def leave(self) -> None:
+        with self.engine.upstream_lock:
+            if self.inside:
+                self.inside = False
+                self.engine.upstream -= 1
+
+
 class ReconstructionEngine:
     """Loads both ONNX models once; reconstructs the faces of uploaded images."""
 
@@ -108,7 +132,8 @@ class ReconstructionEngine:
         self.uv_map = UVRasterMap.build(self.topology.uvs, self.topology.faces, settings.texture_size)
         self.cpu_pool = ThreadPoolExecutor(settings.workers or default_threads(), thread_name_prefix="facerecon-cpu")
         self.network_pool = ThreadPoolExecutor(1, thread_name_prefix="facerecon-network")
-        self.upstream = 0  # requests between admission and their network outputs
+        self.upstream = 0  # requests between admission and their network outputs (_Flight)
+        self.upstream_lock = threading.Lock()
         self.batcher = MicroBatcher(self._run_network, self.network_pool, max_batch=settings.max_batch,
                                     max_wait_s=settings.max_wait_ms / 1000.0, upstream=lambda: self.upstream,
                                     on_batch=self.metrics.observe_batch)
@@ -200,6 +225,13 @@ class ReconstructionEngine:
     def _run_network(self, request: NetworkRequest) -> NetworkOutputs:
         return self.reconstructor.run(request.crops, request.given)
 
+    def _run_network_inline(self, request: NetworkRequest) -> NetworkOutputs:
+        """A lone request's network run on its own CPU thread (no hop to the network thread and back)."""
+        started = time.perf_counter()
+        outputs = self._run_network(request)
+        self.metrics.observe_batch(len(request.crops), time.perf_counter() - started)
+        return outputs
+
     @staticmethod
     def _advance(steps: Steps[T], outputs: NetworkOutputs | None) -> NetworkRequest | T:
         """Run the pipeline's CPU work up to its next network request or to its answer."""
@@ -208,33 +240,58 @@ class ReconstructionEngine:
         except StopIteration as done:
             return done.value
 
-    async def _drive(self, begin: Callable[[], Steps[T]]) -> T:
-        """``begin()`` (decoding the uploads and making the steps) and the steps' CPU work on the
-        thread pool, their network requests through the micro-batcher."""
-        self.upstream += 1
+    def _work(self, flight: _Flight, steps: Steps[T], outputs: NetworkOutputs | None,
+              finish: Callable[[T], U]) -> NetworkRequest | U:
+        """One stretch of a request's work on the thread pool: the steps' CPU work from ``outputs``
+        (None: the start) on; their network requests run here too while the request is alone in
+        flight (nothing to batch it with), else the stretch ends at the next one; at the steps'
+        answer the request leaves the count of those on their way to the network, then ``finish``
+        (encoding the answer) runs in the same stretch."""
+        step = self._advance(steps, outputs)
+        while isinstance(step, NetworkRequest) and self.upstream == 1:
+            step = self._advance(steps, self._run_network_inline(step))
+        if isinstance(step, NetworkRequest):
+            return step
+        flight.leave()
+        return finish(step)
+
+    def _start(self, flight: _Flight, begin: Callable[[], Steps[T]], finish: Callable[[T], U]
+               ) -> tuple[Steps[T], NetworkRequest | U]:
+        steps = begin()
+        return steps, self._work(flight, steps, None, finish)
+
+    async def _drive(self, begin: Callable[[], Steps[T]], finish: Callable[[T], U]) -> U:
+        """``begin()`` (decoding the uploads and making the steps), the steps' CPU work and
+        ``finish`` on the thread pool, the steps' network requests through the micro-batcher (or
+        at once, on the same thread, when the request is alone: :meth:`_work`)."""
+        flight = _Flight(self)
         try:
-            steps, step = await self.run_cpu(self._begin, begin)
+            steps, step = await self.run_cpu(self._start, flight, begin, finish)
             while isinstance(step, NetworkRequest):
                 self.metrics.queue_depth.set(self.batcher.depth + 1)
                 outputs = await self.batcher.submit(step)
-                step = await self.run_cpu(self._advance, steps, outputs)
+                step = await self.run_cpu(self._work, flight, steps, outputs, finish)
         finally:
-            self.upstream -= 1
+            flight.leave()
         self.metrics.queue_depth.set(self.batcher.depth)
         return step
-
-    def _begin(self, begin: Callable[[], Steps[T]]) -> tuple[Steps[T], NetworkRequest | T]:
-        steps = begin()
-        return steps, self._advance(steps, None)
 
     async def reconstruct(self, data: bytes, *, faces: FaceSelection = FaceSelection.largest,
                           box: Box | None = None) -> ImageReconstruction:
         """Decode the upload, find its faces (or use ``box``) and reconstruct them: the pipeline's
         CPU steps on the thread pool, its network batches through the micro-batcher."""
-        rec = await self._drive(lambda: self.pipeline.steps(self.pipeline.decode(data), faces, box,
-                                                            on_detection=self.metrics.detection.observe))
-        self.metrics.faces_per_image.observe(len(rec.faces))
-        return rec
+        return await self.reconstruct_then(data, _answer, faces=faces, box=box)
+
+    async def reconstruct_then(self, data: bytes, finish: Callable[[ImageReconstruction], U], *,
+                               faces: FaceSelection = FaceSelection.largest, box: Box | None = None) -> U:
+        """:meth:`reconstruct`, then ``finish(reconstruction)`` (encoding the answer) on the same
+        thread, right after the last CPU step."""
+        def done(rec: ImageReconstruction) -> U:
+            self.metrics.faces_per_image.observe(len(rec.faces))
+            return finish(rec)
+
+        return await self._drive(lambda: self.pipeline.steps(self.pipeline.decode(data), faces, box,
+                                                             on_detection=self.metrics.detection.observe), done)
 
     async def transfer(self, identity_data: bytes, expression_data: bytes | None, *,
                        expression_code: np.ndarray | None = None, pose_from: PoseSource = "identity"
@@ -248,10 +305,11 @@ class ReconstructionEngine:
             return self.pipeline.transfer_steps(identity, expression, expression_code=expression_code,
                                                 pose_from=pose_from)
 
-        return await self._drive(begin)
+        return await self._drive(begin, _answer)
 
     async def reconstruct_person(self, datas: Sequence[bytes]) -> PersonReconstruction:
         """One face from several uploads of a person (:meth:`FacePipeline.person_steps`): decoding
         and CPU steps on the thread pool, network runs through the micro-batcher. The caller
         admits it (:meth:`several_images_cost`)."""
-        return await self._drive(lambda: self.pipeline.person_steps([self.pipeline.decode(data) for data in datas]))
+        return await self._drive(lambda: self.pipeline.person_steps([self.pipeline.decode(data) for data in datas]),
+                                 _answer)

@@ -9,15 +9,21 @@ from model.mesh.structure import mesh_structure
 
 
 def triangle_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(F, 3) float64: each triangle's normal, twice its area long; vertices (V, 3), faces (F, 3)
+    """(F, 3) float32: each triangle's normal, twice its area long; vertices (V, 3), faces (F, 3)
     counter-clockwise seen from their front."""
+    return _triangle_normals(vertices, mesh_structure(faces, len(vertices)).corner_columns)
+
+
+def _triangle_normals(vertices: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """:func:`triangle_normals` from the triangles' corners as (3, F) contiguous rows (one gather a
+    coordinate and corner, float32 throughout)."""
     points = np.asarray(vertices, dtype=np.float32)
-    faces = np.asarray(faces)
     x, y, z = (np.ascontiguousarray(points[:, k]) for k in range(3))
-    a, b, c = faces[:, 0], faces[:, 1], faces[:, 2]
-    ux, uy, uz = x[b] - x[a], y[b] - y[a], z[b] - z[a]
-    vx, vy, vz = x[c] - x[a], y[c] - y[a], z[c] - z[a]
-    normals = np.empty((len(faces), 3))
+    a, b, c = corners
+    xa, ya, za = x[a], y[a], z[a]
+    ux, uy, uz = x[b] - xa, y[b] - ya, z[b] - za
+    vx, vy, vz = x[c] - xa, y[c] - ya, z[c] - za
+    normals = np.empty((len(a), 3), np.float32)
     normals[:, 0] = uy * vz - uz * vy
     normals[:, 1] = uz * vx - ux * vz
     normals[:, 2] = ux * vy - uy * vx
@@ -39,5 +45,5 @@ def area_weighted_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray
     triangle of non-zero area uses). Triangles counter-clockwise seen from their front. Each
     vertex sums the normals of its triangles through the mesh's cached corner table
     (:class:`model.mesh.structure.MeshStructure`)."""
-    sums = mesh_structure(faces, len(vertices)).corner_sum(triangle_normals(vertices, faces))
-    return unit_normals(sums)
+    structure = mesh_structure(faces, len(vertices))
+    return unit_normals(structure.corner_sum(_triangle_normals(vertices, structure.corner_columns)))

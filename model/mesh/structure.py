@@ -70,6 +70,7 @@ class MeshStructure:
     neighbours: VertexGroups
     corners: VertexGroups
     rim_ring: np.ndarray
+    corner_columns: np.ndarray  # (3, F) intp: the triangles' first, second and third corners, each row contiguous
 
     def neighbour_min(self, values: np.ndarray) -> np.ndarray:
         """(V,) float -> (V,): the smallest value over each vertex and its neighbours."""
@@ -102,7 +103,8 @@ class MeshStructure:
         corners = VertexGroups.from_pairs(src, np.repeat(np.arange(len(faces)), 3), count, len(faces))
 
         boundary_a, boundary_b = edge_a[uses == 1], edge_b[uses == 1]
-        structure = cls(neighbours=neighbours, corners=corners, rim_ring=np.full(count, RIM_RINGS, dtype=np.int64))
+        structure = cls(neighbours=neighbours, corners=corners, rim_ring=np.full(count, RIM_RINGS, dtype=np.int64),
+                        corner_columns=np.ascontiguousarray(faces.T, dtype=np.intp))
         if len(boundary_a) == 0:
             return structure
         rim = _longest_loop(boundary_a, boundary_b, count)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -28,7 +28,15 @@ from service.dependencies import (
     invalid_field,
     require_api_key,
 )
-from service.encoding import Colouring, build_meshes, mesh_files, mesh_payload, reconstruction_json, zip_files
+from service.encoding import (
+    Colouring,
+    Payload,
+    build_meshes,
+    mesh_files,
+    mesh_payload,
+    reconstruction_json,
+    zip_files,
+)
 from service.engine import ReconstructionEngine, WorkBudgetFull, WorkTooLarge
 from service.problems import (
     TYPE_PREFIX,
@@ -52,6 +60,8 @@ from service.schemas import (
     OutputFormat,
     ReconstructionJSON,
 )
+
+T = TypeVar("T")
 
 _SAFE_STEM = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -166,18 +176,22 @@ def admitted(engine: ReconstructionEngine, cost: int) -> Iterator[None]:
         raise overloaded(engine.settings.retry_after_s) from None
 
 
+def _itself(rec: ImageReconstruction) -> ImageReconstruction:
+    return rec
+
+
 def safe_stem(filename: str | None, fallback: str) -> str:
     stem = _SAFE_STEM.sub("_", (filename or "").rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("_")
     return stem[:48] or fallback
 
 
-async def reconstruct_upload(engine: ReconstructionEngine, data: bytes, faces: FaceSelection,
-                             box: Box | None) -> ImageReconstruction:
-    """engine.reconstruct with its errors turned into problems."""
+async def reconstruct_upload(engine: ReconstructionEngine, data: bytes, faces: FaceSelection, box: Box | None,
+                             finish: Callable[[ImageReconstruction], T]) -> T:
+    """engine.reconstruct_then with its errors turned into problems."""
     if not data:
         raise bad_image("the image file is empty")
     try:
-        return await engine.reconstruct(data, faces=faces, box=box)
+        return await engine.reconstruct_then(data, finish, faces=faces, box=box)
     except ImageDecodeError as err:
         raise header_problem(err) from None
     except NoFaceFound as err:
@@ -208,29 +222,43 @@ async def reconstruct(
     json_mesh = options.format is OutputFormat.json and options.include_mesh
     cost = engine.request_cost([header], len(data), faces=options.faces, box=face_box is not None, json_mesh=json_mesh)
     with admitted(engine, cost):
-        rec = await reconstruct_upload(engine, data, options.faces, face_box)
+        # the answer is encoded on the thread that finishes the reconstruction (no hop back and forth)
+        rec, body = await reconstruct_upload(engine, data, options.faces, face_box,
+                                             lambda rec: (rec, encode_answer(engine, rec, options)))
         del data
-        return await image_answer(engine, rec, options)
+        return answer_response(rec, body)
+
+
+Answer = Payload | dict[str, Any]  # the mesh file(s), or the JSON answer as plain data
+
+
+def encode_answer(engine: ReconstructionEngine, rec: ImageReconstruction, options: OutputOptions,
+                  colourings: Sequence[Colouring | None] | None = None) -> Answer:
+    """The answer for the faces of one photo, encoded (CPU work): the JSON answer, or the mesh file(s)
+    coloured from the photo or with ``colourings`` (see :func:`service.encoding.build_meshes`)."""
+    if options.format is OutputFormat.json:
+        return reconstruction_json(rec, options.space, engine.topology, options.include_mesh,
+                                   model_version=engine.model_version,
+                                   landmark_calibration=engine.landmark_calibration).model_dump(mode="json")
+    meshes = build_meshes(rec, engine.topology, options.space, options.texture, engine.uv_map, colourings=colourings)
+    return mesh_payload(meshes, options.format)
+
+
+def answer_response(rec: ImageReconstruction, answer: Answer) -> Response:
+    """The response for an encoded answer, with X-Face-Count (and X-Faces-Dropped when faces were dropped)."""
+    headers = {"X-Face-Count": str(len(rec.faces))}
+    if rec.faces_dropped:
+        headers["X-Faces-Dropped"] = str(rec.faces_dropped)
+    if not isinstance(answer, Payload):
+        return JSONResponse(answer, headers=headers)
+    headers["Content-Disposition"] = f'attachment; filename="{answer.filename}"'
+    return Response(answer.content, media_type=answer.media_type, headers=headers)
 
 
 async def image_answer(engine: ReconstructionEngine, rec: ImageReconstruction, options: OutputOptions,
                        colourings: Sequence[Colouring | None] | None = None) -> Response:
-    """The answer for the faces of one photo: JSON or the mesh file(s) (coloured from the photo, or with
-    ``colourings``, see :func:`service.encoding.build_meshes`), with X-Face-Count (and X-Faces-Dropped when
-    faces were dropped)."""
-    headers = {"X-Face-Count": str(len(rec.faces))}
-    if rec.faces_dropped:
-        headers["X-Faces-Dropped"] = str(rec.faces_dropped)
-    if options.format is OutputFormat.json:
-        body = await engine.run_cpu(partial(reconstruction_json, rec, options.space, engine.topology,
-                                            options.include_mesh, model_version=engine.model_version,
-                                            landmark_calibration=engine.landmark_calibration))
-        return JSONResponse(body.model_dump(mode="json"), headers=headers)
-    payload = await engine.run_cpu(lambda: mesh_payload(
-        build_meshes(rec, engine.topology, options.space, options.texture, engine.uv_map, colourings=colourings),
-        options.format))
-    headers["Content-Disposition"] = f'attachment; filename="{payload.filename}"'
-    return Response(payload.content, media_type=payload.media_type, headers=headers)
+    """The answer for the faces of one photo (:func:`encode_answer` on the thread pool, :func:`answer_response`)."""
+    return answer_response(rec, await engine.run_cpu(encode_answer, engine, rec, options, colourings))
 
 
 async def _batch_item(engine: ReconstructionEngine, options: ReconstructionOptions, index: int,
@@ -244,7 +272,7 @@ async def _batch_item(engine: ReconstructionEngine, options: ReconstructionOptio
         if not isinstance(header, ImageHeader):
             raise header_problem(header)
         async with slots:
-            rec = await reconstruct_upload(engine, data, options.faces, None)
+            rec = await reconstruct_upload(engine, data, options.faces, None, _itself)
             if options.format is OutputFormat.json:
                 result = await engine.run_cpu(partial(reconstruction_json, rec, options.space, engine.topology,
                                                       options.include_mesh, model_version=engine.model_version,

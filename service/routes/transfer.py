@@ -130,9 +130,9 @@ async def transfer(
         if options.format is not OutputFormat.json and options.texture in (TextureMode.vertex, TextureMode.uv):
             # the identity photo's colours where it saw its face as it is: the transferred face's own
             # expression and pose project elsewhere in that photo (open lips onto the chin)
-            own = await reconstruct_upload(engine, uploads[0], FaceSelection.largest, rec.faces[0].box)
-            colourings = [await engine.run_cpu(face_colouring, own.image, own.faces[0], engine.topology,
-                                               options.texture, engine.uv_map)]
+            colourings = [await reconstruct_upload(
+                engine, uploads[0], FaceSelection.largest, rec.faces[0].box,
+                lambda own: face_colouring(own.image, own.faces[0], engine.topology, options.texture, engine.uv_map))]
         del uploads
         return await image_answer(engine, rec, options, colourings)
 
