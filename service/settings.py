@@ -29,8 +29,8 @@ class ServiceSettings(BaseSettings):
         default="auto", description="auto: CUDA when ONNX Runtime offers it, else CPU")
     threads: int | None = Field(default=None, ge=1, description="CPU threads of the reconstruction network's session "
                                                                 "(default: the usable cores)")
-    spinning: bool = Field(default=False, description="ONNX Runtime's CPU threads busy-wait between operators: "
-                                                      "a faster network alone, fewer requests/s under load (README)")
+    spinning: bool = Field(default=True, description="ONNX Runtime's CPU threads busy-wait between the operators "
+                                                     "of a run (never past its end): a faster network (README)")
     detector_threads: int = Field(default=1, ge=1, description="CPU threads of the face detector's session "
                                                                "(small networks: 1 is fastest)")
     workers: int | None = Field(default=None, ge=1, description="threads for decoding, detection and mesh encoding "

@@ -56,18 +56,19 @@ def execution_providers(device: Device = "auto") -> list[Provider]:
 
 def session_options(threads: int | None = None, *, spinning: bool = True) -> ort.SessionOptions:
     """CPU threading that fits the machine: ``threads`` intra-op (default: usable cores).
-
     ``spinning``: the intra-op pool's threads busy-wait a moment for the next operator's work
-    instead of sleeping (ONNX Runtime's default). The network runs a few hundred small operators,
-    and waking sleeping threads for each costs more than the work: on this repository's 2-core CPU
-    the reconstruction network took 2.1-2.3 ms on 2 threads spinning against 3.1-3.4 ms without
-    (1 thread: 3.4-3.9 ms; one process per setting, alternated). Off (``False``) leaves the cores to
-    other work between runs, which serves a loaded service better (``FACERECON_SPINNING``; README).
+    instead of sleeping (ONNX Runtime's default), within a run only: they sleep once it ends
+    (``session.force_spinning_stop``), leaving the cores to other work between runs. The network
+    runs a few hundred small operators, and waking sleeping threads for each costs more than the
+    work: on this repository's 2-core CPU the reconstruction network took 1.51 ms on 2 threads
+    spinning within runs, 1.44 spinning on past them, 1.77 not spinning (and 1.83 on one thread);
+    the CPU each run took with 5 ms idle after it: 3.9, 8.4 and 2.2 ms (2026-12-04).
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.force_spinning_stop", "1")  # no spinning past the end of a run
     return options
 
 

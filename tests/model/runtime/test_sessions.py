@@ -71,6 +71,8 @@ def test_sessions_that_got_what_they_asked_for_pass_quietly(caplog):
 SPINNING = "session.intra_op.allow_spinning"
 
 
-def test_threads_spin_unless_told_not_to():
+def test_threads_spin_within_a_run_unless_told_not_to():
     assert session_options(2).get_session_config_entry(SPINNING) == "1"
     assert session_options(2, spinning=False).get_session_config_entry(SPINNING) == "0"
+    for spinning in (True, False):  # never on past the end of a run: the cores go back to other work
+        assert session_options(2, spinning=spinning).get_session_config_entry("session.force_spinning_stop") == "1"
