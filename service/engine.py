@@ -92,20 +92,37 @@ def _answer(value: T) -> T:
 
 
 class _Flight:
-    """One request's place in :attr:`ReconstructionEngine.upstream` (the requests on their way to the
-    network, which the micro-batcher waits for): entered on creation, on the event loop; left once,
-    on the thread that finishes the request's network work or on the event loop when it ends."""
+    """One request's place in :attr:`ReconstructionEngine.upstream`, the requests on their way to the
+    network that the micro-batcher waits for: entered on creation (on the event loop), left for a
+    network run of its own while it is the only one there (:meth:`go_alone`: nothing to batch it
+    with, and the batcher must not wait for it), entered again after that run, and left for good
+    before its answer is encoded or when it ends, from whichever thread does that."""
 
     def __init__(self, engine: ReconstructionEngine) -> None:
-        self.engine, self.inside = engine, True
-        with engine.upstream_lock:
-            engine.upstream += 1
+        self.engine, self.inside = engine, False
+        self.enter()
+
+    def enter(self) -> None:
+        with self.engine.upstream_lock:
+            if not self.inside:
+                self.inside = True
+                self.engine.upstream += 1
 
     def leave(self) -> None:
         with self.engine.upstream_lock:
             if self.inside:
                 self.inside = False
                 self.engine.upstream -= 1
+
+    def go_alone(self) -> bool:
+        """Leave the count if this request is the only one in it: True when it should run its network
+        request at once, on its own thread."""
+        with self.engine.upstream_lock:
+            if self.inside and self.engine.upstream == 1:
+                self.inside = False
+                self.engine.upstream -= 1
+                return True
+            return False
 
 
 class ReconstructionEngine:
@@ -248,8 +265,10 @@ class ReconstructionEngine:
         answer the request leaves the count of those on their way to the network, then ``finish``
         (encoding the answer) runs in the same stretch."""
         step = self._advance(steps, outputs)
-        while isinstance(step, NetworkRequest) and self.upstream == 1:
-            step = self._advance(steps, self._run_network_inline(step))
+        while isinstance(step, NetworkRequest) and flight.go_alone():
+            outputs = self._run_network_inline(step)
+            flight.enter()
+            step = self._advance(steps, outputs)
         if isinstance(step, NetworkRequest):
             return step
         flight.leave()

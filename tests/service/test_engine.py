@@ -4,13 +4,14 @@ person requests at once, their network runs through the micro-batcher, answer as
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
 
 from model.conventions import FaceSelection
 from model.runtime.image_io import load_rgb
-from service.engine import ReconstructionEngine
+from service.engine import ReconstructionEngine, _Flight
 from service.settings import ServiceSettings
 from tests.conftest import SHARED_DATA
 
@@ -47,6 +48,52 @@ def test_concurrent_reconstruction_transfer_and_person_requests_answer_as_in_one
     assert fused.used == in_thread.used == 3
     np.testing.assert_allclose(fused.identity_code, in_thread.identity_code, rtol=0.05, atol=0.05)
     assert max(sizes) > 1  # requests shared network runs
+
+
+def test_a_request_alone_runs_its_network_and_encodes_its_answer_on_its_own_cpu_thread():
+    data = PERSON[0].read_bytes()
+    network_threads = []
+
+    async def scenario():
+        engine = ReconstructionEngine(ServiceSettings(threads=1))
+        await engine.start()
+        run = engine._run_network
+
+        def recorded(request):
+            network_threads.append(threading.current_thread().name)
+            return run(request)
+
+        engine._run_network = recorded
+        try:
+            rec = await engine.reconstruct(data)
+            encoded = await engine.reconstruct_then(data, lambda rec: (threading.current_thread().name, rec))
+            return engine, rec, encoded
+        finally:
+            await engine.stop()
+
+    engine, rec, (finish_thread, again) = asyncio.run(scenario())
+    assert len(network_threads) == 2 and all(name.startswith("facerecon-cpu") for name in network_threads)
+    assert finish_thread.startswith("facerecon-cpu")  # the answer encoded where the reconstruction ended
+    np.testing.assert_allclose(again.faces[0].result.expressive_vertices, rec.faces[0].result.expressive_vertices,
+                               atol=1e-6)
+    assert engine.upstream == 0
+
+
+def test_a_request_goes_alone_only_when_no_other_is_on_its_way_to_the_network():
+    engine = ReconstructionEngine(ServiceSettings(threads=1))
+    try:
+        first, second = _Flight(engine), _Flight(engine)
+        assert engine.upstream == 2 and not first.go_alone()  # the batcher may gather both
+        second.leave()
+        second.leave()  # once only
+        assert engine.upstream == 1 and first.go_alone() and engine.upstream == 0  # the batcher waits for nobody
+        assert not first.go_alone()
+        first.enter()  # back for its next network request
+        assert engine.upstream == 1
+        first.leave()
+        assert engine.upstream == 0
+    finally:
+        engine.cpu_pool.shutdown()
 
 
 def test_the_cost_of_several_images_is_each_as_one_reconstruction():
