@@ -219,6 +219,8 @@ def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequenc
                 out = _decode_jpeg(data, image)
             else:
                 out = _decode_pillow(image)
+    except ImageDecodeError:
+        raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         raise ImageTooLarge(f"image too large: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:

@@ -56,8 +56,28 @@ def test_garbage_is_a_clear_error(data):
 
 def test_truncated_jpeg_is_a_clear_error():
     data = _encode(Image.new("RGB", (64, 64), (1, 2, 3)), "JPEG")
-    with pytest.raises(ImageDecodeError):
-        load_rgb(data[: len(data) // 2])
+    with pytest.raises(ImageDecodeError, match="^corrupt or truncated image: "):
+        load_rgb(data[: len(data) // 2])  # in its header
+    noise = Image.fromarray(np.random.default_rng(3).integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    data = _encode(noise, "JPEG", quality=90)
+    with pytest.raises(ImageDecodeError, match="^corrupt or truncated image: the JPEG data does not decode$"):
+        load_rgb(data[: len(data) * 7 // 10])  # in its pixels
+
+
+def test_a_jpeg_whose_frames_disagree_is_refused_by_both_decoders():
+    """Pillow's header takes the last frame header before the scan, libjpeg refuses a second one: a
+    small first frame cannot hide a huge second one from the pixel limit, nor the other way round."""
+    from model.runtime.image_io import ImageTooLarge
+
+    data = _encode(Image.new("RGB", (64, 48), (10, 200, 30)), "JPEG")
+    start = data.index(b"\xff\xc0")
+    frame = data[start : start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")]
+    huge = frame[:5] + (30000).to_bytes(2, "big") + (30000).to_bytes(2, "big") + frame[9:]
+    rest = data[start + len(frame) :]
+    with pytest.raises(ImageTooLarge):
+        load_rgb(data[:start] + frame + huge + rest)
+    with pytest.raises(ImageDecodeError, match="does not decode"):
+        load_rgb(data[:start] + huge + frame + rest)
 
 
 def test_too_many_pixels_is_refused():
