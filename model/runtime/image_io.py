@@ -121,14 +121,15 @@ class ImageHeader:
 
     @property
     def peak_bytes_per_pixel(self) -> int:
-        """Bytes per pixel that :func:`load_rgb` holds at its peak. OpenCV's JPEGs: the (H, W, 3)
-        answer and, for a photo stored turned (EXIF), its upright copy; a progressive JPEG's
-        coefficients (2 bytes per component) while it decodes. Pillow's images: its decoded image
-        and the answer; a progressive CMYK JPEG's coefficients; a WebP's decoded frame held three
-        times (libwebp's canvas, its copy, Pillow's image). Measured on 6324x6324 images: PNG RGB
-        7.0, 16-bit grey 5.1, RGBA 7.2, palette 4.1; CMYK JPEG progressive 11.5; WebP 15.5. The
-        detector's preview is not counted: 4 / f**2 bytes a pixel for its factor f, 0.02 at
-        6324x6324 and at most 4 (a photo under 768 pixels, its preview the photo itself)."""
+        """Bytes per pixel that :func:`load_rgb` holds at its peak. OpenCV's JPEGs: two (H, W, 3)
+        images, its decoded one and the RGB answer (or the answer and its upright copy for a photo
+        stored turned): 6.0 measured at 6324x6324, baseline or progressive (4:2:0), upright or turned;
+        a progressive JPEG's coefficients (2 bytes per component, 4:4:4) bound it above. Pillow's
+        images: its decoded image and the answer; a progressive CMYK JPEG's coefficients; a WebP's
+        decoded frame held three times (libwebp's canvas, its copy, Pillow's image). Measured on
+        6324x6324 images: PNG RGB 7.0, 16-bit grey 5.1, RGBA 7.2, palette 4.1; CMYK JPEG progressive
+        11.5; WebP 15.5. The detector's preview is not counted: 4 / f**2 bytes a pixel for its factor
+        f, 0.02 at 6324x6324 and at most 4 (a photo under 768 pixels, its preview the photo itself)."""
         if self.format == "WEBP":
             return 16
         components = {"L": 1, "CMYK": 4}.get(self.mode, 3)
