@@ -222,11 +222,13 @@ async def reconstruct(
     json_mesh = options.format is OutputFormat.json and options.include_mesh
     cost = engine.request_cost([header], len(data), faces=options.faces, box=face_box is not None, json_mesh=json_mesh)
     with admitted(engine, cost):
-        # the answer is encoded on the thread that finishes the reconstruction (no hop back and forth)
-        rec, body = await reconstruct_upload(engine, data, options.faces, face_box,
-                                             lambda rec: (rec, encode_answer(engine, rec, options)))
+        # the answer is encoded on the thread that finishes the reconstruction (no hop back and forth);
+        # the photo's pixels are not kept past it
+        faces, dropped, body = await reconstruct_upload(
+            engine, data, options.faces, face_box,
+            lambda rec: (len(rec.faces), rec.faces_dropped, encode_answer(engine, rec, options)))
         del data
-        return answer_response(rec, body)
+        return answer_response(faces, dropped, body)
 
 
 Answer = Payload | dict[str, Any]  # the mesh file(s), or the JSON answer as plain data
@@ -244,11 +246,12 @@ def encode_answer(engine: ReconstructionEngine, rec: ImageReconstruction, option
     return mesh_payload(meshes, options.format)
 
 
-def answer_response(rec: ImageReconstruction, answer: Answer) -> Response:
-    """The response for an encoded answer, with X-Face-Count (and X-Faces-Dropped when faces were dropped)."""
-    headers = {"X-Face-Count": str(len(rec.faces))}
-    if rec.faces_dropped:
-        headers["X-Faces-Dropped"] = str(rec.faces_dropped)
+def answer_response(faces: int, dropped: int, answer: Answer) -> Response:
+    """The response for an encoded answer of ``faces`` faces, with X-Face-Count (and X-Faces-Dropped when
+    ``dropped`` faces were dropped)."""
+    headers = {"X-Face-Count": str(faces)}
+    if dropped:
+        headers["X-Faces-Dropped"] = str(dropped)
     if not isinstance(answer, Payload):
         return JSONResponse(answer, headers=headers)
     headers["Content-Disposition"] = f'attachment; filename="{answer.filename}"'
@@ -258,7 +261,8 @@ def answer_response(rec: ImageReconstruction, answer: Answer) -> Response:
 async def image_answer(engine: ReconstructionEngine, rec: ImageReconstruction, options: OutputOptions,
                        colourings: Sequence[Colouring | None] | None = None) -> Response:
     """The answer for the faces of one photo (:func:`encode_answer` on the thread pool, :func:`answer_response`)."""
-    return answer_response(rec, await engine.run_cpu(encode_answer, engine, rec, options, colourings))
+    return answer_response(len(rec.faces), rec.faces_dropped,
+                           await engine.run_cpu(encode_answer, engine, rec, options, colourings))
 
 
 async def _batch_item(engine: ReconstructionEngine, options: ReconstructionOptions, index: int,
