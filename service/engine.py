@@ -3,7 +3,9 @@
 
 CPU work (decoding, detection, cropping, mesh encoding) runs on a small thread pool sized to
 the machine; the reconstruction network runs on its own thread, fed by the
-:class:`~service.batching.MicroBatcher`, so faces of concurrent requests share network runs.
+:class:`~service.batching.MicroBatcher`, so faces of concurrent requests share network runs. A
+request alone on its way to the network runs it at once on its own CPU thread instead, and encodes
+its answer right after (no hops to other threads and back for a request with nothing to share).
 
 Memory is admitted by a :class:`WorkBudget`: every reconstruction request reserves, before its
 images are decoded, what it can cost at most (from the image headers: pixels and bit depth;
