@@ -8,15 +8,10 @@ import numpy as np
 from model.mesh.structure import mesh_structure
 
 
-def triangle_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(F, 3) float32: each triangle's normal, twice its area long; vertices (V, 3), faces (F, 3)
-    counter-clockwise seen from their front."""
-    return _triangle_normals(vertices, mesh_structure(faces, len(vertices)).corner_columns)
-
-
-def _triangle_normals(vertices: np.ndarray, corners: np.ndarray) -> np.ndarray:
-    """:func:`triangle_normals` from the triangles' corners as (3, F) contiguous rows (one gather a
-    coordinate and corner, float32 throughout)."""
+def triangle_normals(vertices: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """(F, 3) float32: each triangle's normal, twice its area long; vertices (V, 3), corners (3, F)
+    the triangles' corners as contiguous rows (:attr:`MeshStructure.corner_columns`: one gather a
+    coordinate and corner), counter-clockwise seen from their front."""
     points = np.asarray(vertices, dtype=np.float32)
     x, y, z = (np.ascontiguousarray(points[:, k]) for k in range(3))
     a, b, c = corners
@@ -46,4 +41,4 @@ def area_weighted_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray
     vertex sums the normals of its triangles through the mesh's cached corner table
     (:class:`model.mesh.structure.MeshStructure`)."""
     structure = mesh_structure(faces, len(vertices))
-    return unit_normals(structure.corner_sum(_triangle_normals(vertices, structure.corner_columns)))
+    return unit_normals(structure.corner_sum(triangle_normals(vertices, structure.corner_columns)))

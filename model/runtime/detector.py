@@ -39,7 +39,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from model.conventions import FaceSelection
-from model.runtime.image_io import DecodedImage, Preview, make_preview
+from model.runtime.image_io import DecodedImage, make_preview
 from model.runtime.sessions import Provider, session_options
 
 DEFAULT_DETECTOR = Path(__file__).resolve().parents[1] / "weights" / "face_detector.onnx"
@@ -192,8 +192,7 @@ def detector_input(image: np.ndarray, preview_side: int | None = None) -> Detect
     height, width = image.shape[:2]
     preview = image.preview if isinstance(image, DecodedImage) else None
     if preview is None:
-        preview = make_preview(np.asarray(image), preview_side) if preview_side else Preview(
-            Image.fromarray(np.asarray(image)), 1)
+        preview = make_preview(np.asarray(image), preview_side)
     return DetectorInput(preview.image, preview.factor, width, height)
 
 

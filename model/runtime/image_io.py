@@ -54,11 +54,11 @@ class Preview:
     factor: int
 
 
-def make_preview(image: np.ndarray, preview_side: int) -> Preview:
+def make_preview(image: np.ndarray, preview_side: int | None) -> Preview:
     """The detector's :class:`Preview` of an (H, W, 3) uint8 RGB array, for a detector whose largest
-    network input is ``preview_side`` pixels (:func:`preview_factor`)."""
+    network input is ``preview_side`` pixels (:func:`preview_factor`; None: the photo itself)."""
     height, width = image.shape[:2]
-    factor = preview_factor(width, height, preview_side)
+    factor = preview_factor(width, height, preview_side) if preview_side else 1
     if factor > 1:
         rows, cols = height // factor, width // factor
         image = cv2.resize(image[: rows * factor, : cols * factor], (cols, rows), interpolation=cv2.INTER_AREA)
@@ -116,7 +116,7 @@ class ImageHeader:
     @property
     def decoded_by_opencv(self) -> bool:
         """Whether :func:`load_rgb` decodes it with OpenCV (a JPEG in colour or greyscale)."""
-        return self.format == "JPEG" and self.mode in _OPENCV_JPEG_MODES
+        return _decoded_by_opencv(self.format, self.mode)
 
     @property
     def decoded_bytes_per_pixel(self) -> int:
@@ -222,7 +222,7 @@ def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequenc
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if image.format == "JPEG" and image.mode in _OPENCV_JPEG_MODES:
+            if _decoded_by_opencv(image.format or "", image.mode):
                 out = _decode_jpeg(data, image)
             else:
                 out = _decode_pillow(image)
@@ -234,6 +234,11 @@ def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequenc
         raise ImageDecodeError(f"corrupt or truncated image: {err}") from None
     out.preview_side = preview_side
     return out
+
+
+def _decoded_by_opencv(image_format: str, mode: str) -> bool:
+    """Whether a photo of Pillow's ``image_format`` and ``mode`` goes to OpenCV (a JPEG in colour or greyscale)."""
+    return image_format == "JPEG" and mode in _OPENCV_JPEG_MODES
 
 
 def _orientation(image: Image.Image) -> int:

@@ -176,10 +176,6 @@ def admitted(engine: ReconstructionEngine, cost: int) -> Iterator[None]:
         raise overloaded(engine.settings.retry_after_s) from None
 
 
-def _itself(rec: ImageReconstruction) -> ImageReconstruction:
-    return rec
-
-
 def safe_stem(filename: str | None, fallback: str) -> str:
     stem = _SAFE_STEM.sub("_", (filename or "").rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("_")
     return stem[:48] or fallback
@@ -276,7 +272,7 @@ async def _batch_item(engine: ReconstructionEngine, options: ReconstructionOptio
         if not isinstance(header, ImageHeader):
             raise header_problem(header)
         async with slots:
-            rec = await reconstruct_upload(engine, data, options.faces, None, _itself)
+            rec = await reconstruct_upload(engine, data, options.faces, None, lambda rec: rec)
             if options.format is OutputFormat.json:
                 result = await engine.run_cpu(partial(reconstruction_json, rec, options.space, engine.topology,
                                                       options.include_mesh, model_version=engine.model_version,
