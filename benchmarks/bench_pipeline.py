@@ -10,7 +10,11 @@ all of them):
 - network: the crop, ONNX Runtime and the outputs mapped to photo pixels (the dense 7,489-vertex
   mesh, 68 landmarks, pose); the peer's net (crop, resize, ONNX Runtime) plus its dense mesh
   (38,365 vertices through its BFM decoder);
-- total: photo to dense mesh; box given: the same with the detector's box given (no detection);
+- total: photo to dense mesh; box given: the same with the detector's box given (no detection), as
+  a request that reads no colours from the photo runs it (the mesh, landmarks and pose: a JSON
+  answer, or a mesh with ``texture=albedo`` or ``none``): the JPEG decoded at the reduction the
+  face's crop applies anyway (:meth:`model.runtime.pipeline.FacePipeline.decode`); and with the
+  whole photo decoded, as for a mesh coloured from the photo;
 - and what the service adds to a GLB answer: vertex colours from what the photo saw
   (``texture=vertex``, the default) and the GLB bytes, timed in a pass of their own after the
   comparison, so that the comparison's loop is the peer harness's (each image through the
@@ -44,7 +48,7 @@ from service.schemas import TextureMode
 REPO = Path(__file__).resolve().parents[1]
 AFLW_DEV = REPO.parent / "shared" / "data" / "eval" / "aflw2000-3d-dev"
 PEER_SCRIPT = REPO.parent / "shared" / "peers" / "run_3ddfa_v2.py"
-STAGES = ("decode", "detect", "network", "total", "given_total", "colours", "glb")
+STAGES = ("decode", "detect", "network", "total", "given_total", "given_whole", "colours", "glb")
 
 
 def time_facerecon(paths: list[Path], runs: int, warmup: int, threads: int, detector_threads: int,
@@ -55,10 +59,11 @@ def time_facerecon(paths: list[Path], runs: int, warmup: int, threads: int, dete
     reconstructor, topology = pipeline.reconstructor, pipeline.reconstructor.topology
     uv_map = UVRasterMap.build(topology.uvs, topology.faces, 256)  # unused by texture=vertex
     datas = [path.read_bytes() for path in paths]
-    given = [pipeline.locate(pipeline.decode(data), FaceSelection.largest, None)[0] for data in datas]
+    given = [pipeline.locate(pipeline.decode(data), FaceSelection.largest, None)[0][0] for data in datas]
     samples: dict[str, list[list[float]]] = {stage: [[] for _ in paths] for stage in STAGES}
     clock = time.perf_counter
-    # The loop of the peer harness: each image through the pipeline, then again with its box given.
+    # The loop of the peer harness: each image through the pipeline, then again with its box given
+    # (and once more with its box given and the whole photo decoded).
     reconstructions = []
     for run in range(warmup + runs):
         for i, data in enumerate(datas):
@@ -70,12 +75,16 @@ def time_facerecon(paths: list[Path], runs: int, warmup: int, threads: int, dete
             crops, transforms = reconstructor.crop(image, boxes)
             results = reconstructor.results(boxes, transforms, reconstructor.run(crops))
             t3 = clock()
-            image = pipeline.decode(data)
-            crops, transforms = reconstructor.crop(image, given[i])
-            reconstructor.results(given[i], transforms, reconstructor.run(crops))
+            image = pipeline.decode(data, given[i], photo_colours=False)
+            crops, transforms = reconstructor.crop(image, [given[i]])
+            reconstructor.results([given[i]], transforms, reconstructor.run(crops))
             t4 = clock()
+            image = pipeline.decode(data, given[i])
+            crops, transforms = reconstructor.crop(image, [given[i]])
+            reconstructor.results([given[i]], transforms, reconstructor.run(crops))
+            t5 = clock()
             if run >= warmup:
-                for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0, t4 - t3)):
+                for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0, t4 - t3, t5 - t4)):
                     samples[stage][i].append(seconds * 1e3)
             if run == 0:
                 reconstructions.append(ImageReconstruction(
@@ -106,12 +115,13 @@ def time_peer(peers: Path, images: Path, runs: int, warmup: int, threads: int) -
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     return {"decode": figures["decode_ms"], "detect": figures["detect_ms"],
             "network": figures["net_ms"] + figures["dense_ms"], "total": figures["total_ms"],
-            "given_total": figures["given_total_ms"]}
+            "given_total": figures["given_total_ms"], "given_whole": figures["given_total_ms"]}
 
 
 def report(ours: dict[str, float], peer: dict[str, float] | None) -> None:
     names = {"decode": "decode", "detect": "detect", "network": "crop + network + dense mesh",
              "total": "total, photo to dense mesh", "given_total": "total with the box given",
+             "given_whole": "  the same, whole photo decoded (colours)",
              "colours": "service: vertex colours (texture=vertex)", "glb": "service: GLB bytes"}
     print(f"{'stage, ms per image':44s} {'facerecon':>10s} {'3DDFA_V2':>10s} {'ratio':>7s}")
     for stage, name in names.items():

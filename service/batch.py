@@ -25,7 +25,15 @@ from model.runtime.pipeline import (
     PersonPhoto,
     PoseSource,
 )
-from service.encoding import build_meshes, face_colouring, mesh_files, person_json, person_meshes, reconstruction_json
+from service.encoding import (
+    PHOTO_TEXTURES,
+    build_meshes,
+    face_colouring,
+    mesh_files,
+    person_json,
+    person_meshes,
+    reconstruction_json,
+)
 from service.schemas import OutputFormat, TextureMode
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
@@ -97,7 +105,7 @@ def reconstruct_files(pipeline: FacePipeline, jobs: Sequence[tuple[Path, Path]],
     started = time.perf_counter()
     for number, (source, stem) in enumerate(jobs, 1):
         try:
-            image = pipeline.decode(source.read_bytes())
+            image = pipeline.decode(source.read_bytes(), options.box, photo_colours=options.texture in PHOTO_TEXTURES)
             rec = pipeline.reconstruct(image, options.faces, options.box)
         except (OSError, ImageDecodeError, NoFaceFound, InvalidBox) as err:
             summary.skipped.append((str(source), _reason(err)))

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 
 from model.conventions import FaceSelection, MeshSpace
+from service.encoding import PHOTO_TEXTURES
 from service.engine import ReconstructionEngine
 from service.metrics import ServiceMetrics
 from service.problems import ProblemError
@@ -84,6 +85,12 @@ class OutputOptions:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(field.name for field in fields(cls))
+
+    @property
+    def photo_colours(self) -> bool:
+        """Whether the answer holds colours read from the photo (a mesh file coloured from what it
+        saw); a JSON answer or an albedo or uncoloured mesh reads nothing of the photo past its crops."""
+        return self.format is not OutputFormat.json and self.texture in PHOTO_TEXTURES
 
 
 @dataclass(frozen=True)

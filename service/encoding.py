@@ -21,6 +21,7 @@ from model.mesh.texture_bake import (
     sample_vertex_colors,
 )
 from model.mesh.visibility import FaceVisibility, face_visibility, merge_weights
+from model.runtime.image_io import photo_reduction, photo_size
 from model.runtime.pipeline import ImageReconstruction, PersonPhoto, ReconstructedFace
 from model.topology import FaceTopology
 from service.schemas import (
@@ -95,7 +96,14 @@ class Colouring:
 def seen_by_photo(image: np.ndarray, face: ReconstructedFace, topology: FaceTopology) -> FaceVisibility:
     """What the photo ``image`` (H, W, 3) showed of ``face``, vertex by vertex (:mod:`model.mesh.visibility`)."""
     return face_visibility(face.result.image_points, topology.faces, topology.mirror, topology.regions,
-                           (image.shape[1], image.shape[0]))
+                           photo_size(image))
+
+
+def _read_at(image: np.ndarray, seen: FaceVisibility) -> np.ndarray:
+    """(V, 2) where each vertex's colour is read in the array ``image``: ``seen.sample_points`` in
+    photo pixels, divided by the reduction of a photo decoded reduced."""
+    reduction = photo_reduction(image)
+    return seen.sample_points if reduction == 1 else seen.sample_points / np.float32(reduction)
 
 
 def face_colouring(image: np.ndarray, face: ReconstructedFace, topology: FaceTopology, texture: TextureMode,
@@ -111,8 +119,8 @@ def face_colouring(image: np.ndarray, face: ReconstructedFace, topology: FaceTop
     if seen is None:
         seen = seen_by_photo(image, face, topology)
     if texture is TextureMode.vertex:
-        return Colouring(vertex_colors=sample_vertex_colors(image, seen.sample_points, seen))
-    return Colouring(texture=bake_uv_texture(image, seen.sample_points, topology.faces, uv_map, seen))
+        return Colouring(vertex_colors=sample_vertex_colors(image, _read_at(image, seen), seen))
+    return Colouring(texture=bake_uv_texture(image, _read_at(image, seen), topology.faces, uv_map, seen))
 
 
 def merged_colouring(faces: Sequence[tuple[np.ndarray, ReconstructedFace]], weights: Sequence[float],
@@ -132,8 +140,8 @@ def merged_colouring(faces: Sequence[tuple[np.ndarray, ReconstructedFace]], weig
     for image, face in faces:
         seen = seen_by_photo(image, face, topology)
         merge.append(merge_weights(seen, face.result.image_points, topology.faces))
-        colours.append(sample_vertex_colors(image, seen.sample_points, seen) if texture is TextureMode.vertex
-                       else bake_uv_texture(image, seen.sample_points, topology.faces, uv_map, seen))
+        colours.append(sample_vertex_colors(image, _read_at(image, seen), seen) if texture is TextureMode.vertex
+                       else bake_uv_texture(image, _read_at(image, seen), topology.faces, uv_map, seen))
     if texture is TextureMode.vertex:
         return Colouring(vertex_colors=merge_vertex_colors(colours, merge))
     return Colouring(texture=merge_uv_textures(colours, merge, topology.faces, uv_map))

@@ -304,15 +304,20 @@ class ReconstructionEngine:
         return await self.reconstruct_then(data, _answer, faces=faces, box=box)
 
     async def reconstruct_then(self, data: bytes, finish: Callable[[ImageReconstruction], U], *,
-                               faces: FaceSelection = FaceSelection.largest, box: Box | None = None) -> U:
+                               faces: FaceSelection = FaceSelection.largest, box: Box | None = None,
+                               photo_colours: bool = True) -> U:
         """:meth:`reconstruct`, then ``finish(reconstruction)`` (encoding the answer) on the same
-        thread, right after the last CPU step."""
+        thread, right after the last CPU step. ``photo_colours``: whether ``finish`` reads colours
+        from the photo (if not, a JPEG with a given box is decoded reduced: :meth:`FacePipeline.decode`)."""
         def done(rec: ImageReconstruction) -> U:
             self.metrics.faces_per_image.observe(len(rec.faces))
             return finish(rec)
 
-        return await self._drive(lambda: self.pipeline.steps(self.pipeline.decode(data), faces, box,
-                                                             on_detection=self.metrics.detection.observe), done)
+        def begin() -> Steps[ImageReconstruction]:
+            image = self.pipeline.decode(data, box, photo_colours=photo_colours)
+            return self.pipeline.steps(image, faces, box, on_detection=self.metrics.detection.observe)
+
+        return await self._drive(begin, done)
 
     async def transfer(self, identity_data: bytes, expression_data: bytes | None, *,
                        expression_code: np.ndarray | None = None, pose_from: PoseSource = "identity"

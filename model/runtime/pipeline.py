@@ -23,10 +23,10 @@ import numpy as np
 
 from model.conventions import Box, FaceSelection, box_area, points_box
 from model.runtime.codes import GivenCodes
-from model.runtime.crop import CropTransform
+from model.runtime.crop import CropTransform, crop_reduction
 from model.runtime.detector import Detection, FaceDetector
 from model.runtime.identity_fusion import consensus, fuse_identity, view_weight
-from model.runtime.image_io import ImageHeader, load_rgb, read_header
+from model.runtime.image_io import REDUCTIONS, ImageHeader, load_rgb, photo_size, read_header
 from model.runtime.reconstructor import FaceReconstructor, FaceResult
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
@@ -92,14 +92,14 @@ class ReconstructedFace:
 
 @dataclass
 class ImageReconstruction:
-    image: np.ndarray  # (H, W, 3) uint8 RGB, upright
+    image: np.ndarray  # (H, W, 3) uint8 RGB, upright: the photo, or the photo decoded reduced (DecodedImage.reduction)
     faces: list[ReconstructedFace]
     faces_dropped: int = 0  # faces detected beyond max_faces (faces=all), not reconstructed
 
     @property
     def size(self) -> tuple[int, int]:
-        """(width, height) in pixels."""
-        return self.image.shape[1], self.image.shape[0]
+        """(width, height) of the photo in its pixels (those of ``image`` unless decoded reduced)."""
+        return photo_size(self.image)
 
 
 PhotoRejection = Literal["no_face", "different_person"]
@@ -183,17 +183,35 @@ class FacePipeline:
         self.reconstructor, self.detector = reconstructor, detector
         self.max_faces, self.max_pixels, self.refine = max_faces, max_pixels, refine
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes, box: Box | None = None, *, photo_colours: bool = True) -> np.ndarray:
         """JPEG / PNG / WebP bytes -> (H, W, 3) uint8 RGB; raises model.runtime.image_io's errors.
 
         Decoded once: the answer (a :class:`model.runtime.image_io.DecodedImage`) carries, for a
         photo of at least 4 x 192 pixels, the detector's reduced copy made from the decoder's own
-        image, so detection never copies or scales the full-resolution array; crops are cut from
-        the full resolution."""
+        image, so detection never copies or scales the full-resolution array.
+
+        With the face ``box`` given and no colours to read from the photo (``photo_colours``
+        False: the mesh, landmarks and pose only), a JPEG is decoded reduced by as much as the
+        face's crop reduces it anyway (:meth:`decode_reduction`): the network sees nearly the same
+        pixels (libjpeg's DCT scaling for the crop's block means) for a fraction of the decode.
+        Otherwise the photo is decoded whole: colours keep its full resolution."""
+        reduction = 1 if photo_colours else self.decode_reduction(box)
         if self.max_pixels is None:
-            return load_rgb(data, formats=ACCEPTED_FORMATS, preview_side=self.detector.largest_input)
+            return load_rgb(data, formats=ACCEPTED_FORMATS, preview_side=self.detector.largest_input,
+                            reduction=reduction)
         return load_rgb(data, formats=ACCEPTED_FORMATS, max_pixels=self.max_pixels,
-                        preview_side=self.detector.largest_input)
+                        preview_side=self.detector.largest_input, reduction=reduction)
+
+    def decode_reduction(self, box: Box | None) -> int:
+        """How far a photo with the face ``box`` may be decoded reduced for its crop: the crop's
+        own reduction (:func:`model.runtime.crop.crop_reduction`) up to libjpeg's 8; 1 without a
+        box, or for one :meth:`check_box` will refuse once the photo is decoded."""
+        if box is None:
+            return 1
+        x1, y1, x2, y2 = box
+        if not all(math.isfinite(v) for v in box) or min(x2 - x1, y2 - y1) < MIN_BOX_SIDE:
+            return 1
+        return min(crop_reduction(box, self.reconstructor.input_size), REDUCTIONS[-1])
 
     def header(self, data: bytes) -> ImageHeader:
         """Format, size and mode from the bytes' header, nothing decoded; raises decode's errors
@@ -227,7 +245,7 @@ class FacePipeline:
         high as wide, overlapping the image and within it widened by BOX_REACH times its width
         (height) on each side. (The crop is a square 1.3 times the box's longer side, so this
         bounds its side to 1.3 * 3 * the image's longer side and its work to the photo's.)"""
-        height, width = image.shape[:2]
+        width, height = photo_size(image)
         x1, y1, x2, y2 = box
         shown = ",".join(f"{v:g}" for v in box)
         if not all(math.isfinite(v) for v in box) or not (x2 > x1 and y2 > y1):

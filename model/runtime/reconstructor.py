@@ -23,7 +23,7 @@ from model.onnx_contract import (
 )
 from model.runtime.codes import FaceCodes, GivenCodes
 from model.runtime.crop import DEFAULT_MARGIN, CropTransform, crop_face
-from model.runtime.image_io import DecodedImage
+from model.runtime.image_io import photo_reduction
 from model.runtime.mirror_average import average_with_mirror
 from model.runtime.sessions import Provider, session_options
 from model.topology import FaceTopology
@@ -179,8 +179,8 @@ class FaceReconstructor:
     def crop(self, image: np.ndarray, boxes: Sequence[Box], margin: float = DEFAULT_MARGIN
              ) -> tuple[np.ndarray, list[CropTransform]]:
         """Network input for each face box of image (H, W, 3) uint8: crops (N, S, S, 3) and their maps."""
-        pillow = image.as_pillow if isinstance(image, DecodedImage) else None  # made for the detector already
-        pairs = [crop_face(image, box, self.input_size, margin, pillow=pillow) for box in boxes]
+        reduction = photo_reduction(image)  # a photo decoded reduced: box and maps stay in photo pixels
+        pairs = [crop_face(image, box, self.input_size, margin, reduction=reduction) for box in boxes]
         return np.stack([crop for crop, _ in pairs]), [transform for _, transform in pairs]
 
     def results(self, boxes: Sequence[Box], crops: Sequence[CropTransform], out: dict[str, np.ndarray],

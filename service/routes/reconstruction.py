@@ -182,12 +182,12 @@ def safe_stem(filename: str | None, fallback: str) -> str:
 
 
 async def reconstruct_upload(engine: ReconstructionEngine, data: bytes, faces: FaceSelection, box: Box | None,
-                             finish: Callable[[ImageReconstruction], T]) -> T:
+                             finish: Callable[[ImageReconstruction], T], *, photo_colours: bool = True) -> T:
     """engine.reconstruct_then with its errors turned into problems."""
     if not data:
         raise bad_image("the image file is empty")
     try:
-        return await engine.reconstruct_then(data, finish, faces=faces, box=box)
+        return await engine.reconstruct_then(data, finish, faces=faces, box=box, photo_colours=photo_colours)
     except ImageDecodeError as err:
         raise header_problem(err) from None
     except NoFaceFound as err:
@@ -222,7 +222,8 @@ async def reconstruct(
         # the photo's pixels are not kept past it
         faces, dropped, body = await reconstruct_upload(
             engine, data, options.faces, face_box,
-            lambda rec: (len(rec.faces), rec.faces_dropped, encode_answer(engine, rec, options)))
+            lambda rec: (len(rec.faces), rec.faces_dropped, encode_answer(engine, rec, options)),
+            photo_colours=options.photo_colours)
         del data
         return answer_response(faces, dropped, body)
 

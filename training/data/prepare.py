@@ -27,10 +27,10 @@ import numpy as np
 from tqdm import tqdm
 
 from model.conventions import Box, points_box
-from model.runtime.crop import crop_face
 from model.runtime.image_io import ImageDecodeError, load_rgb
 from training.data.landmarks import MediaPipeLabeler
 from training.data.shards import encode_jpeg, shard_path, write_shard
+from training.data.stored_crop import stored_crop
 from training.tools.topology_builder import IBUG68_FROM_MEDIAPIPE, find_images
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def label_one(path: Path, crop_size: int) -> tuple[str, dict | None]:
     landmarks = _labeler.label(image)
     if landmarks is None:
         return "no face found", None
-    crop, transform = crop_face(image, face_box(landmarks), crop_size, STORED_MARGIN)
+    crop, transform = stored_crop(image, face_box(landmarks), crop_size, STORED_MARGIN)
     origin_x, origin_y, scale = transform.origin_x, transform.origin_y, 1.0 / transform.pixels_per_crop_pixel
     height, width = image.shape[:2]
     points = (landmarks - np.array([origin_x, origin_y, 0.0], dtype=np.float32)) * scale

@@ -219,3 +219,70 @@ def test_a_small_photos_preview_is_the_upright_answer_itself_made_when_first_ask
     assert small.preview is small.preview  # made once
     assert load_rgb(data, preview_side=16).preview.factor == 2  # 80 >= 4 x 16
     assert load_rgb(data).preview is None  # not decoded for a detector
+
+
+def _cut_block_means(image: np.ndarray, factor: int) -> np.ndarray:
+    """Each factor x factor block's mean from the top-left corner, cut blocks over what they have."""
+    height, width = image.shape[:2]
+    padded = np.pad(image.astype(np.float64), ((0, -height % factor), (0, -width % factor), (0, 0)))
+    counts = np.pad(np.ones((height, width, 1)), ((0, -height % factor), (0, -width % factor), (0, 0)))
+    return _block_means(padded, factor) / _block_means(counts, factor)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+@pytest.mark.parametrize("reduction", [2, 4, 8])
+def test_a_jpeg_decoded_reduced_is_the_upright_photos_block_means(orientation, reduction):
+    """libjpeg's DCT scaling: each pixel stands for a reduction x reduction block of the upright photo
+    (close to its mean), the photo's size and the reduction carried with the answer."""
+    from model.runtime.image_io import DecodedImage, photo_reduction, photo_size
+
+    rng = np.random.default_rng(reduction)
+    stored = np.asarray(Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize(
+        (192, 144), Image.Resampling.BICUBIC))  # smooth, stored 192 x 144: both sides multiples of 8 and 16
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(Image.fromarray(stored), "JPEG", exif=exif.tobytes(), quality=95)
+    whole, reduced = load_rgb(data), load_rgb(data, reduction=reduction)
+    assert isinstance(reduced, DecodedImage) and photo_reduction(reduced) == reduced.reduction == reduction
+    assert reduced.photo_size == photo_size(whole) == (whole.shape[1], whole.shape[0])
+    assert reduced.shape == (whole.shape[0] // reduction, whole.shape[1] // reduction, 3)
+    assert np.abs(reduced - _block_means(whole, reduction)).mean() < 1.5
+    assert not reduced.flags.writeable and reduced[1:].reduction == 1  # views are plain arrays again
+
+
+def test_a_reduced_decode_covers_cut_blocks_and_keeps_the_photos_size():
+    rng = np.random.default_rng(5)
+    stored = np.asarray(Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)).resize(
+        (101, 75), Image.Resampling.BICUBIC))
+    data = _encode(Image.fromarray(stored), "JPEG", quality=95)
+    whole, reduced = load_rgb(data), load_rgb(data, reduction=4)
+    assert reduced.shape == (19, 26, 3) and reduced.photo_size == (101, 75)  # ceil(75 / 4), ceil(101 / 4)
+    assert np.abs(reduced - _cut_block_means(whole, 4)).mean() < 2.0
+
+
+def test_a_turned_jpeg_whose_sides_the_reduction_does_not_divide_is_reduced_less():
+    """Turning moves the stored image's top-left corner, where libjpeg's blocks start: a cut block
+    would then shift the upright photo's coordinates, so the reduction drops to one that divides."""
+    exif = Image.Exif()
+    exif[0x0112] = 3  # stored upside down
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (36, 52, 3), dtype=np.uint8))
+    turned = _encode(image, "JPEG", exif=exif.tobytes())
+    assert load_rgb(turned, reduction=8).reduction == 4  # 52 and 36: multiples of 4, not of 8
+    assert load_rgb(_encode(image, "JPEG"), reduction=8).reduction == 8  # upright: cut blocks are fine
+
+
+def test_formats_other_than_opencvs_jpegs_are_decoded_whole():
+    from model.runtime.image_io import photo_size
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    for data in (_encode(image, "PNG"), _encode(image.convert("CMYK"), "JPEG")):
+        out = load_rgb(data, reduction=4)
+        assert out.reduction == 1 and out.shape == (40, 60, 3) and photo_size(out) == (60, 40)
+    with pytest.raises(ValueError, match="reduction"):
+        load_rgb(_encode(image, "PNG"), reduction=3)
+
+
+def test_the_preview_of_a_reduced_decode_maps_to_photo_pixels():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))
+    out = load_rgb(_encode(image, "JPEG"), preview_side=40, reduction=2)  # 320 x 240, preview factor 4
+    assert out.preview is not None and out.preview.factor == 8 and out.preview.image.size == (80, 60)

@@ -113,3 +113,42 @@ def test_the_detector_is_asked_for_the_faces_wanted(parts, monkeypatch, faces):
     monkeypatch.setattr(detector, "detect", lambda image, wanted: asked.append(wanted) or detect(image, wanted))
     (face,) = FacePipeline(reconstructor, detector).find_faces(_canvas(), faces)
     assert asked == [faces] and face.score > 0.5
+
+
+def _large_jpeg() -> bytes:
+    """The canvas at 1280x960 as a JPEG: the face about 500 pixels across."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(_canvas()).resize((1280, 960), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def test_a_given_box_without_photo_colours_decodes_reduced_and_answers_in_photo_pixels(parts):
+    """The face's crop reduces the photo by 4 (its square 338 pixels for a 128-pixel crop), so the
+    JPEG is decoded at a quarter: the same face, boxes, sizes and maps in the photo's own pixels."""
+    pipeline = FacePipeline(*parts)
+    data = _large_jpeg()
+    box = (730.0, 330.0, 990.0, 590.0)
+    assert pipeline.decode_reduction(box) == 4
+    reduced = pipeline.decode(data, box, photo_colours=False)
+    whole = pipeline.decode(data, box)  # colours wanted: the whole photo
+    assert reduced.reduction == 4 and reduced.shape == (240, 320, 3) and whole.shape == (960, 1280, 3)
+    (fast,), (full,) = pipeline.reconstruct(reduced, box=box).faces, pipeline.reconstruct(whole, box=box).faces
+    assert pipeline.reconstruct(reduced, box=box).size == (1280, 960)
+    assert fast.box == full.box and fast.result.crop == full.result.crop
+    error = np.linalg.norm(fast.result.landmarks_2d - full.result.landmarks_2d, axis=1).mean()
+    assert error < 0.01 * (box[2] - box[0]), error  # libjpeg's DCT scaling for the crop's block means
+    # a box is checked against the photo, not the reduced array
+    FacePipeline.check_box(reduced, (1000.0, 800.0, 1200.0, 950.0))
+    with pytest.raises(InvalidBox, match="1280x960"):
+        FacePipeline.check_box(reduced, (1300.0, 10.0, 1400.0, 90.0))
+
+
+@pytest.mark.parametrize(("box", "expected"), [(None, 1), ((0.0, 0.0, 90.0, 90.0), 1), ((0.0, 0.0, 150.0, 150.0), 2),
+                                               ((0.0, 0.0, 5000.0, 5000.0), 8), ((0.0, 0.0, 4.0, 4.0), 1),
+                                               ((float("nan"), 0.0, 900.0, 900.0), 1)])
+def test_the_decode_reduction_is_the_crops_up_to_libjpegs(parts, box, expected):
+    assert FacePipeline(*parts).decode_reduction(box) == expected
