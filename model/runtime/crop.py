@@ -1,23 +1,28 @@
 """Square face crops for the network, and the map from crop pixels back to the photo.
 
 A crop is the square around a face box, ``margin`` times the box's longer side, resampled to the
-network's ``size`` x ``size`` input in two steps (OpenCV's, 0.07 ms for a dev photo's face where
-Pillow's antialiased resize took 0.43 ms):
+network's ``size`` x ``size`` input with OpenCV in three steps:
 
 1. the photo is *reduced*: each pixel the mean of a k x k block of photo pixels, the blocks aligned
-   to the photo's top-left corner, k the power of two that brings the square to at most ``size``
-   reduced pixels (:func:`crop_reduction`; 1 when the square is no larger than the crop);
-2. the reduced photo is resampled bilinearly at the crop's pixel centres, its edge pixels
-   repeated beyond it (the network never sees an artificial border colour).
+   to the photo's top-left corner, k the greatest power of two that leaves the square at least
+   1.25 x ``size`` reduced pixels across (:func:`crop_reduction`; 1 for smaller squares);
+2. the reduced photo is blurred by the Gaussian that brings the whole to the variance of the
+   antialiased bilinear (triangle) filter that Pillow resizes with: r**2 / 6 reduced pixels**2 for
+   what is left of the reduction, r = side / (k * size), less what the block means and the bilinear
+   step hold (:func:`_blur_sigma`);
+3. the reduced photo is resampled bilinearly at the crop's pixel centres, its edge pixels repeated
+   beyond it (the network never sees an artificial border colour).
 
-The network therefore sees the face at between one half and all of its input's resolution. On the
-AFLW2000-3D dev set that measured as well as Pillow's antialiased bilinear resize of the square,
-at the dev photos' own size and with them scaled by 0.45-2.2 (68-point NME per yaw bin within
--0.36..+0.05; benchmarks and MODEL_CARD).
+This stands in for Pillow's antialiased bilinear resize of the square, which the network was
+evaluated with and its training crops are stored with (:mod:`training.data.stored_crop`): 0.10
+against 0.47 ms for a dev photo's face, pixels 0.49 levels apart on average (60 dev faces). AFLW2000-3D
+dev NME per yaw bin, 68-point boxes 2.967 / 5.221 / 5.457 against 2.970 / 5.194 / 5.448, detected
+boxes 3.296 / 6.246 / 7.189 against 3.302 / 6.258 / 7.116 (noise of one level added to the photo
+alone moves the latter 6.85-6.87); held-out neutral AUC 0.818 against 0.8175.
 
 A photo decoded at a reduced scale already (libjpeg's DCT scaling: :func:`model.runtime.image_io.load_rgb`
 with ``reduction``) is step 1 done, or part of it: ``crop_face(..., reduction=d)`` reads an array
-whose pixel is a d x d block of the photo and reduces it by the rest, k / d.
+whose pixel is a d x d block of the photo.
 """
 
 from __future__ import annotations
@@ -61,10 +66,25 @@ def square_box(box: tuple[float, float, float, float], margin: float = DEFAULT_M
     return 0.5 * (x1 + x2) - side / 2, 0.5 * (y1 + y2) - side / 2, side
 
 
+# The block reduction leaves at least this much of the square's reduction to the blur and the
+# resample: block means of k x k pixels and a bilinear resample alone blur as much as Pillow's filter
+# does at sqrt(1.5) = 1.22, so from there on a Gaussian can make up the rest.
+MIN_REST = 1.25
+
+
 def crop_reduction(box: tuple[float, float, float, float], size: int, margin: float = DEFAULT_MARGIN) -> int:
-    """k, the photo's reduction for the crop of ``box``: the least power of two with side / k <= size."""
+    """k, the photo's block reduction for the crop of ``box``: the greatest power of two with
+    side / k >= MIN_REST * size (1 for a square under MIN_REST times the crop)."""
     side = square_box(box, margin)[2]
-    return 1 << max(0, math.ceil(math.log2(side / size)))
+    return 1 << max(0, math.floor(math.log2(side / (MIN_REST * size))))
+
+
+def _blur_sigma(rest: float, step: int) -> float:
+    """The Gaussian's sigma (reduced pixels) that brings the block means of ``step`` x ``step`` photo
+    pixels and the bilinear resample ``rest`` reduced pixels apart to the variance of Pillow's
+    triangle filter, rest**2 / 6: the block means hold (1 - 1 / step**2) / 12, the resample 1 / 6
+    (0 where they hold as much already)."""
+    return math.sqrt(max(0.0, (rest**2 - 1.0) / 6.0 - (1.0 - 1.0 / step**2) / 12.0))
 
 
 def _block_means(pixels: np.ndarray, k: int) -> np.ndarray:
@@ -93,8 +113,8 @@ def crop_face(image: np.ndarray, box: tuple[float, float, float, float], size: i
 
     ``image`` (H, W, 3) uint8 is the photo, or with ``reduction`` d > 1 the photo reduced by d (each
     pixel a d x d block, as libjpeg's DCT scaling decodes it). The work reads only the photo under
-    the square and allocates about the reduced square (at most (size + 2)**2 pixels), wherever the
-    square lies: a huge box on a small photo reads the photo once.
+    the square (OpenCV reads the array's window in place) and allocates about the reduced square (under
+    (2 * size + 4)**2 pixels), wherever the square lies: a huge box on a small photo reads the photo once.
     """
     origin_x, origin_y, side = square_box(box, margin)
     height, width = image.shape[:2]
@@ -112,8 +132,11 @@ def crop_face(image: np.ndarray, box: tuple[float, float, float, float], size: i
     reduced = _block_means(window, k) if k > 1 else window
     # crop pixel centre i + 0.5 -> photo x = origin + (i + 0.5) * side / size -> reduced x / step - 0.5
     per_pixel = side / size / step
+    sigma = _blur_sigma(per_pixel, step)
+    if sigma > 0.0:
+        reduced = cv2.GaussianBlur(reduced, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
     matrix = np.array([[per_pixel, 0.0, origin_x / step - first_col + 0.5 * per_pixel - 0.5],
                        [0.0, per_pixel, origin_y / step - first_row + 0.5 * per_pixel - 0.5]])
-    crop = cv2.warpAffine(np.ascontiguousarray(reduced), matrix, (size, size),
+    crop = cv2.warpAffine(reduced, matrix, (size, size),
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
     return crop, CropTransform(origin_x, origin_y, side, size)

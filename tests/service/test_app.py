@@ -100,6 +100,33 @@ def test_json_gives_landmarks_pose_and_optionally_the_mesh(client, photo_jpeg, p
     assert 0.1 < np.ptp(vertices[:, 0]) < 0.25  # a face about 15 cm wide
 
 
+def test_a_box_with_an_answer_of_no_photo_colours_decodes_reduced_in_photo_pixels(client, face_photo, photo_box,
+                                                                                   monkeypatch):
+    """A large JPEG with its face box: the JSON answer (no colours from the photo) comes from the JPEG
+    decoded reduced, the GLB coloured from the photo from the whole; both in the photo's pixels."""
+    pipeline = client.app.state.engine.pipeline
+    decode, reductions = pipeline.decode, []
+
+    def spy(*args, **kwargs):
+        image = decode(*args, **kwargs)
+        reductions.append(image.reduction)
+        return image
+
+    monkeypatch.setattr(pipeline, "decode", spy)
+    height, width = face_photo.shape[:2]
+    large = np.asarray(Image.fromarray(face_photo).resize((4 * width, 4 * height), Image.Resampling.BICUBIC))
+    box = ",".join(f"{4 * float(v):.1f}" for v in photo_box.split(","))
+    body = _post(client, jpeg_bytes(large), box=box, format="json").json()
+    expected = pipeline.decode_reduction(tuple(float(v) for v in box.split(",")))
+    assert reductions == [expected] and expected >= 4
+    assert (body["width"], body["height"]) == (4 * width, 4 * height)
+    x1, y1, x2, y2 = (float(v) for v in box.split(","))
+    landmarks = np.array(body["faces"][0]["landmarks_2d"])
+    assert np.all(landmarks >= [x1 - 0.2 * (x2 - x1), y1 - 0.2 * (y2 - y1)])
+    assert np.all(landmarks <= [x2 + 0.2 * (x2 - x1), y2 + 0.2 * (y2 - y1)])
+    assert _post(client, jpeg_bytes(large), box=box).status_code == 200 and reductions[1] == 1
+
+
 def test_metres_per_pixel_lays_the_image_space_mesh_onto_the_photo(client, photo_jpeg, photo_box, topology):
     body = _post(client, photo_jpeg, box=photo_box, format="json", include_mesh="true", space="image").json()
     face = body["faces"][0]

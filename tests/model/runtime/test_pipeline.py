@@ -127,11 +127,11 @@ def _large_jpeg() -> bytes:
 
 
 def test_a_given_box_without_photo_colours_decodes_reduced_and_answers_in_photo_pixels(parts):
-    """The face's crop reduces the photo by 4 (its square 338 pixels for a 128-pixel crop), so the
+    """The face's crop square is 390 pixels, at least 3/4 of the 128-pixel crop at a quarter, so the
     JPEG is decoded at a quarter: the same face, boxes, sizes and maps in the photo's own pixels."""
     pipeline = FacePipeline(*parts)
     data = _large_jpeg()
-    box = (730.0, 330.0, 990.0, 590.0)
+    box = (700.0, 300.0, 1000.0, 600.0)
     assert pipeline.decode_reduction(box) == 4
     reduced = pipeline.decode(data, box, photo_colours=False)
     whole = pipeline.decode(data, box)  # colours wanted: the whole photo
@@ -147,8 +147,8 @@ def test_a_given_box_without_photo_colours_decodes_reduced_and_answers_in_photo_
         FacePipeline.check_box(reduced, (1300.0, 10.0, 1400.0, 90.0))
 
 
-@pytest.mark.parametrize(("box", "expected"), [(None, 1), ((0.0, 0.0, 90.0, 90.0), 1), ((0.0, 0.0, 150.0, 150.0), 2),
+@pytest.mark.parametrize(("box", "expected"), [(None, 1), ((0.0, 0.0, 140.0, 140.0), 1), ((0.0, 0.0, 148.0, 148.0), 2),
                                                ((0.0, 0.0, 5000.0, 5000.0), 8), ((0.0, 0.0, 4.0, 4.0), 1),
                                                ((float("nan"), 0.0, 900.0, 900.0), 1)])
-def test_the_decode_reduction_is_the_crops_up_to_libjpegs(parts, box, expected):
+def test_the_decode_reduction_keeps_three_quarters_of_the_crops_resolution(parts, box, expected):
     assert FacePipeline(*parts).decode_reduction(box) == expected
