@@ -21,8 +21,9 @@ boxes 3.296 / 6.246 / 7.189 against 3.302 / 6.258 / 7.116 (noise of one level ad
 alone moves the latter 6.85-6.87); held-out neutral AUC 0.818 against 0.8175.
 
 A photo decoded at a reduced scale already (libjpeg's DCT scaling: :func:`model.runtime.image_io.load_rgb`
-with ``reduction``) is step 1 done, or part of it: ``crop_face(..., reduction=d)`` reads an array
-whose pixel is a d x d block of the photo.
+with ``reduction``) is step 1 done, part of it, or more than it (the pipeline decodes a JPEG with a
+given box reduced while the face keeps 3/4 of the network's input; the resample then enlarges it):
+``crop_face(..., reduction=d)`` reads an array whose pixel is a d x d block of the photo.
 """
 
 from __future__ import annotations

@@ -197,10 +197,9 @@ class FacePipeline:
         image, so detection never copies or scales the full-resolution array.
 
         With the face ``box`` given and no colours to read from the photo (``photo_colours``
-        False: the mesh, landmarks and pose only), a JPEG is decoded reduced by as much as the
-        face's crop reduces it anyway (:meth:`decode_reduction`): the network sees nearly the same
-        pixels (libjpeg's DCT scaling for the crop's block means) for a fraction of the decode.
-        Otherwise the photo is decoded whole: colours keep its full resolution."""
+        False: the mesh, landmarks and pose only), a JPEG is decoded reduced as far as the face's
+        crop keeps most of the network's resolution (:meth:`decode_reduction`), for a fraction of
+        the decode. Otherwise the photo is decoded whole: colours keep its full resolution."""
         reduction = 1 if photo_colours else self.decode_reduction(box)
         if self.max_pixels is None:
             return load_rgb(data, formats=ACCEPTED_FORMATS, preview_side=self.detector.largest_input,
