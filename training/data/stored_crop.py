@@ -2,9 +2,9 @@
 resized with Pillow's antialiased bilinear filter, as the shipped model's training data was made.
 
 The network's own input crops at serve time are :func:`model.runtime.crop.crop_face`'s (a
-power-of-two block reduction and a bilinear resample, six times faster); a stored crop is an
-archive that training later warps with jitter, so it keeps Pillow's sharper resize, and the same
-photos prepare into the same bytes.
+power-of-two block reduction, a Gaussian and a bilinear resample: 0.10 against 0.47 ms); a stored
+crop is an archive that training later warps with jitter, so it keeps Pillow's resize, and the
+same photos prepare into the same bytes.
 """
 
 from __future__ import annotations
