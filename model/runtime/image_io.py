@@ -233,7 +233,7 @@ def _upright_view(out: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequence[str] | None = None, *,
-             preview_side: int | None = None, reduction: int = 1) -> DecodedImage:
+             preview_side: int | None = None, reduction: int = 1, min_side: int = 0) -> DecodedImage:
     """JPEG / PNG / WebP / ... bytes -> (H, W, 3) uint8 RGB, upright per its EXIF orientation.
 
     ``formats`` restricts the accepted formats (Pillow names such as ``"JPEG"``; default: any
@@ -242,8 +242,9 @@ def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequenc
 
     ``preview_side``: the face detector's largest network input, for which the answer makes its
     :class:`Preview` when asked (:attr:`DecodedImage.preview`). ``reduction`` (1, 2, 4 or 8): a
-    JPEG that OpenCV decodes is decoded reduced by it (module docstring); the answer's
-    ``reduction`` is what was done (1 for other formats).
+    JPEG that OpenCV decodes is decoded reduced by it (module docstring), or by less where its
+    longer side would fall under ``min_side`` pixels; the answer's ``reduction`` is what was done
+    (1 for other formats).
 
     Memory: a JPEG in colour or greyscale is decoded by OpenCV into the answer (and copied upright
     when stored turned). Others: Pillow's decoded image and the answer, nothing else of the image's
@@ -257,6 +258,8 @@ def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequenc
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             if _decoded_by_opencv(image.format or "", image.mode):
+                while reduction > 1 and max(image.size) < min_side * reduction:
+                    reduction //= 2
                 out = _decode_jpeg(data, image, reduction)
             else:
                 out = _decode_pillow(image)

@@ -115,3 +115,29 @@ def test_the_person_answer_says_why_each_photo_was_left_out(pipeline, face_photo
     assert "no face" in reasons[2] and reasons[3] == "not a usable image: truncated file"
     assert answer.photos[0].result is not None and answer.photos[0].result.space is MeshSpace.neutral
     assert all(photo.result is None for photo in answer.photos[1:])
+
+
+@pytest.mark.parametrize("texture", [TextureMode.vertex, TextureMode.uv])
+def test_colours_of_a_photo_decoded_reduced_are_those_of_the_whole_photo(pipeline, uv_map, face_photo, texture):
+    """A large JPEG is decoded at half (FacePipeline.decode); its colours are read where the photo's
+    pixels map to in the reduced array: the same colours as from the whole photo, up to the detail
+    the reduction leaves out, and the same photo size in the mesh."""
+    import io
+
+    from model.runtime.image_io import load_rgb
+
+    height, width = face_photo.shape[:2]
+    scale = -(-2048 // max(width, height))  # the longer side at least 2 x MIN_DECODED_SIDE
+    buffer = io.BytesIO()
+    Image.fromarray(face_photo).resize((scale * width, scale * height), Image.Resampling.BICUBIC).save(
+        buffer, "JPEG", quality=95)
+    reduced = pipeline.decode(buffer.getvalue())
+    whole = load_rgb(buffer.getvalue(), preview_side=pipeline.detector.largest_input)
+    assert reduced.reduction == 2 and whole.reduction == 1
+    topology = pipeline.reconstructor.topology
+    fast, full = pipeline.reconstruct(reduced), pipeline.reconstruct(whole)
+    (a,), (b,) = (build_meshes(rec, topology, MeshSpace.image, texture, uv_map) for rec in (fast, full))
+    colours = (a.vertex_colors, b.vertex_colors) if texture is TextureMode.vertex else (a.texture, b.texture)
+    difference = np.abs(colours[0].astype(int) - colours[1]).mean()
+    assert difference < 4.0, difference  # of 255; a photo read at the wrong place differs by tens
+    np.testing.assert_allclose(a.vertices, b.vertices, atol=0.01 * np.ptp(b.vertices[:, 0]))  # placed by the photo size

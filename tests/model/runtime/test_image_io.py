@@ -286,3 +286,12 @@ def test_the_preview_of_a_reduced_decode_maps_to_photo_pixels():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))
     out = load_rgb(_encode(image, "JPEG"), preview_side=40, reduction=2)  # 320 x 240, preview factor 4
     assert out.preview is not None and out.preview.factor == 8 and out.preview.image.size == (80, 60)
+
+
+def test_a_reduction_stops_where_the_longer_side_would_fall_under_min_side():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8))
+    data = _encode(image, "JPEG")
+    assert load_rgb(data, reduction=8, min_side=100).reduction == 2  # 150 >= 100 > 75
+    assert load_rgb(data, reduction=8, min_side=37).reduction == 8
+    assert load_rgb(data, reduction=8, min_side=301).reduction == 1
+    assert load_rgb(data, reduction=4).reduction == 4  # no floor

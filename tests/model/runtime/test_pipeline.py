@@ -7,6 +7,7 @@ import pytest
 
 from model.conventions import points_box
 from model.runtime.detector import DEFAULT_DETECTOR, FaceDetector
+from model.runtime.image_io import load_rgb
 from model.runtime.pipeline import FacePipeline, InvalidBox, NoFaceFound
 from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
 from tests.conftest import rendered_face
@@ -152,3 +153,30 @@ def test_a_given_box_without_photo_colours_decodes_reduced_and_answers_in_photo_
                                                ((float("nan"), 0.0, 900.0, 900.0), 1)])
 def test_the_decode_reduction_keeps_three_quarters_of_the_crops_resolution(parts, box, expected):
     assert FacePipeline(*parts).decode_reduction(box) == expected
+
+
+def test_a_large_photo_is_decoded_reduced_and_answered_in_its_own_pixels(parts):
+    """A 2560x1920 JPEG (longer side at least 2 x MIN_DECODED_SIDE) is decoded at half for detection,
+    crops and colours: the same face and landmarks as from the whole photo, in the photo's pixels."""
+    import io
+
+    from PIL import Image
+
+    from model.runtime.pipeline import MIN_DECODED_SIDE
+
+    buffer = io.BytesIO()
+    Image.fromarray(_canvas()).resize((2560, 1920), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=95)
+    pipeline = FacePipeline(*parts)
+    reduced = pipeline.decode(buffer.getvalue())
+    assert 2560 // 2 >= MIN_DECODED_SIDE > 2560 // 4
+    assert reduced.reduction == 2 and reduced.shape == (960, 1280, 3) and reduced.photo_size == (2560, 1920)
+    whole = load_rgb(buffer.getvalue(), preview_side=parts[1].largest_input)
+    fast, full = pipeline.reconstruct(reduced), pipeline.reconstruct(whole)
+    assert fast.size == full.size == (2560, 1920)
+    (face,), (reference,) = fast.faces, full.faces
+    side = reference.box[2] - reference.box[0]
+    assert 400 < side < 700 and np.abs(np.subtract(face.box, reference.box)).max() < 0.02 * side
+    error = np.linalg.norm(face.result.landmarks_2d - reference.result.landmarks_2d, axis=1).mean()
+    assert error < 0.01 * side, error
+    # with a given box and photo colours, no further than the box allows
+    assert pipeline.decode(buffer.getvalue(), (1200.0, 500.0, 1300.0, 600.0)).reduction == 1
