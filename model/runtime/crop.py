@@ -15,15 +15,16 @@ network's ``size`` x ``size`` input with OpenCV in three steps:
 
 This stands in for Pillow's antialiased bilinear resize of the square, which the network was
 evaluated with and its training crops are stored with (:mod:`training.data.stored_crop`): 0.10
-against 0.47 ms for a dev photo's face, pixels 0.49 levels apart on average (60 dev faces). AFLW2000-3D
-dev NME per yaw bin, 68-point boxes 2.967 / 5.221 / 5.457 against 2.970 / 5.194 / 5.448, detected
-boxes 3.296 / 6.246 / 7.189 against 3.302 / 6.258 / 7.116 (noise of one level added to the photo
-alone moves the latter 6.85-6.87); held-out neutral AUC 0.818 against 0.8175.
+against 0.47 ms for a dev photo's face, pixels 0.2-0.7 grey levels apart on average at scales
+0.8-4.3. AFLW2000-3D dev NME per yaw bin, 68-point boxes 2.963 / 5.244 / 5.445 against 2.970 /
+5.194 / 5.448, detected boxes 3.303 / 6.216 / 7.186 against 3.302 / 6.258 / 7.116 (noise of one
+grey level added to the photo moves the Pillow crop's by as much: MODEL_CARD); held-out neutral
+AUC 0.818 against 0.8175.
 
 A photo decoded at a reduced scale already (libjpeg's DCT scaling: :func:`model.runtime.image_io.load_rgb`
-with ``reduction``) is step 1 done, part of it, or more than it (the pipeline decodes a JPEG with a
-given box reduced while the face keeps 3/4 of the network's input; the resample then enlarges it):
-``crop_face(..., reduction=d)`` reads an array whose pixel is a d x d block of the photo.
+with ``reduction``) is step 1 done, part of it, or more than it (the pipeline may decode a JPEG
+with a given box reduced while the face keeps 3/4 of the network's input: the resample then
+enlarges it): ``crop_face(..., reduction=d)`` reads an array whose pixel is a d x d block of the photo.
 """
 
 from __future__ import annotations
