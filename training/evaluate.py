@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from model.conventions import points_box
 from model.runtime.detector import box_iou
-from model.runtime.image_io import ImageDecodeError
+from model.runtime.image_io import ImageDecodeError, photo_reduction
 from model.runtime.pipeline import FacePipeline, NoFaceFound
 from model.runtime.reconstructor import FaceResult
 from model.topology import FaceTopology
@@ -128,10 +128,12 @@ def summarise(errors_2d: list[float], errors_3d: list[float], yaws: list[float],
 
 
 def draw_overlay(image: np.ndarray, face: FaceResult, truth: np.ndarray, topology: FaceTopology) -> Image.Image:
-    """The photo with the posed mesh's base wireframe, predicted (red) and true (green) landmarks."""
-    canvas = Image.fromarray(image).convert("RGB")
+    """The photo with the posed mesh's base wireframe, predicted (red) and true (green) landmarks
+    (drawn at the array's scale for a photo decoded reduced)."""
+    canvas = Image.fromarray(np.asarray(image)).convert("RGB")
     draw = ImageDraw.Draw(canvas, "RGBA")
-    points = face.image_points[:, :2]
+    scale = 1.0 / photo_reduction(image)
+    points, truth = face.image_points[:, :2] * scale, truth[:, :2] * scale
     for a, b, c in topology.base_faces:
         # Draw the triangles that face the camera (counter-clockwise on screen with y down = negative area).
         (xa, ya), (xb, yb), (xc, yc) = points[a], points[b], points[c]
@@ -140,7 +142,7 @@ def draw_overlay(image: np.ndarray, face: FaceResult, truth: np.ndarray, topolog
     radius = max(1.5, canvas.width / 250)
     for x, y in truth[:, :2]:
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(40, 255, 40, 230))
-    for x, y in face.landmarks_2d:
+    for x, y in face.landmarks_2d * scale:
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(255, 40, 40, 230))
     return canvas
 

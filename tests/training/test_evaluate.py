@@ -131,3 +131,34 @@ def test_detect_mode_evaluates_the_face_the_service_takes(tmp_path):
     assert metrics["n"] == 1 and metrics["missing"] == 0
     assert metrics["nme2d_mean"] == pytest.approx(nme(served.result.landmarks_3d, truth)[0] * 100, abs=1e-3)
     assert served.box[0] < 300  # the larger, annotated face on the left
+
+
+def test_the_overlay_of_a_photo_decoded_reduced_is_drawn_where_the_face_is():
+    """draw_overlay on a 2560x1920 JPEG decoded at half: the red landmarks land on the array where
+    they land on the whole photo, halved."""
+    import io
+
+    from model.runtime.detector import DEFAULT_DETECTOR, FaceDetector
+    from model.runtime.image_io import load_rgb
+    from model.runtime.pipeline import FacePipeline
+    from model.runtime.reconstructor import DEFAULT_MODEL, FaceReconstructor
+    from model.topology import FaceTopology
+    from tests.conftest import rendered_face
+    from training.evaluate import draw_overlay
+
+    canvas = np.full((480, 640, 3), 200, np.uint8)
+    canvas[100:356, 300:556] = rendered_face()[0]
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).resize((2560, 1920), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=95)
+    pipeline = FacePipeline(FaceReconstructor(DEFAULT_MODEL, threads=1), FaceDetector(DEFAULT_DETECTOR))
+    reduced = pipeline.decode(buffer.getvalue())
+    assert reduced.reduction == 2
+    (face,) = pipeline.reconstruct(reduced).faces
+    no_truth = np.full((68, 2), -100.0)
+    overlay = np.asarray(draw_overlay(reduced, face.result, no_truth, FaceTopology.load()))
+    assert overlay.shape == reduced.shape
+    red = (overlay[..., 0] > 220) & (overlay[..., 1] < 90) & (overlay[..., 2] < 90)
+    ys, xs = np.nonzero(red)
+    centre = face.result.landmarks_2d.mean(axis=0) / 2
+    np.testing.assert_allclose([xs.mean(), ys.mean()], centre, atol=6.0)
+    assert load_rgb(buffer.getvalue()).shape == (1920, 2560, 3)
