@@ -27,8 +27,9 @@ import numpy as np
 from model.conventions import Box, FaceSelection
 from model.mesh.texture_bake import UVRasterMap
 from model.runtime.detector import FaceDetector
-from model.runtime.image_io import ImageDecodeError, ImageHeader
+from model.runtime.image_io import REDUCTIONS, ImageDecodeError, ImageHeader, reduced_pixels
 from model.runtime.pipeline import (
+    MIN_DECODED_SIDE,
     FacePipeline,
     ImageReconstruction,
     NetworkOutputs,
@@ -50,8 +51,8 @@ MIB = 1 << 20
 # What one request can cost at most, in bytes (fitted to the peaks measured with
 # benchmarks/bench_memory.py, with room to spare; README, Benchmarks, Memory):
 DETECT_PIXEL_BYTES = 7  # per pixel while detecting: the RGB array (3) and the detector's copy of it (4)
-PIXEL_SLACK = 1  # per pixel, beside the larger of that and decoding's (ImageHeader.peak_bytes_per_pixel)
-SIDE_BYTES = 2048  # per pixel of its longer side: crop strips and Pillow's filter coefficients
+PIXEL_SLACK = 1  # per pixel, beside the larger of that and decoding's (ImageHeader.peak_bytes)
+SIDE_BYTES = 2048  # per pixel of the photo's longer side: crops' cut-block strips, buffers
 IMAGE_BYTES = 24 * MIB  # per image being worked on: strips, crops, network batch, meshes, UV baking (~14 MiB)
 FACE_BYTES = 2 * MIB  # per face answered: its files (and a batch's zip of them) until the answer is sent ...
 FACE_JSON_MESH_BYTES = 8 * MIB  # ... or its vertices and triangles as JSON (include_mesh): lists, then text
@@ -206,13 +207,22 @@ class ReconstructionEngine:
     def request_cost(self, headers: Sequence[ImageHeader | ImageDecodeError], upload_bytes: int, *,
                      faces: FaceSelection, box: bool = False, json_mesh: bool = False, parallel: int = 1) -> int:
         """Bytes a request can take at most: its upload, the ``parallel`` largest of its images being
-        worked on at once, and every image's faces until the answer is sent."""
+        worked on at once, and every image's faces until the answer is sent. A large JPEG is decoded
+        reduced (:meth:`FacePipeline.decode`) and costs what that holds; one with a given ``box``
+        is counted whole (the box may keep it so)."""
         images = [h for h in headers if isinstance(h, ImageHeader)]
-        working = sorted((h.pixels * (max(h.peak_bytes_per_pixel, DETECT_PIXEL_BYTES) + PIXEL_SLACK)
-                          + max(h.width, h.height) * SIDE_BYTES + IMAGE_BYTES for h in images), reverse=True)
+        working = sorted((self._image_bytes(h, 1 if box else h.reduction_for(REDUCTIONS[-1], MIN_DECODED_SIDE))
+                          for h in images), reverse=True)
         per_image = 1 if box or FaceSelection(faces) is FaceSelection.largest else self.settings.max_faces
         per_face = FACE_JSON_MESH_BYTES if json_mesh else FACE_BYTES
         return UPLOAD_COPIES * upload_bytes + sum(working[:parallel]) + len(images) * per_image * per_face
+
+    @staticmethod
+    def _image_bytes(header: ImageHeader, reduction: int) -> int:
+        """Bytes one image decoded reduced by ``reduction`` takes while it is worked on."""
+        pixels = reduced_pixels(header.width, header.height, reduction)
+        return (max(header.peak_bytes(reduction), pixels * DETECT_PIXEL_BYTES) + pixels * PIXEL_SLACK
+                + max(header.width, header.height) * SIDE_BYTES + IMAGE_BYTES)
 
     def batch_plan(self, headers: Sequence[ImageHeader | ImageDecodeError], upload_bytes: int, *,
                    faces: FaceSelection, json_mesh: bool = False) -> tuple[int, int]:

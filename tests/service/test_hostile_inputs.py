@@ -284,6 +284,26 @@ def test_a_40_megapixel_png_stays_within_its_reservation(client, sixteen_bit):
     _assert_ready(client)
 
 
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_a_40_megapixel_jpeg_is_decoded_reduced_within_its_smaller_reservation(client, progressive):
+    """A JPEG of the PNG's 40 M pixels is decoded at a quarter (its longer side keeps 1,581 pixels):
+    a baseline one is reserved a small part of what a whole decode takes, a progressive one keeps
+    its coefficients (2 bytes per component); both peak within their reservations."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(_big_png())).save(buffer, "JPEG", quality=90, progressive=progressive)
+    big = buffer.getvalue()
+    engine = client.app.state.engine
+    (header,) = engine.read_headers([big])
+    assert header.reduction_for(8, 1024) == 4
+    reserved = engine.request_cost([header], len(big), faces="largest") / MIB
+    whole = engine.request_cost([header], len(big), faces="largest", box=True) / MIB  # counted whole
+    assert reserved < (0.75 if progressive else 0.2) * whole
+    response, peak = _peak_rss_above(lambda: _post(client, files=[("image", ("big.jpg", big, "image/jpeg"))]))
+    assert response.status_code == 200, response.text
+    assert peak < reserved, f"+{peak:.0f} MiB (reserved {reserved:.0f} MiB)"
+    _assert_ready(client)
+
+
 def test_a_batch_of_large_pngs_stays_within_its_reservation(client):
     """16 PNGs of 2.6 M pixels: decoded a few at a time and encoded as each finishes, so the batch
     never holds all 16 (it once held every decoded image until the end)."""
