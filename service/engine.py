@@ -27,9 +27,8 @@ import numpy as np
 from model.conventions import Box, FaceSelection
 from model.mesh.texture_bake import UVRasterMap
 from model.runtime.detector import FaceDetector
-from model.runtime.image_io import REDUCTIONS, ImageDecodeError, ImageHeader, reduced_pixels
+from model.runtime.image_io import ImageDecodeError, ImageHeader, reduced_pixels
 from model.runtime.pipeline import (
-    MIN_DECODED_SIDE,
     FacePipeline,
     ImageReconstruction,
     NetworkOutputs,
@@ -211,8 +210,8 @@ class ReconstructionEngine:
         reduced (:meth:`FacePipeline.decode`) and costs what that holds; one with a given ``box``
         is counted whole (the box may keep it so)."""
         images = [h for h in headers if isinstance(h, ImageHeader)]
-        working = sorted((self._image_bytes(h, 1 if box else h.reduction_for(REDUCTIONS[-1], MIN_DECODED_SIDE))
-                          for h in images), reverse=True)
+        working = sorted((self._image_bytes(h, 1 if box else self.pipeline.size_reduction(h)) for h in images),
+                         reverse=True)
         per_image = 1 if box or FaceSelection(faces) is FaceSelection.largest else self.settings.max_faces
         per_face = FACE_JSON_MESH_BYTES if json_mesh else FACE_BYTES
         return UPLOAD_COPIES * upload_bytes + sum(working[:parallel]) + len(images) * per_image * per_face

@@ -222,6 +222,12 @@ class FacePipeline:
         return load_rgb(data, formats=ACCEPTED_FORMATS, max_pixels=self.max_pixels,
                         preview_side=self.detector.largest_input, reduction=reduction, min_side=min_side)
 
+    @staticmethod
+    def size_reduction(header: ImageHeader) -> int:
+        """The reduction :meth:`decode` decodes the photo of ``header`` with when no box is given
+        (counted as for a photo stored turned, which may reduce less: the header does not say)."""
+        return header.reduction_for(REDUCTIONS[-1], MIN_DECODED_SIDE)
+
     def decode_reduction(self, box: Box | None) -> int:
         """How far a photo with the face ``box`` may be decoded reduced for its crop: the greatest
         of libjpeg's reductions (1, 2, 4, 8) that leaves the crop's square at least
