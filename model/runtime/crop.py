@@ -77,7 +77,11 @@ MIN_REST = 1.25
 def crop_reduction(box: tuple[float, float, float, float], size: int, margin: float = DEFAULT_MARGIN) -> int:
     """k, the photo's block reduction for the crop of ``box``: the greatest power of two with
     side / k >= MIN_REST * size (1 for a square under MIN_REST times the crop)."""
-    side = square_box(box, margin)[2]
+    return _block_reduction(square_box(box, margin)[2], size)
+
+
+def _block_reduction(side: float, size: int) -> int:
+    """:func:`crop_reduction` for a square ``side`` photo pixels across."""
     return 1 << max(0, math.floor(math.log2(side / (MIN_REST * size))))
 
 
@@ -123,7 +127,7 @@ def crop_face(image: np.ndarray, box: tuple[float, float, float, float], size: i
     if (origin_x >= width * reduction or origin_y >= height * reduction
             or origin_x + side <= 0 or origin_y + side <= 0):
         raise ValueError(f"box {box} lies outside the {width * reduction}x{height * reduction} image")
-    k = max(crop_reduction(box, size, margin) // reduction, 1)  # the array's own reduction
+    k = max(_block_reduction(side, size) // reduction, 1)  # the array's own reduction
     step = reduction * k  # photo pixels per reduced pixel
     # the reduced pixels the bilinear samples read: the square and one more on each side, within the photo
     first_col = min(max(math.floor(origin_x / step) - 1, 0), (width - 1) // k)

@@ -149,6 +149,11 @@ class ImageHeader:
         return _decoded_by_opencv(self.format, self.mode)
 
     @property
+    def components(self) -> int:
+        """Colour components as stored (grey 1, CMYK 4, others 3)."""
+        return {"L": 1, "CMYK": 4}.get(self.mode, 3)
+
+    @property
     def decoded_bytes_per_pixel(self) -> int:
         """Bytes a pixel takes in Pillow's decoded image (RGB is stored as 4 bytes)."""
         if self.mode in ("1", "L", "P"):
@@ -168,12 +173,11 @@ class ImageHeader:
         f, 0.02 at 6324x6324 and at most 4 (a photo under 768 pixels, its preview the photo itself)."""
         if self.format == "WEBP":
             return 16
-        components = {"L": 1, "CMYK": 4}.get(self.mode, 3)
         if self.decoded_by_opencv:
-            return max(6, 3 + 2 * components) if self.progressive else 6
+            return max(6, 3 + 2 * self.components) if self.progressive else 6
         peak = self.decoded_bytes_per_pixel + 3
         if self.format == "JPEG" and self.progressive:
-            peak = max(peak, self.decoded_bytes_per_pixel + 2 * components)
+            peak = max(peak, self.decoded_bytes_per_pixel + 2 * self.components)
         return peak
 
     def peak_bytes(self, reduction: int = 1) -> int:
@@ -186,8 +190,7 @@ class ImageHeader:
             return self.pixels * self.peak_bytes_per_pixel
         images = 6 * reduced_pixels(self.width, self.height, reduction)
         if self.progressive:
-            components = 1 if self.mode == "L" else 3
-            return max(images, images // 2 + 2 * components * self.pixels)
+            return max(images, images // 2 + 2 * self.components * self.pixels)
         return images
 
     def reduction_for(self, reduction: int, min_side: int = 0) -> int:
@@ -196,14 +199,21 @@ class ImageHeader:
         if not self.decoded_by_opencv:
             return 1
         reduction = size_reduction(self.width, self.height, reduction, min_side)
-        while reduction > 1 and (self.width % reduction or self.height % reduction):
-            reduction //= 2  # as for a photo stored turned (the header does not say)
-        return reduction
+        return _dividing_reduction(self.width, self.height, reduction)  # as if stored turned: the header does not say
 
 
 def size_reduction(width: int, height: int, reduction: int, min_side: int) -> int:
     """``reduction`` (1, 2, 4, 8) halved until the reduced image's longer side is at least ``min_side``."""
     while reduction > 1 and max(width, height) < min_side * reduction:
+        reduction //= 2
+    return reduction
+
+
+def _dividing_reduction(width: int, height: int, reduction: int) -> int:
+    """``reduction`` halved until it divides both sides: what a photo stored turned or flipped can be
+    decoded reduced by (libjpeg's blocks start at the stored image's top-left corner, which turning
+    can move to another corner, where a cut block would shift the upright photo's coordinates)."""
+    while reduction > 1 and (width % reduction or height % reduction):
         reduction //= 2
     return reduction
 
@@ -317,14 +327,13 @@ def _orientation(image: Image.Image) -> int:
     return int(image.getexif().get(ExifTags.Base.Orientation, 1))
 
 
-def _decode_jpeg(data: bytes, header: Image.Image, reduction: int = 1) -> DecodedImage:
+def _decode_jpeg(data: bytes, header: Image.Image, reduction: int) -> DecodedImage:
     """A colour or greyscale JPEG (``header``: Pillow's opened, undecoded image) decoded by OpenCV,
     reduced by ``reduction`` (1, 2, 4, 8), or less for a photo stored turned or flipped whose sides
-    it does not divide (libjpeg's blocks start at the stored image's top-left corner, which turning
-    can move to another corner, where a cut block would shift the upright photo's coordinates)."""
+    it does not divide (:func:`_dividing_reduction`)."""
     orientation = _orientation(header)
-    while orientation in range(2, 9) and reduction > 1 and (header.width % reduction or header.height % reduction):
-        reduction //= 2
+    if orientation in range(2, 9):
+        reduction = _dividing_reduction(header.width, header.height, reduction)
     flags = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION  # the orientation: Pillow's reading of the EXIF
     stored = cv2.imdecode(np.frombuffer(data, np.uint8), flags | _OPENCV_REDUCED.get(reduction, 0))
     rows, cols = -(-header.height // reduction), -(-header.width // reduction)
