@@ -46,14 +46,24 @@ class VertexGroups:
         return cls(table=table, overflow_vertices=vertices[~fits].astype(np.intp),
                    overflow_members=members[~fits].astype(np.intp), counts=sizes.astype(np.float32))
 
-    def reduce(self, ufunc: np.ufunc, values: np.ndarray, identity: float) -> np.ndarray:
+    def reduce(self, ufunc: np.ufunc, values: np.ndarray, identity: float, vertices: np.ndarray | None = None
+               ) -> np.ndarray:
         """ufunc (minimum, maximum, add) over each vertex's group of rows of values (N, ...)
-        -> (V, ...); identity: the ufunc's identity for values' dtype (what padding reads)."""
+        -> (V, ...); identity: the ufunc's identity for values' dtype (what padding reads).
+        ``vertices`` (U,) distinct ascending vertex indices: only their groups, (U, ...)."""
         padded = np.empty((len(values) + 1,) + values.shape[1:], values.dtype)
         padded[:-1] = values
         padded[-1] = identity
-        reduced = ufunc.reduce(np.take(padded, self.table, axis=0), axis=0)
-        ufunc.at(reduced, self.overflow_vertices, values[self.overflow_members])
+        if vertices is None:
+            reduced = ufunc.reduce(np.take(padded, self.table, axis=0), axis=0)
+            ufunc.at(reduced, self.overflow_vertices, values[self.overflow_members])
+            return reduced
+        reduced = ufunc.reduce(np.take(padded, self.table[:, vertices], axis=0), axis=0)
+        # the overflow pairs of these vertices, at their places among them
+        places = np.searchsorted(vertices, self.overflow_vertices)
+        ours = places < len(vertices)
+        ours[ours] = vertices[places[ours]] == self.overflow_vertices[ours]
+        ufunc.at(reduced, places[ours], values[self.overflow_members[ours]])
         return reduced
 
 
@@ -76,11 +86,17 @@ class MeshStructure:
         """(V,) float -> (V,): the smallest value over each vertex and its neighbours."""
         return self.neighbours.reduce(np.minimum, values, np.inf)
 
-    def neighbour_mean(self, values: np.ndarray) -> np.ndarray:
-        """(V, ...) float -> (V, ...): the mean value over each vertex and its neighbours."""
-        sums = self.neighbours.reduce(np.add, values, 0.0)
-        np.divide(sums.T, self.neighbours.counts, out=sums.T)  # (..., V): a long inner loop
+    def neighbour_mean(self, values: np.ndarray, vertices: np.ndarray | None = None) -> np.ndarray:
+        """(V, ...) float -> (V, ...): the mean value over each vertex and its neighbours;
+        ``vertices`` (U,) distinct ascending indices: over theirs only, (U, ...)."""
+        sums = self.neighbours.reduce(np.add, values, 0.0, vertices)
+        counts = self.neighbours.counts if vertices is None else self.neighbours.counts[vertices]
+        np.divide(sums.T, counts, out=sums.T)  # (..., V): a long inner loop
         return sums
+
+    def grown(self, mask: np.ndarray) -> np.ndarray:
+        """(V,) bool -> (V,) bool: the vertices of ``mask`` and their neighbours (one ring more)."""
+        return self.neighbours.reduce(np.maximum, mask, False)
 
     def corner_sum(self, values: np.ndarray) -> np.ndarray:
         """(F, ...) per triangle -> (V, ...): the sum over the triangles at each vertex."""
@@ -112,7 +128,7 @@ class MeshStructure:
         ring[rim] = 0
         reached = ring == 0
         for step in range(1, RIM_RINGS):
-            reached = neighbours.reduce(np.maximum, reached, False)
+            reached = structure.grown(reached)
             ring[reached & (ring == RIM_RINGS)] = step
         return structure
 

@@ -120,11 +120,12 @@ def _shares(own: np.ndarray, mirrored: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _fill_colors(planes: np.ndarray, visibility: FaceVisibility, needed: np.ndarray) -> np.ndarray:
-    """Vertex samples (3, V) -> (3, V) each vertex's fill colour: the mean sample of the seen
-    vertices near it on the mesh, weighted by how well they were seen and how near they are
-    (with ``visibility.structure``: within FILL_RINGS rings, or fewer once every ``needed`` (V,)
-    vertex has seen ones near); farther from any, the mean of the seen vertices of its group;
-    where its group has none, of all seen vertices; where none was seen, the plain mean sample."""
+    """Vertex samples (3, V) -> (3, V) fill colours, for the ``needed`` (V,) bool vertices: the mean
+    sample of the seen vertices near each on the mesh, weighted by how well they were seen and how
+    near they are (with ``visibility.structure``: within FILL_RINGS rings, or fewer once every needed
+    vertex has seen ones near); farther from any, the mean of the seen vertices of its group; where
+    its group has none, of all seen vertices; where none was seen, the plain mean sample. The other
+    vertices (no fill share) get their group's colour."""
     weight = np.asarray(visibility.weight, dtype=np.float32)
     groups = np.asarray(visibility.groups, dtype=np.intp)
     count = int(groups.max()) + 1 if len(groups) else 1
@@ -137,19 +138,25 @@ def _fill_colors(planes: np.ndarray, visibility: FaceVisibility, needed: np.ndar
     overall = total[:3] / total[3] if total[3] > 0 else planes.mean(axis=1)
     means = np.where(sums[3] > 1e-6, sums[:3] / np.maximum(sums[3], 1e-6), overall[:, None]).astype(np.float32)
     fill = np.take(means, groups, axis=1)
-    if visibility.structure is None:
+    structure = visibility.structure
+    rows = np.flatnonzero(needed)
+    if structure is None or not len(rows):
         return fill
-    # spread the seen colours over the mesh, averaged ring by ring (a vertex a row: fast gathers)
+    # spread the seen colours over the mesh, averaged ring by ring (a vertex a row: fast gathers), each
+    # ring only where the needed vertices read it: ring k on those within FILL_RINGS - k rings of them
+    within = [np.asarray(needed, dtype=bool)]  # within[j]: the vertices j rings or fewer from a needed one
+    for _ in range(FILL_RINGS - 1):
+        within.append(structure.grown(within[-1]))
     spread = np.ascontiguousarray(seen.T)
-    needed = np.flatnonzero(needed)
-    for _ in range(FILL_RINGS):
-        if (spread[needed, 3] >= _FILL_NEAR).all():
+    for ring in range(FILL_RINGS):
+        if (spread[rows, 3] >= _FILL_NEAR).all():
             break
-        spread = visibility.structure.neighbour_mean(spread)
-    seen = np.ascontiguousarray(spread.T)
-    local = seen[:3] / np.maximum(seen[3], 1e-12)
-    near = np.clip(seen[3] / _FILL_NEAR, 0.0, 1.0)  # fades to the group's colour far from any seen vertex
-    return near * local + (1.0 - near) * fill
+        reached = np.flatnonzero(within[FILL_RINGS - 1 - ring])
+        spread[reached] = structure.neighbour_mean(spread, reached)
+    local = spread[rows].T  # (4, U)
+    near = np.clip(local[3] / _FILL_NEAR, 0.0, 1.0)  # fades to the group's colour far from any seen vertex
+    fill[:, rows] = near * (local[:3] / np.maximum(local[3], 1e-12)) + (1.0 - near) * fill[:, rows]
+    return fill
 
 
 def sample_vertex_colors(image: np.ndarray, points: np.ndarray, visibility: FaceVisibility | None = None
