@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from model.conventions import Box, FaceSelection
+from model.conventions import Box, FaceSelection, MeshSpace
 from model.mesh.texture_bake import UVRasterMap
 from model.runtime.detector import FaceDetector
 from model.runtime.image_io import ImageDecodeError, ImageHeader, reduced_pixels
@@ -40,7 +40,9 @@ from model.runtime.pipeline import (
 from model.runtime.reconstructor import FaceReconstructor
 from model.runtime.sessions import check_session_providers, default_threads, execution_providers
 from service.batching import MicroBatcher
+from service.encoding import build_meshes
 from service.metrics import ServiceMetrics
+from service.schemas import TextureMode
 from service.settings import ServiceSettings
 
 T = TypeVar("T")
@@ -175,13 +177,24 @@ class ReconstructionEngine:
         return self.reconstructor.session.get_providers()
 
     async def start(self) -> None:
-        """Start batching and warm both sessions up (first runs allocate and pick kernels)."""
+        """Start batching and warm both sessions up (first runs allocate and pick kernels), and
+        compile the colour pass's loops (:meth:`warm_up_colours`)."""
         self.batcher.start()
         size = self.reconstructor.input_size
         await self.run_cpu(self.pipeline.detector.detect, np.zeros((480, 640, 3), np.uint8))
         for batch in sorted({1, self.settings.max_batch}):
             await self.batcher.submit(NetworkRequest(np.zeros((batch, size, size, 3), np.uint8)))
+        await self.run_cpu(self.warm_up_colours)
         self.ready = True
+
+    def warm_up_colours(self) -> None:
+        """Colour a face per vertex and in the UV layout once: the compiled loops of the colour pass
+        (:mod:`model.mesh.kernels`) compile on their first call, a few seconds, which must not fall
+        on a request."""
+        grey = np.full((256, 256, 3), 128, np.uint8)
+        reconstruction = self.pipeline.reconstruct(grey, box=(64.0, 64.0, 192.0, 192.0))
+        for texture in (TextureMode.vertex, TextureMode.uv):
+            build_meshes(reconstruction, self.topology, MeshSpace.image, texture, self.uv_map)
 
     async def stop(self) -> None:
         """Finish queued work, then release the threads."""

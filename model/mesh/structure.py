@@ -1,8 +1,8 @@
 """The structure of a triangle mesh that depends only on its triangles (numpy only): each vertex's
-neighbours and the triangles at each vertex as padded tables for fast per-vertex reductions, and
-the rings from the outer rim. Built once per distinct ``faces`` array content and cached, so a
-face mesh's structure costs nothing per request. Used by the normals of the exporters and by
-what the photo saw of a posed face (:mod:`model.mesh.visibility`)."""
+neighbours as a padded table for fast per-vertex reductions, and the rings from the outer rim.
+Built once per distinct ``faces`` array content and cached, so a face mesh's structure costs
+nothing per request. Used by what the photo saw of a posed face (:mod:`model.mesh.visibility`)
+and its colours (:mod:`model.mesh.texture_bake`)."""
 
 from __future__ import annotations
 
@@ -46,61 +46,39 @@ class VertexGroups:
         return cls(table=table, overflow_vertices=vertices[~fits].astype(np.intp),
                    overflow_members=members[~fits].astype(np.intp), counts=sizes.astype(np.float32))
 
-    def reduce(self, ufunc: np.ufunc, values: np.ndarray, identity: float, vertices: np.ndarray | None = None
-               ) -> np.ndarray:
+    def reduce(self, ufunc: np.ufunc, values: np.ndarray, identity: float) -> np.ndarray:
         """ufunc (minimum, maximum, add) over each vertex's group of rows of values (N, ...)
-        -> (V, ...); identity: the ufunc's identity for values' dtype (what padding reads).
-        ``vertices`` (U,) distinct ascending vertex indices: only their groups, (U, ...)."""
+        -> (V, ...); identity: the ufunc's identity for values' dtype (what padding reads)."""
         padded = np.empty((len(values) + 1,) + values.shape[1:], values.dtype)
         padded[:-1] = values
         padded[-1] = identity
-        if vertices is None:
-            reduced = ufunc.reduce(np.take(padded, self.table, axis=0), axis=0)
-            ufunc.at(reduced, self.overflow_vertices, values[self.overflow_members])
-            return reduced
-        reduced = ufunc.reduce(np.take(padded, self.table[:, vertices], axis=0), axis=0)
-        # the overflow pairs of these vertices, at their places among them
-        places = np.searchsorted(vertices, self.overflow_vertices)
-        ours = places < len(vertices)
-        ours[ours] = vertices[places[ours]] == self.overflow_vertices[ours]
-        ufunc.at(reduced, places[ours], values[self.overflow_members[ours]])
+        reduced = ufunc.reduce(np.take(padded, self.table, axis=0), axis=0)
+        ufunc.at(reduced, self.overflow_vertices, values[self.overflow_members])
         return reduced
 
 
 @dataclass(frozen=True)
 class MeshStructure:
-    """Neighbourhoods, triangles at each vertex and outer rim of a triangle mesh (topology only).
+    """Neighbourhoods and outer rim of a triangle mesh (topology only).
 
     neighbours: each vertex's group of itself (first) and its neighbours (the vertices it
-    shares an edge with); corners: each vertex's group of the triangles it is a corner of;
-    rim_ring (V,) int: rings from the outer rim (0 on it), :data:`RIM_RINGS` for every
-    vertex that far or farther, and for all when the mesh has no boundary.
+    shares an edge with); rim_ring (V,) int: rings from the outer rim (0 on it),
+    :data:`RIM_RINGS` for every vertex that far or farther, and for all when the mesh has no
+    boundary.
     """
 
     neighbours: VertexGroups
-    corners: VertexGroups
     rim_ring: np.ndarray
-    corner_columns: np.ndarray  # (3, F) intp: the triangles' first, second and third corners, each row contiguous
 
     def neighbour_min(self, values: np.ndarray) -> np.ndarray:
         """(V,) float -> (V,): the smallest value over each vertex and its neighbours."""
         return self.neighbours.reduce(np.minimum, values, np.inf)
 
-    def neighbour_mean(self, values: np.ndarray, vertices: np.ndarray | None = None) -> np.ndarray:
-        """(V, ...) float -> (V, ...): the mean value over each vertex and its neighbours;
-        ``vertices`` (U,) distinct ascending indices: over theirs only, (U, ...)."""
-        sums = self.neighbours.reduce(np.add, values, 0.0, vertices)
-        counts = self.neighbours.counts if vertices is None else self.neighbours.counts[vertices]
-        np.divide(sums.T, counts, out=sums.T)  # (..., V): a long inner loop
+    def neighbour_mean(self, values: np.ndarray) -> np.ndarray:
+        """(V, ...) float -> (V, ...): the mean value over each vertex and its neighbours."""
+        sums = self.neighbours.reduce(np.add, values, 0.0)
+        np.divide(sums.T, self.neighbours.counts, out=sums.T)  # (..., V): a long inner loop
         return sums
-
-    def grown(self, mask: np.ndarray) -> np.ndarray:
-        """(V,) bool -> (V,) bool: the vertices of ``mask`` and their neighbours (one ring more)."""
-        return self.neighbours.reduce(np.maximum, mask, False)
-
-    def corner_sum(self, values: np.ndarray) -> np.ndarray:
-        """(F, ...) per triangle -> (V, ...): the sum over the triangles at each vertex."""
-        return self.corners.reduce(np.add, values, 0.0)
 
     @classmethod
     def build(cls, faces: np.ndarray, num_vertices: int) -> MeshStructure:
@@ -116,11 +94,9 @@ class MeshStructure:
         own = np.arange(count, dtype=np.int64)
         neighbours = VertexGroups.from_pairs(np.concatenate([own, edge_a, edge_b]),
                                              np.concatenate([own, edge_b, edge_a]), count, count)
-        corners = VertexGroups.from_pairs(src, np.repeat(np.arange(len(faces)), 3), count, len(faces))
 
         boundary_a, boundary_b = edge_a[uses == 1], edge_b[uses == 1]
-        structure = cls(neighbours=neighbours, corners=corners, rim_ring=np.full(count, RIM_RINGS, dtype=np.int64),
-                        corner_columns=np.ascontiguousarray(faces.T, dtype=np.intp))
+        structure = cls(neighbours=neighbours, rim_ring=np.full(count, RIM_RINGS, dtype=np.int64))
         if len(boundary_a) == 0:
             return structure
         rim = _longest_loop(boundary_a, boundary_b, count)
@@ -128,7 +104,7 @@ class MeshStructure:
         ring[rim] = 0
         reached = ring == 0
         for step in range(1, RIM_RINGS):
-            reached = structure.grown(reached)
+            reached = neighbours.reduce(np.maximum, reached, False)
             ring[reached & (ring == RIM_RINGS)] = step
         return structure
 

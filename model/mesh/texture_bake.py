@@ -1,4 +1,5 @@
-"""Per-vertex colours and UV texture baking from the input photo (numpy only).
+"""Per-vertex colours and UV texture baking from the input photo (numpy; the bilinear lookups and the
+fill's spread over the mesh as compiled loops, :mod:`model.mesh.kernels`).
 
 Conventions:
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.mesh import kernels
 from model.mesh.visibility import FaceVisibility
 
 # Texels outside the layout within this many texels (8-neighbour steps) of it
@@ -63,35 +65,12 @@ _NEIGHBOURS = [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1,
 
 
 def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear lookup, clamped at the borders.
+    """Bilinear lookup, clamped at the borders (:func:`model.mesh.kernels.bilinear`).
 
     image (H, W, 3) uint8; x, y (N,) pixel coords (x right, y down, pixel centres at
     +0.5) -> (3, N) float32 channel planes in [0, 255].
     """
-    height, width = image.shape[:2]
-    flat = np.ascontiguousarray(image).reshape(-1)
-    xs = np.clip(x.astype(np.float32) - 0.5, 0.0, width - 1)
-    ys = np.clip(y.astype(np.float32) - 0.5, 0.0, height - 1)
-    # top-left pixel of the 2 x 2 footprint (float32 throughout: an int operand
-    # would promote the blend to float64); a weight of 1 reaches the last row / column
-    x0 = np.minimum(np.floor(xs), max(width - 2, 0))
-    y0 = np.minimum(np.floor(ys), max(height - 2, 0))
-    fx = xs - x0
-    fy = ys - y0
-    base = (y0.astype(np.intp) * width + x0.astype(np.intp)) * 3
-    right = 3 if width > 1 else 0
-    down = 3 * width if height > 1 else 0
-    planes = np.empty((3, len(base)), dtype=np.float32)
-    for channel in range(3):
-        # np.take on offset views of the flat image: no per-corner index arrays
-        top_left = np.take(flat[channel:], base).astype(np.float32)
-        top_right = np.take(flat[channel + right :], base)
-        bottom_left = np.take(flat[channel + down :], base).astype(np.float32)
-        bottom_right = np.take(flat[channel + down + right :], base)
-        top = top_left + (top_right - top_left) * fx
-        bottom = bottom_left + (bottom_right - bottom_left) * fx
-        planes[channel] = top + (bottom - top) * fy
-    return planes
+    return kernels.bilinear(np.ascontiguousarray(image), np.ascontiguousarray(x), np.ascontiguousarray(y))
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -142,17 +121,12 @@ def _fill_colors(planes: np.ndarray, visibility: FaceVisibility, needed: np.ndar
     rows = np.flatnonzero(needed)
     if structure is None or not len(rows):
         return fill
-    # spread the seen colours over the mesh, averaged ring by ring (a vertex a row: fast gathers), each
-    # ring only where the needed vertices read it: ring k on those within FILL_RINGS - k rings of them
-    within = [np.asarray(needed, dtype=bool)]  # within[j]: the vertices j rings or fewer from a needed one
-    for _ in range(FILL_RINGS - 1):
-        within.append(structure.grown(within[-1]))
-    spread = np.ascontiguousarray(seen.T)
-    for ring in range(FILL_RINGS):
-        if (spread[rows, 3] >= _FILL_NEAR).all():
-            break
-        reached = np.flatnonzero(within[FILL_RINGS - 1 - ring])
-        spread[reached] = structure.neighbour_mean(spread, reached)
+    # spread the seen colours over the mesh, averaged ring by ring, each ring only where the needed
+    # vertices read it
+    neighbours = structure.neighbours
+    spread = kernels.spread_to(np.ascontiguousarray(seen.T), np.asarray(needed, dtype=bool), neighbours.table,
+                               neighbours.overflow_vertices, neighbours.overflow_members, neighbours.counts,
+                               FILL_RINGS, _FILL_NEAR)
     local = spread[rows].T  # (4, U)
     near = np.clip(local[3] / _FILL_NEAR, 0.0, 1.0)  # fades to the group's colour far from any seen vertex
     fill[:, rows] = near * (local[:3] / np.maximum(local[3], 1e-12)) + (1.0 - near) * fill[:, rows]

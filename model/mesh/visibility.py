@@ -1,4 +1,4 @@
-"""What the photo saw of a posed face mesh, vertex by vertex (numpy only).
+"""What the photo saw of a posed face mesh, vertex by vertex.
 
 Input is the mesh posed in the photo, ``image_points`` (V, 3) as in
 :attr:`model.runtime.reconstructor.FaceResult.image_points`: x right and y down in photo pixels,
@@ -32,9 +32,10 @@ except that the outer rim of the mesh (its longest boundary loop) and the
 rim by :data:`RIM_PULL` of its distance from there, less with every ring, so that the rim,
 which lies on the face's outline in the photo, reads skin rather than hair or background.
 
-The structure of the mesh (neighbours, the triangles at each vertex, rim rings:
-:mod:`model.mesh.structure`) depends only on the triangles and is cached; its per-vertex groups
-are padded tables, so a ring of neighbours is one gather and one reduction.
+The structure of the mesh (neighbours, rim rings: :mod:`model.mesh.structure`) depends only on
+the triangles and is cached. The z-buffer, the normals, the per-vertex terms and the rings run as
+compiled loops (:mod:`model.mesh.kernels`): a few passes over the mesh instead of dozens of numpy
+operations, each with its own pass and call overhead.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.mesh import kernels
 from model.mesh.normals import area_weighted_normals
 from model.mesh.structure import RIM_RINGS, MeshStructure, mesh_structure
 
@@ -61,8 +63,6 @@ RIM_PULL = 0.05  # the rim's sample point moves this fraction of the way to the 
 
 # Barycentric tolerance: cell centres on a shared edge belong to a triangle.
 _INSIDE_EPS = 1e-7
-# Candidate (triangle, cell) pairs tested at once by DepthBuffer.render (bounds memory).
-_RASTER_BATCH = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def vertex_normals(image_points: np.ndarray, faces: np.ndarray) -> np.ndarray:
 class DepthBuffer:
     """The nearest depth of the mesh per cell of a square-celled grid over its projected box.
 
-    depth (H, W) float64, -inf where no triangle covers the cell's centre; cell (row, col)
+    depth (H, W) float32, -inf where no triangle covers the cell's centre; cell (row, col)
     spans photo pixels x in origin_x + cell * [col, col + 1), y likewise with row.
     """
 
@@ -114,94 +114,31 @@ class DepthBuffer:
     origin_y: float
     cell: float
 
-    def coverage(self) -> np.ndarray:
-        """(H, W) float: the share of covered cells in each cell's 3 x 3 neighbourhood (outside
-        the grid counts as uncovered): 1 inside the face, about one half on its outline."""
-        height, width = self.depth.shape
-        padded = np.zeros((height + 2, width + 2), np.float32)
-        padded[1:-1, 1:-1] = np.isfinite(self.depth)
-        rows = padded[:-2] + padded[1:-1] + padded[2:]
-        return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]) / 9.0
-
-    def cell_of(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Photo pixels -> (rows, cols) of their cells, clamped to the grid."""
-        height, width = self.depth.shape
-        cols = np.clip(np.floor((x - self.origin_x) / self.cell), 0, width - 1).astype(np.intp)
-        rows = np.clip(np.floor((y - self.origin_y) / self.cell), 0, height - 1).astype(np.intp)
-        return rows, cols
-
     @classmethod
     def render(cls, image_points: np.ndarray, faces: np.ndarray, grid: int = GRID) -> DepthBuffer:
-        """Rasterise the triangles (all of them: no back-face culling) at the cell centres.
+        """Rasterise the triangles (all of them: no back-face culling) at the cell centres
+        (:func:`model.mesh.kernels.nearest_depth`).
 
         image_points (V, 3) photo pixels x, y (down), depth (larger nearer); faces (F, 3).
-        Every cell centre in a triangle's bounding box is a candidate; all candidates (in
-        batches of whole triangles when there are very many) are tested at once.
         """
         points = np.asarray(image_points, dtype=np.float64)
         faces = np.asarray(faces, dtype=np.int64)
         x, y, z = (np.ascontiguousarray(points[:, k]) for k in range(3))
         finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
         if not finite.any():
-            return cls(depth=np.full((1, 1), -np.inf), origin_x=0.0, origin_y=0.0, cell=1.0)
+            return cls(depth=np.full((1, 1), -np.inf, np.float32), origin_x=0.0, origin_y=0.0, cell=1.0)
         finite_x, finite_y = (x, y) if finite.all() else (x[finite], y[finite])
         x_lo, y_lo = float(finite_x.min()), float(finite_y.min())
         extent_x, extent_y = float(finite_x.max()) - x_lo, float(finite_y.max()) - y_lo
         cell = max(extent_x, extent_y, 1e-6) / grid
         width = min(max(int(np.ceil(extent_x / cell)), 1), grid)
         height = min(max(int(np.ceil(extent_y / cell)), 1), grid)
-        depth = np.full(height * width, -np.inf)
 
-        # grid units: cell (row, col) centred at (col, row); one (F,) array per corner
-        gx = ((x - x_lo) / cell - 0.5).astype(np.float32)
-        gy = ((y - y_lo) / cell - 0.5).astype(np.float32)
-        gz = z.astype(np.float32)
-        cx = [gx[faces[:, k]] for k in range(3)]
-        cy = [gy[faces[:, k]] for k in range(3)]
-        cz = [gz[faces[:, k]] for k in range(3)]
-        area2 = (cx[1] - cx[0]) * (cy[2] - cy[0]) - (cx[2] - cx[0]) * (cy[1] - cy[0])
-        col0 = np.maximum(np.ceil(np.minimum(np.minimum(cx[0], cx[1]), cx[2])), 0)
-        col1 = np.minimum(np.floor(np.maximum(np.maximum(cx[0], cx[1]), cx[2])), width - 1)
-        row0 = np.maximum(np.ceil(np.minimum(np.minimum(cy[0], cy[1]), cy[2])), 0)
-        row1 = np.minimum(np.floor(np.maximum(np.maximum(cy[0], cy[1]), cy[2])), height - 1)
-        box_w, box_h = col1 - col0 + 1, row1 - row0 + 1
-        usable = (np.abs(area2) > 1e-12) & (box_w > 0) & (box_h > 0)  # False for NaN corners too
-        tris = np.flatnonzero(usable)
-        widths = box_w[tris].astype(np.intp)
-        sizes = widths * box_h[tris].astype(np.intp)  # candidate cell centres per triangle
-        ends = np.cumsum(sizes)
-        first = 0
-        while first < len(tris):
-            # whole triangles with about _RASTER_BATCH candidates (bounds memory when triangles are large)
-            last = max(int(np.searchsorted(ends, ends[first] - sizes[first] + _RASTER_BATCH, side="right")),
-                       first + 1)
-            batch = slice(first, last)
-            # candidates (N,): every cell centre of each triangle's box, row by row
-            starts = ends[batch] - sizes[batch]  # each triangle's first candidate
-            members = np.repeat(tris[batch], sizes[batch])
-            in_box = np.arange(starts[0], ends[last - 1]) - np.repeat(starts, sizes[batch])
-            box_rows, box_cols = np.divmod(in_box, np.repeat(widths[batch], sizes[batch]))
-            px = col0[members] + box_cols.astype(np.float32)
-            py = row0[members] + box_rows.astype(np.float32)
-            inv = 1.0 / area2[members]
-            inside = np.ones(len(members), dtype=bool)
-            value = np.zeros(len(members), np.float32)
-            for k in range(3):
-                xa, ya = cx[(k + 1) % 3][members], cy[(k + 1) % 3][members]
-                xb, yb = cx[(k + 2) % 3][members], cy[(k + 2) % 3][members]
-                # barycentric weight of corner k: vanishes on the opposite edge a -> b
-                weight = ((xb - xa) * (py - ya) - (yb - ya) * (px - xa)) * inv
-                inside &= weight >= -_INSIDE_EPS
-                value += weight * cz[k][members]
-            flat = (py * width + px)[inside].astype(np.intp)
-            np.maximum.at(depth, flat, value[inside].astype(np.float64))  # same dtype: numpy's fast path
-            first = last
+        # grid units: cell (row, col) centred at (col, row)
+        grid_x = ((x - x_lo) / cell - 0.5).astype(np.float32)
+        grid_y = ((y - y_lo) / cell - 0.5).astype(np.float32)
+        depth = kernels.nearest_depth(grid_x, grid_y, z.astype(np.float32), faces, width, height, _INSIDE_EPS)
         return cls(depth=depth.reshape(height, width), origin_x=x_lo, origin_y=y_lo, cell=cell)
-
-
-def _smoothstep(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
 
 
 def face_visibility(image_points: np.ndarray, faces: np.ndarray, mirror: np.ndarray,
@@ -238,36 +175,20 @@ def face_visibility(image_points: np.ndarray, faces: np.ndarray, mirror: np.ndar
 
     normals = vertex_normals(clean, faces)
     cosine = normals[:, 2].astype(np.float64)
-    facing = _smoothstep((cosine - FACING_NONE) / (FACING_FULL - FACING_NONE))
-
     buffer = DepthBuffer.render(points, faces, grid)
-    rows, cols = buffer.cell_of(x, y)
-    behind = buffer.depth[rows, cols] - z  # -inf where the cell is empty
-    slope = np.sqrt(np.maximum(1.0 - cosine**2, 0.0)) / np.maximum(cosine, 1e-6)
-    tolerance = buffer.cell * (DEPTH_TOLERANCE + np.minimum(slope, _MAX_SLOPE))
-    unoccluded = np.clip(2.0 - behind / tolerance, 0.0, 1.0)
-
-    centre_x, centre_y = (x[finite].mean(), y[finite].mean()) if finite.any() else (0.0, 0.0)
     pull = RIM_PULL * np.clip(1.0 - structure.rim_ring / RIM_RINGS, 0.0, 1.0)
-    sample_points = np.empty((count, 2), np.float32)
-    sample_points[:, 0] = sample_x = x + pull * (centre_x - x)
-    sample_points[:, 1] = sample_y = y + pull * (centre_y - y)
-    # on the silhouette, a sample's footprint reaches past the face (background, hair)
-    sample_rows, sample_cols = buffer.cell_of(sample_x, sample_y)
-    coverage = buffer.coverage()[sample_rows, sample_cols]
-    inner = _smoothstep((coverage - SILHOUETTE_COVERAGE) / (1.0 - SILHOUETTE_COVERAGE))
-
-    # the in-view terms switch within a cell or two: erode them (facing is smooth already)
-    weight = unoccluded * inner * finite
-    if image_size is not None:
-        width, height = image_size
-        inside = np.minimum(np.minimum(x, width - x), np.minimum(y, height - y))
-        weight = weight * np.clip(inside / PHOTO_MARGIN, 0.0, 1.0)
-    for _ in range(ERODE_RINGS + BLUR_RINGS):  # the blur below then stays within what was seen
-        weight = structure.neighbour_min(weight)
-    weight = weight * facing
-    for _ in range(BLUR_RINGS):
-        weight = structure.neighbour_mean(weight)
+    photo_width, photo_height = (-1.0, -1.0) if image_size is None else map(float, image_size)
+    # unoccluded, off the silhouette, finite and inside the photo; these switch within a cell or
+    # two: eroded below (facing is smooth already)
+    weight, facing, sample_points = kernels.seen_terms(
+        np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(z), cosine, finite, pull,
+        buffer.depth, buffer.origin_x, buffer.origin_y, buffer.cell, photo_width, photo_height, FACING_NONE,
+        FACING_FULL, DEPTH_TOLERANCE, _MAX_SLOPE, SILHOUETTE_COVERAGE, PHOTO_MARGIN)
+    # eroded by the blur's rings too, so that the blur stays within what was seen
+    neighbours = structure.neighbours
+    weight = kernels.erode_then_blur(weight, facing, neighbours.table, neighbours.overflow_vertices,
+                                     neighbours.overflow_members, neighbours.counts, ERODE_RINGS + BLUR_RINGS,
+                                     BLUR_RINGS)
     return FaceVisibility(weight=np.clip(weight, 0.0, 1.0).astype(np.float32),
                           sample_points=sample_points, mirror=mirror, groups=groups,
                           structure=structure, normals=normals)

@@ -1,0 +1,274 @@
+"""Compiled loops of the mesh code (numba): the per-triangle and per-vertex work of the colour pass
+that numpy can only do as dozens of whole-array operations, each a pass over memory with its own
+call overhead.
+
+Every kernel is compiled on its first call (about a second for all of them; nothing is written to
+disk) and releases the GIL while it runs, so the service's CPU threads run them side by side. The
+arithmetic is float32, as the numpy code it replaced.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_ZERO = np.float32(0.0)
+_ONE = np.float32(1.0)
+
+
+@njit(nogil=True, cache=False)
+def nearest_depth(grid_x: np.ndarray, grid_y: np.ndarray, depth: np.ndarray, faces: np.ndarray, width: int,
+                  height: int, inside_eps: float) -> np.ndarray:
+    """The nearest depth per cell centre of a ``height x width`` grid, (height * width,) float32,
+    -inf where no triangle covers the centre. grid_x, grid_y (V,) float32 vertex positions in grid
+    units (cell (row, col) centred at (col, row)); depth (V,) float32 (larger nearer); faces (F, 3).
+    A centre is in a triangle when none of its barycentric weights is below -inside_eps (centres
+    on a shared edge belong to both); triangles of no area or with NaN corners are skipped."""
+    buffer = np.full(height * width, -np.inf, np.float32)
+    eps = np.float32(-inside_eps)
+    last_col, last_row = np.float32(width - 1), np.float32(height - 1)
+    for f in range(faces.shape[0]):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        xa, ya, za = grid_x[a], grid_y[a], depth[a]
+        xb, yb, zb = grid_x[b], grid_y[b], depth[b]
+        xc, yc, zc = grid_x[c], grid_y[c], depth[c]
+        area2 = (xb - xa) * (yc - ya) - (xc - xa) * (yb - ya)
+        if not abs(area2) > 1e-12:  # no area, or NaN
+            continue
+        col0 = max(np.ceil(min(xa, xb, xc)), _ZERO)
+        col1 = min(np.floor(max(xa, xb, xc)), last_col)
+        row0 = max(np.ceil(min(ya, yb, yc)), _ZERO)
+        row1 = min(np.floor(max(ya, yb, yc)), last_row)
+        inv = _ONE / area2
+        row = row0
+        while row <= row1:
+            col = col0
+            while col <= col1:
+                # barycentric weight of each corner: vanishes on the opposite edge
+                weight_a = ((xc - xb) * (row - yb) - (yc - yb) * (col - xb)) * inv
+                weight_b = ((xa - xc) * (row - yc) - (ya - yc) * (col - xc)) * inv
+                weight_c = ((xb - xa) * (row - ya) - (yb - ya) * (col - xa)) * inv
+                if weight_a >= eps and weight_b >= eps and weight_c >= eps:
+                    value = weight_a * za + weight_b * zb + weight_c * zc
+                    cell = int(row) * width + int(col)
+                    if value > buffer[cell]:
+                        buffer[cell] = value
+                col += _ONE
+            row += _ONE
+    return buffer
+
+
+@njit(nogil=True, cache=False)
+def area_weighted_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit vertex normals (V, 3) float32 of vertices (V, 3) float32 and faces (F, 3): each the sum of
+    its triangles' normals (cross products, twice their areas long; triangles counter-clockwise seen
+    from their front), normalised; +Z where the sum is zero."""
+    sums = np.zeros((vertices.shape[0], 3), np.float32)
+    for f in range(faces.shape[0]):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        ux, uy, uz = vertices[b, 0] - vertices[a, 0], vertices[b, 1] - vertices[a, 1], vertices[b, 2] - vertices[a, 2]
+        vx, vy, vz = vertices[c, 0] - vertices[a, 0], vertices[c, 1] - vertices[a, 1], vertices[c, 2] - vertices[a, 2]
+        nx, ny, nz = uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
+        for corner in (a, b, c):
+            sums[corner, 0] += nx
+            sums[corner, 1] += ny
+            sums[corner, 2] += nz
+    for v in range(sums.shape[0]):
+        length = np.sqrt(sums[v, 0] * sums[v, 0] + sums[v, 1] * sums[v, 1] + sums[v, 2] * sums[v, 2])
+        if length > 0:
+            sums[v, 0] /= length
+            sums[v, 1] /= length
+            sums[v, 2] /= length
+        else:
+            sums[v, 0], sums[v, 1], sums[v, 2] = _ZERO, _ZERO, _ONE
+    return sums
+
+
+@njit(nogil=True, cache=False)
+def _smoothstep(t: float | np.floating) -> float | np.floating:
+    t = min(max(t, 0.0), 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+@njit(nogil=True, cache=False)
+def seen_terms(x: np.ndarray, y: np.ndarray, z: np.ndarray, cosine: np.ndarray, finite: np.ndarray,
+               rim_pull: np.ndarray, depth: np.ndarray, origin_x: float, origin_y: float, cell: float,
+               photo_width: float, photo_height: float, facing_none: float, facing_full: float,
+               depth_tolerance: float, max_slope: float, silhouette_coverage: float, photo_margin: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The per-vertex terms of :func:`model.mesh.visibility.face_visibility` (its module docstring),
+    one pass over the vertices: (seen (V,) float64, the product of unoccluded, off the silhouette,
+    finite and inside the photo (not tested when photo_width < 0); facing (V,) float64; sample
+    points (V, 2) float32). x, y, z (V,) float64 photo pixels (non-finite vertices at 0); cosine
+    (V,) the normals' view component; rim_pull (V,) the share of the way to the projected face's
+    centre each sample point moves; depth (H, W) the z-buffer over the face's box (cells of
+    ``cell`` pixels from the origin)."""
+    count = x.shape[0]
+    height, width = depth.shape
+    seen = np.empty(count)
+    facing = np.empty(count)
+    sample_points = np.empty((count, 2), np.float32)
+    centre_x, centre_y, finite_count = 0.0, 0.0, 0
+    for v in range(count):
+        if finite[v]:
+            centre_x += x[v]
+            centre_y += y[v]
+            finite_count += 1
+    if finite_count:
+        centre_x /= finite_count
+        centre_y /= finite_count
+    # the share of covered cells in each cell's 3 x 3 neighbourhood (outside the grid: uncovered)
+    covered = np.zeros((height + 2, width + 2), np.float32)
+    for row in range(height):
+        for col in range(width):
+            if np.isfinite(depth[row, col]):
+                covered[row + 1, col + 1] = 1.0
+    for v in range(count):
+        cos = cosine[v]
+        facing[v] = _smoothstep((cos - facing_none) / (facing_full - facing_none))
+        col = min(max(int(np.floor((x[v] - origin_x) / cell)), 0), width - 1)
+        row = min(max(int(np.floor((y[v] - origin_y) / cell)), 0), height - 1)
+        behind = depth[row, col] - z[v]  # -inf where the cell is empty
+        slope = np.sqrt(max(1.0 - cos * cos, 0.0)) / max(cos, 1e-6)
+        tolerance = cell * (depth_tolerance + min(slope, max_slope))
+        unoccluded = min(max(2.0 - behind / tolerance, 0.0), 1.0)
+        sample_x = x[v] + rim_pull[v] * (centre_x - x[v])
+        sample_y = y[v] + rim_pull[v] * (centre_y - y[v])
+        sample_points[v, 0] = sample_x
+        sample_points[v, 1] = sample_y
+        col = min(max(int(np.floor((sample_x - origin_x) / cell)), 0), width - 1)
+        row = min(max(int(np.floor((sample_y - origin_y) / cell)), 0), height - 1)
+        around = np.float32(0.0)
+        for dr in range(3):
+            for dc in range(3):
+                around += covered[row + dr, col + dc]
+        inner = _smoothstep((around / np.float32(9.0) - silhouette_coverage) / (1.0 - silhouette_coverage))
+        weight = unoccluded * inner if finite[v] else 0.0
+        if photo_width >= 0:
+            inside = min(min(x[v], photo_width - x[v]), min(y[v], photo_height - y[v]))
+            weight *= min(max(inside / photo_margin, 0.0), 1.0)
+        seen[v] = weight
+    return seen, facing, sample_points
+
+
+@njit(nogil=True, cache=False)
+def _ring(values: np.ndarray, table: np.ndarray, overflow_vertices: np.ndarray, overflow_members: np.ndarray,
+          counts: np.ndarray, mean: bool) -> np.ndarray:
+    """The minimum (or the mean) of ``values`` (V,) over each vertex's group, given as the padded
+    (K, V) table and overflow pairs of :class:`model.mesh.structure.VertexGroups`."""
+    count = values.shape[0]
+    reduced = np.empty(count)
+    for v in range(count):
+        total = 0.0 if mean else np.inf
+        for k in range(table.shape[0]):
+            member = table[k, v]
+            if member < count:
+                total = total + values[member] if mean else min(total, values[member])
+        reduced[v] = total
+    for i in range(overflow_vertices.shape[0]):
+        v, member = overflow_vertices[i], overflow_members[i]
+        reduced[v] = reduced[v] + values[member] if mean else min(reduced[v], values[member])
+    if mean:
+        for v in range(count):
+            reduced[v] /= counts[v]
+    return reduced
+
+
+@njit(nogil=True, cache=False)
+def erode_then_blur(values: np.ndarray, scale: np.ndarray, table: np.ndarray, overflow_vertices: np.ndarray,
+                    overflow_members: np.ndarray, counts: np.ndarray, erode_rings: int, blur_rings: int
+                    ) -> np.ndarray:
+    """(V,) float64 ``values``: the minimum over ``erode_rings`` rings of neighbours, times ``scale``
+    (V,), then the mean over ``blur_rings`` rings; the neighbours as the padded (K, V) table and the
+    overflow pairs of :attr:`model.mesh.structure.MeshStructure.neighbours`."""
+    for _ in range(erode_rings):
+        values = _ring(values, table, overflow_vertices, overflow_members, counts, False)
+    values = values * scale
+    for _ in range(blur_rings):
+        values = _ring(values, table, overflow_vertices, overflow_members, counts, True)
+    return values
+
+
+@njit(nogil=True, cache=False)
+def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear lookup, clamped at the borders: image (H, W, 3) uint8; x, y (N,) pixel coordinates
+    (x right, y down, pixel centres at +0.5) -> (3, N) float32 channel planes in [0, 255]."""
+    height, width = image.shape[0], image.shape[1]
+    planes = np.empty((3, x.shape[0]), np.float32)
+    last_x, last_y = np.float32(width - 1), np.float32(height - 1)
+    # the 2 x 2 footprint's top-left pixel; a weight of 1 reaches the last row / column
+    top_x, top_y = np.float32(max(width - 2, 0)), np.float32(max(height - 2, 0))
+    right, down = (1 if width > 1 else 0), (1 if height > 1 else 0)
+    half = np.float32(0.5)
+    for i in range(x.shape[0]):
+        xs = min(max(np.float32(x[i]) - half, _ZERO), last_x)
+        ys = min(max(np.float32(y[i]) - half, _ZERO), last_y)
+        x0, y0 = min(np.floor(xs), top_x), min(np.floor(ys), top_y)
+        fx, fy = xs - x0, ys - y0
+        col, row = int(x0), int(y0)
+        for channel in range(3):
+            top_left = np.float32(image[row, col, channel])
+            top_right = np.float32(image[row, col + right, channel])
+            bottom_left = np.float32(image[row + down, col, channel])
+            bottom_right = np.float32(image[row + down, col + right, channel])
+            top = top_left + (top_right - top_left) * fx
+            bottom = bottom_left + (bottom_right - bottom_left) * fx
+            planes[channel, i] = top + (bottom - top) * fy
+    return planes
+
+
+@njit(nogil=True, cache=False)
+def spread_to(values: np.ndarray, needed: np.ndarray, table: np.ndarray, overflow_vertices: np.ndarray,
+              overflow_members: np.ndarray, counts: np.ndarray, rings: int, enough: float) -> np.ndarray:
+    """``values`` (V, C) float32 averaged over each vertex's neighbours, ring after ring, up to ``rings``
+    times or until every ``needed`` (V,) vertex has its last column at least ``enough``; each ring only
+    over the vertices the needed ones read in the rings left (within them of a needed vertex), so the
+    answer is meant for the needed vertices alone. The neighbours as the padded (K, V) table and
+    overflow pairs of :attr:`model.mesh.structure.MeshStructure.neighbours` (a symmetric relation)."""
+    count, channels = values.shape
+    # rings from the nearest needed vertex, counted up to rings - 1 (farther: rings)
+    distance = np.full(count, rings, np.int64)
+    for v in range(count):
+        if needed[v]:
+            distance[v] = 0
+    for step in range(1, rings):
+        for v in range(count):
+            if distance[v] == step - 1:
+                for k in range(table.shape[0]):
+                    member = table[k, v]
+                    if member < count and distance[member] > step:
+                        distance[member] = step
+        for i in range(overflow_vertices.shape[0]):
+            v, member = overflow_vertices[i], overflow_members[i]
+            if distance[v] == step - 1 and distance[member] > step:
+                distance[member] = step
+    spread = values.copy()
+    reduced = np.zeros(values.shape, np.float32)
+    for ring in range(rings):
+        done = True
+        for v in range(count):
+            if needed[v] and spread[v, channels - 1] < enough:
+                done = False
+                break
+        if done:
+            break
+        reach = rings - 1 - ring  # this ring's values are read by the needed vertices within reach of them
+        for v in range(count):
+            if distance[v] <= reach:
+                for c in range(channels):
+                    reduced[v, c] = 0.0
+                for k in range(table.shape[0]):
+                    member = table[k, v]
+                    if member < count:
+                        for c in range(channels):
+                            reduced[v, c] += spread[member, c]
+        for i in range(overflow_vertices.shape[0]):
+            v, member = overflow_vertices[i], overflow_members[i]
+            if distance[v] <= reach:
+                for c in range(channels):
+                    reduced[v, c] += spread[member, c]
+        for v in range(count):
+            if distance[v] <= reach:
+                for c in range(channels):
+                    spread[v, c] = reduced[v, c] / counts[v]
+    return spread
