@@ -70,7 +70,10 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     image (H, W, 3) uint8; x, y (N,) pixel coords (x right, y down, pixel centres at
     +0.5) -> (3, N) float32 channel planes in [0, 255].
     """
-    return kernels.bilinear(np.ascontiguousarray(image), np.ascontiguousarray(x), np.ascontiguousarray(y))
+    pixels = np.ascontiguousarray(image).view(np.ndarray)
+    pixels.flags.writeable = False  # as decoded photos are: one compiled variant for all
+    return kernels.bilinear(pixels, np.ascontiguousarray(x, dtype=np.float32),
+                            np.ascontiguousarray(y, dtype=np.float32))
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:

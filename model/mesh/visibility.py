@@ -122,7 +122,7 @@ class DepthBuffer:
         image_points (V, 3) photo pixels x, y (down), depth (larger nearer); faces (F, 3).
         """
         points = np.asarray(image_points, dtype=np.float64)
-        faces = np.asarray(faces, dtype=np.int64)
+        faces = np.ascontiguousarray(faces, dtype=np.int64)
         x, y, z = (np.ascontiguousarray(points[:, k]) for k in range(3))
         finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
         if not finite.any():
