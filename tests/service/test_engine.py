@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import cv2
 import numpy as np
 import pytest
 
-from model.conventions import FaceSelection
+from model.conventions import FaceSelection, MeshSpace
+from model.mesh import kernels
 from model.runtime.image_io import load_rgb
+from service.encoding import build_meshes
 from service.engine import ReconstructionEngine, _Flight
+from service.schemas import TextureMode
 from service.settings import ServiceSettings
 from tests.conftest import SHARED_DATA
 
@@ -19,10 +23,11 @@ LFW = SHARED_DATA / "train" / "lfw"
 OPEN_MOUTH = SHARED_DATA / "train" / "utkface" / "16_0_0_20170104012457770.jpg"
 PERSON = sorted((LFW / "John_Bolton").glob("*.jpg"))[:3] if LFW.is_dir() else []
 
-pytestmark = pytest.mark.skipif(len(PERSON) < 3 or not OPEN_MOUTH.is_file(),
-                                reason="needs the face photos of ../shared/data (train/lfw, train/utkface)")
+needs_photos = pytest.mark.skipif(len(PERSON) < 3 or not OPEN_MOUTH.is_file(),
+                                  reason="needs the face photos of ../shared/data (train/lfw, train/utkface)")
 
 
+@needs_photos
 def test_concurrent_reconstruction_transfer_and_person_requests_answer_as_in_one_thread():
     identity, expression = PERSON[0].read_bytes(), OPEN_MOUTH.read_bytes()
     person = [path.read_bytes() for path in PERSON]
@@ -50,6 +55,7 @@ def test_concurrent_reconstruction_transfer_and_person_requests_answer_as_in_one
     assert max(sizes) > 1  # requests shared network runs
 
 
+@needs_photos
 def test_a_request_alone_runs_its_network_and_encodes_its_answer_on_its_own_cpu_thread():
     data = PERSON[0].read_bytes()
     network_threads = []
@@ -96,6 +102,7 @@ def test_a_request_goes_alone_only_when_no_other_is_on_its_way_to_the_network():
         engine.cpu_pool.shutdown()
 
 
+@needs_photos
 def test_the_cost_of_several_images_is_each_as_one_reconstruction():
     engine = ReconstructionEngine(ServiceSettings(threads=1))
     try:
@@ -116,3 +123,30 @@ def test_the_spinning_setting_reaches_both_sessions():
         sessions = [engine.pipeline.reconstructor.session, *engine.pipeline.detector.sessions.values()]
         assert [s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
                 for s in sessions] == [entry] * len(sessions)
+
+
+def compiled_variants() -> dict[str, int]:
+    """How many compiled variants each of the colour pass's kernels has."""
+    return {name: len(kernel.signatures) for name, kernel in vars(kernels).items() if hasattr(kernel, "signatures")}
+
+
+def test_the_warm_up_compiles_what_a_request_runs():
+    """After start, a decoded JPEG coloured per vertex and in the UV layout compiles nothing more: the
+    compiled loops (seconds to compile) never fall on a request."""
+    rng = np.random.default_rng(0)
+    photo = cv2.imencode(".jpg", rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))[1].tobytes()
+
+    async def scenario():
+        engine = ReconstructionEngine(ServiceSettings(threads=1))
+        await engine.start()
+        try:
+            compiled = compiled_variants()
+            for texture in (TextureMode.vertex, TextureMode.uv):
+                await engine.reconstruct_then(photo, lambda rec, texture=texture: build_meshes(
+                    rec, engine.topology, MeshSpace.image, texture, engine.uv_map), box=(80.0, 40.0, 240.0, 200.0))
+            return compiled, compiled_variants()
+        finally:
+            await engine.stop()
+
+    after_warm_up, after_requests = asyncio.run(scenario())
+    assert after_warm_up == after_requests and all(after_warm_up.values())
