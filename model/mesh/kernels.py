@@ -226,49 +226,65 @@ def spread_to(values: np.ndarray, needed: np.ndarray, table: np.ndarray, overflo
     answer is meant for the needed vertices alone. The neighbours as the padded (K, V) table and
     overflow pairs of :attr:`model.mesh.structure.MeshStructure.neighbours` (a symmetric relation)."""
     count, channels = values.shape
-    # rings from the nearest needed vertex, counted up to rings - 1 (farther: rings)
+    # the vertices within rings - 1 rings of a needed one, nearest first (a ring at a time), and where
+    # each ring of them ends
     distance = np.full(count, rings, np.int64)
+    reached = np.empty(count, np.int64)
+    size = 0
     for v in range(count):
         if needed[v]:
             distance[v] = 0
+            reached[size] = v
+            size += 1
+    ends = np.empty(rings, np.int64)
+    ends[0] = size
+    start = 0
     for step in range(1, rings):
-        for v in range(count):
-            if distance[v] == step - 1:
-                for k in range(table.shape[0]):
-                    member = table[k, v]
-                    if member < count and distance[member] > step:
-                        distance[member] = step
+        for i in range(start, ends[step - 1]):
+            v = reached[i]
+            for k in range(table.shape[0]):
+                member = table[k, v]
+                if member < count and distance[member] > step:
+                    distance[member] = step
+                    reached[size] = member
+                    size += 1
         for i in range(overflow_vertices.shape[0]):
             v, member = overflow_vertices[i], overflow_members[i]
             if distance[v] == step - 1 and distance[member] > step:
                 distance[member] = step
+                reached[size] = member
+                size += 1
+        start, ends[step] = ends[step - 1], size
     spread = values.copy()
-    reduced = np.zeros(values.shape, np.float32)
+    place = np.full(count, -1, np.int64)  # a reached vertex's place among them
+    for i in range(size):
+        place[reached[i]] = i
+    reduced = np.empty((size, channels), np.float32)
     for ring in range(rings):
         done = True
-        for v in range(count):
-            if needed[v] and spread[v, channels - 1] < enough:
+        for i in range(ends[0]):
+            if spread[reached[i], channels - 1] < enough:
                 done = False
                 break
         if done:
             break
-        reach = rings - 1 - ring  # this ring's values are read by the needed vertices within reach of them
-        for v in range(count):
-            if distance[v] <= reach:
+        last = ends[rings - 1 - ring]  # this ring's values are read by the needed vertices within reach of them
+        for i in range(last):
+            v = reached[i]
+            for c in range(channels):
+                reduced[i, c] = 0.0
+            for k in range(table.shape[0]):
+                member = table[k, v]
+                if member < count:
+                    for c in range(channels):
+                        reduced[i, c] += spread[member, c]
+        for j in range(overflow_vertices.shape[0]):
+            i = place[overflow_vertices[j]]
+            if 0 <= i < last:
                 for c in range(channels):
-                    reduced[v, c] = 0.0
-                for k in range(table.shape[0]):
-                    member = table[k, v]
-                    if member < count:
-                        for c in range(channels):
-                            reduced[v, c] += spread[member, c]
-        for i in range(overflow_vertices.shape[0]):
-            v, member = overflow_vertices[i], overflow_members[i]
-            if distance[v] <= reach:
-                for c in range(channels):
-                    reduced[v, c] += spread[member, c]
-        for v in range(count):
-            if distance[v] <= reach:
-                for c in range(channels):
-                    spread[v, c] = reduced[v, c] / counts[v]
+                    reduced[i, c] += spread[overflow_members[j], c]
+        for i in range(last):
+            v = reached[i]
+            for c in range(channels):
+                spread[v, c] = reduced[i, c] / counts[v]
     return spread
