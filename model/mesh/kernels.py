@@ -288,3 +288,35 @@ def spread_to(values: np.ndarray, needed: np.ndarray, table: np.ndarray, overflo
             for c in range(channels):
                 spread[v, c] = reduced[i, c] / counts[v]
     return spread
+
+
+@njit(nogil=True, cache=False)
+def group_sums(values: np.ndarray, groups: np.ndarray, count: int) -> np.ndarray:
+    """(C, V) values summed over each of ``count`` groups, groups (V,) int -> (C, count) float64."""
+    sums = np.zeros((values.shape[0], count))
+    for v in range(values.shape[1]):
+        group = groups[v]
+        for c in range(values.shape[0]):
+            sums[c, group] += values[c, v]
+    return sums
+
+
+@njit(nogil=True, cache=False)
+def blend_by_shares(samples: np.ndarray, weight: np.ndarray, mirror: np.ndarray, fill: np.ndarray,
+                    fill_seen: float, fill_share: float) -> np.ndarray:
+    """Each vertex's colour (V, 3) uint8, rounded: its own sample, its mirror vertex's and its fill
+    colour (samples and fill (3, V) float32) by the shares of :mod:`model.mesh.texture_bake`'s
+    docstring, from its weight and its mirror's (weight (V,) float32)."""
+    count = weight.shape[0]
+    colours = np.empty((count, 3), np.uint8)
+    seen_sum, share_scale = np.float32(fill_seen), np.float32(fill_share / fill_seen)
+    for v in range(count):
+        own, mirrored = weight[v], weight[mirror[v]]
+        mirror_share = (_ONE - own) * mirrored
+        fill_part = max(seen_sum - own - mirrored, _ZERO) * share_scale
+        total = own + mirror_share + fill_part  # > 0: the fill's share is where the other two are 0
+        own_share, mirror_share, fill_part = own / total, mirror_share / total, fill_part / total
+        for c in range(3):
+            value = own_share * samples[c, v] + mirror_share * samples[c, mirror[v]] + fill_part * fill[c, v]
+            colours[v, c] = np.uint8(min(max(np.rint(value), _ZERO), np.float32(255.0)))
+    return colours

@@ -115,7 +115,7 @@ def _fill_colors(planes: np.ndarray, visibility: FaceVisibility, needed: np.ndar
     seen = np.empty((4, len(weight)), dtype=np.float32)
     np.multiply(planes, weight, out=seen[:3])
     seen[3] = weight
-    sums = np.stack([np.bincount(groups, weights=channel, minlength=count) for channel in seen])  # (4, G)
+    sums = kernels.group_sums(seen, groups, count)  # (4, G) float64
     total = sums.sum(axis=1)
     overall = total[:3] / total[3] if total[3] > 0 else planes.mean(axis=1)
     means = np.where(sums[3] > 1e-6, sums[:3] / np.maximum(sums[3], 1e-6), overall[:, None]).astype(np.float32)
@@ -152,11 +152,11 @@ def sample_vertex_colors(image: np.ndarray, points: np.ndarray, visibility: Face
     planes = _bilinear(image, points[:, 0], points[:, 1])
     if visibility is not None:
         _check_visibility(visibility, len(points))
-        weight = np.asarray(visibility.weight, dtype=np.float32)
-        mirror = np.asarray(visibility.mirror, dtype=np.intp)
-        own, mirrored, fill = _shares(weight, weight[mirror])
-        planes = (own * planes + mirrored * np.take(planes, mirror, axis=1)
-                  + fill * _fill_colors(planes, visibility, fill > 0))
+        weight = np.ascontiguousarray(visibility.weight, dtype=np.float32)
+        mirror = np.ascontiguousarray(visibility.mirror, dtype=np.intp)
+        needed = weight + weight[mirror] < FILL_SEEN  # a share of the fill colour
+        return kernels.blend_by_shares(planes, weight, mirror, _fill_colors(planes, visibility, needed), FILL_SEEN,
+                                       FILL_SHARE)
     return _to_uint8(planes.T)
 
 
