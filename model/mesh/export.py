@@ -164,21 +164,30 @@ class _GlbWriter:
             "accessors": [],
             "bufferViews": [],
         }
-        self.binary = bytearray()
+        self.chunks: list[bytes | np.ndarray] = []  # the binary buffer's parts, each 4-byte aligned: copied once
+        self.length = 0
 
-    def _view(self, data: bytes, target: int | None) -> int:
-        self.binary.extend(b"\0" * (-len(self.binary) % 4))
-        view = {"buffer": 0, "byteOffset": len(self.binary), "byteLength": len(data)}
+    def _view(self, data: bytes | np.ndarray, target: int | None) -> int:
+        """data: bytes or a C-contiguous array, kept as it is until :meth:`to_bytes`."""
+        self._pad()
+        view = {"buffer": 0, "byteOffset": self.length, "byteLength": data.nbytes if isinstance(data, np.ndarray)
+                else len(data)}
         if target is not None:
             view["target"] = target
-        self.binary.extend(data)
+        self.chunks.append(data)
+        self.length += view["byteLength"]
         self.gltf["bufferViews"].append(view)
         return len(self.gltf["bufferViews"]) - 1
+
+    def _pad(self) -> None:
+        if self.length % 4:
+            self.chunks.append(b"\0" * (-self.length % 4))
+            self.length += -self.length % 4
 
     def accessor(self, array: np.ndarray, component_type: int, kind: str, target: int, bounds: bool = False) -> int:
         """array (N,) or (N, C) already in the component type's dtype -> accessor index."""
         accessor = {
-            "bufferView": self._view(np.ascontiguousarray(array).tobytes(), target),
+            "bufferView": self._view(np.ascontiguousarray(array), target),
             "componentType": component_type,
             "count": len(array),
             "type": kind,
@@ -244,18 +253,18 @@ class _GlbWriter:
         self.gltf["scenes"][0]["nodes"].append(len(self.gltf["nodes"]) - 1)
 
     def to_bytes(self) -> bytes:
-        self.binary.extend(b"\0" * (-len(self.binary) % 4))
-        self.gltf["buffers"] = [{"byteLength": len(self.binary)}]
+        self._pad()
+        self.gltf["buffers"] = [{"byteLength": self.length}]
         text = json.dumps(self.gltf, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 4)
-        total = 12 + 8 + len(text) + 8 + len(self.binary)
+        total = 12 + 8 + len(text) + 8 + self.length
         return b"".join(
             [
                 struct.pack("<III", _GLB_MAGIC, 2, total),
                 struct.pack("<II", len(text), _GLB_JSON),
                 text,
-                struct.pack("<II", len(self.binary), _GLB_BIN),
-                bytes(self.binary),
+                struct.pack("<II", self.length, _GLB_BIN),
+                *self.chunks,
             ]
         )
 
