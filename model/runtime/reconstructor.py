@@ -84,8 +84,8 @@ class FaceResult:
         if space is MeshSpace.neutral:
             return self.neutral_vertices
         width, height = image_size
-        centred = self.image_points - np.array([width / 2.0, height / 2.0, 0.0], dtype=np.float32)
-        return (centred * np.array([1.0, -1.0, 1.0], dtype=np.float32) * self.metres_per_pixel).astype(np.float32)
+        scale = np.float32(self.metres_per_pixel) * np.array([1.0, -1.0, 1.0], dtype=np.float32)
+        return (self.image_points - np.array([width / 2.0, height / 2.0, 0.0], dtype=np.float32)) * scale
 
 
 class FaceReconstructor:
