@@ -91,18 +91,20 @@ def _smoothstep(t: float | np.floating) -> float | np.floating:
 
 
 @njit(nogil=True, cache=False)
-def seen_terms(x: np.ndarray, y: np.ndarray, z: np.ndarray, cosine: np.ndarray, finite: np.ndarray,
-               rim_pull: np.ndarray, depth: np.ndarray, origin_x: float, origin_y: float, cell: float,
+def seen_terms(points: np.ndarray, normals: np.ndarray, finite: np.ndarray, rim_ring: np.ndarray, rim_pull: float,
+               rim_rings: int, depth: np.ndarray, origin_x: float, origin_y: float, cell: float,
                photo_width: float, photo_height: float, facing_none: float, facing_full: float,
                depth_tolerance: float, max_slope: float, silhouette_coverage: float, photo_margin: float
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The per-vertex terms of :func:`model.mesh.visibility.face_visibility` (its module docstring),
     one pass over the vertices: (seen (V,) float64, the product of unoccluded, off the silhouette,
     finite and inside the photo (not tested when photo_width < 0); facing (V,) float64; sample
-    points (V, 2) float32). x, y, z (V,) float64 photo pixels (non-finite vertices at 0); cosine
-    (V,) the normals' view component; rim_pull (V,) the share of the way to the projected face's
-    centre each sample point moves; depth (H, W) the z-buffer over the face's box (cells of
-    ``cell`` pixels from the origin)."""
+    points (V, 2) float32). points (V, 3) float64 photo pixels x, y and depth (non-finite vertices
+    at 0); normals (V, 3) unit normals in the camera frame; rim_ring (V,) rings from the outer rim,
+    whose sample points move ``rim_pull`` of the way to the projected face's centre on the rim, less
+    with every ring, none from ``rim_rings`` on; depth (H, W) the z-buffer over the face's box
+    (cells of ``cell`` pixels from the origin)."""
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
     count = x.shape[0]
     height, width = depth.shape
     seen = np.empty(count)
@@ -124,7 +126,7 @@ def seen_terms(x: np.ndarray, y: np.ndarray, z: np.ndarray, cosine: np.ndarray, 
             if np.isfinite(depth[row, col]):
                 covered[row + 1, col + 1] = 1.0
     for v in range(count):
-        cos = cosine[v]
+        cos = np.float64(normals[v, 2])
         facing[v] = _smoothstep((cos - facing_none) / (facing_full - facing_none))
         col = min(max(int(np.floor((x[v] - origin_x) / cell)), 0), width - 1)
         row = min(max(int(np.floor((y[v] - origin_y) / cell)), 0), height - 1)
@@ -132,8 +134,9 @@ def seen_terms(x: np.ndarray, y: np.ndarray, z: np.ndarray, cosine: np.ndarray, 
         slope = np.sqrt(max(1.0 - cos * cos, 0.0)) / max(cos, 1e-6)
         tolerance = cell * (depth_tolerance + min(slope, max_slope))
         unoccluded = min(max(2.0 - behind / tolerance, 0.0), 1.0)
-        sample_x = x[v] + rim_pull[v] * (centre_x - x[v])
-        sample_y = y[v] + rim_pull[v] * (centre_y - y[v])
+        pull = rim_pull * min(max(1.0 - rim_ring[v] / rim_rings, 0.0), 1.0)
+        sample_x = x[v] + pull * (centre_x - x[v])
+        sample_y = y[v] + pull * (centre_y - y[v])
         sample_points[v, 0] = sample_x
         sample_points[v, 1] = sample_y
         col = min(max(int(np.floor((sample_x - origin_x) / cell)), 0), width - 1)

@@ -170,20 +170,17 @@ def face_visibility(image_points: np.ndarray, faces: np.ndarray, mirror: np.ndar
     structure = mesh_structure(faces, count)
 
     # a vertex that is not finite sits at the origin (unseen), so that its neighbours' normals stay finite
-    clean = points[:, :3] if finite.all() else np.where(finite[:, None], points[:, :3], 0.0)
-    x, y, z = clean.T
+    clean = np.ascontiguousarray(points[:, :3] if finite.all() else np.where(finite[:, None], points[:, :3], 0.0))
 
     normals = vertex_normals(clean, faces)
-    cosine = normals[:, 2].astype(np.float64)
     buffer = DepthBuffer.render(points, faces, grid)
-    pull = RIM_PULL * np.clip(1.0 - structure.rim_ring / RIM_RINGS, 0.0, 1.0)
     photo_width, photo_height = (-1.0, -1.0) if image_size is None else map(float, image_size)
     # unoccluded, off the silhouette, finite and inside the photo; these switch within a cell or
     # two: eroded below (facing is smooth already)
     weight, facing, sample_points = kernels.seen_terms(
-        np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(z), cosine, finite, pull,
-        buffer.depth, buffer.origin_x, buffer.origin_y, buffer.cell, photo_width, photo_height, FACING_NONE,
-        FACING_FULL, DEPTH_TOLERANCE, _MAX_SLOPE, SILHOUETTE_COVERAGE, PHOTO_MARGIN)
+        clean, normals, finite, structure.rim_ring, RIM_PULL, RIM_RINGS, buffer.depth, buffer.origin_x,
+        buffer.origin_y, buffer.cell, photo_width, photo_height, FACING_NONE, FACING_FULL, DEPTH_TOLERANCE,
+        _MAX_SLOPE, SILHOUETTE_COVERAGE, PHOTO_MARGIN)
     # eroded by the blur's rings too, so that the blur stays within what was seen
     neighbours = structure.neighbours
     weight = kernels.erode_then_blur(weight, facing, neighbours.table, neighbours.overflow_vertices,
