@@ -164,24 +164,24 @@ class _GlbWriter:
             "accessors": [],
             "bufferViews": [],
         }
-        self.chunks: list[bytes | np.ndarray] = []  # the binary buffer's parts, each 4-byte aligned: copied once
+        self.chunks: list[memoryview] = []  # the binary buffer's parts, each 4-byte aligned: copied once, at the end
         self.length = 0
 
     def _view(self, data: bytes | np.ndarray, target: int | None) -> int:
         """data: bytes or a C-contiguous array, kept as it is until :meth:`to_bytes`."""
         self._pad()
-        view = {"buffer": 0, "byteOffset": self.length, "byteLength": data.nbytes if isinstance(data, np.ndarray)
-                else len(data)}
+        chunk = memoryview(data)
+        view = {"buffer": 0, "byteOffset": self.length, "byteLength": chunk.nbytes}
         if target is not None:
             view["target"] = target
-        self.chunks.append(data)
+        self.chunks.append(chunk)
         self.length += view["byteLength"]
         self.gltf["bufferViews"].append(view)
         return len(self.gltf["bufferViews"]) - 1
 
     def _pad(self) -> None:
         if self.length % 4:
-            self.chunks.append(b"\0" * (-self.length % 4))
+            self.chunks.append(memoryview(b"\0" * (-self.length % 4)))
             self.length += -self.length % 4
 
     def accessor(self, array: np.ndarray, component_type: int, kind: str, target: int, bounds: bool = False) -> int:
