@@ -170,7 +170,7 @@ class _GlbWriter:
     def _view(self, data: bytes | np.ndarray, target: int | None) -> int:
         """data: bytes or a C-contiguous array, kept as it is until :meth:`to_bytes`."""
         self._pad()
-        chunk = memoryview(data)
+        chunk = data.data if isinstance(data, np.ndarray) else memoryview(data)
         view = {"buffer": 0, "byteOffset": self.length, "byteLength": chunk.nbytes}
         if target is not None:
             view["target"] = target
