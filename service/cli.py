@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -343,6 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown and not getattr(args, "unavailable", False):  # an unavailable command's options are unknown
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if args.command != "serve":
+        # the colour pass's compiled loops (model/mesh/kernels.py) kept between runs: a command on one
+        # photo takes about 1 s instead of 5; the service writes nothing and compiles them when it starts
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facerecon" / "numba"
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(cache))
     try:
         return args.func(args)
     except CLIError as err:

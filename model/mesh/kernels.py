@@ -2,21 +2,30 @@
 that numpy can only do as dozens of whole-array operations, each a pass over memory with its own
 call overhead.
 
-Every kernel is compiled on its first call (about a second for all of them; nothing is written to
-disk) and releases the GIL while it runs, so the service's CPU threads run them side by side. The
-arithmetic is float32, as the numpy code it replaced.
+Every kernel is compiled on its first call, about 4 s for all of them on this repository's 2-core
+CPU (the service does it before it is ready: :meth:`service.engine.ReconstructionEngine.warm_up_colours`),
+and releases the GIL while it runs, so the service's CPU threads run them side by side. Nothing is
+written to disk, unless ``NUMBA_CACHE_DIR`` names a folder: then the compiled code is kept there and
+later processes load it instead (a CLI run on one photo: 1 s instead of 5). The arithmetic is that of
+the numpy code it replaced (float32 where that was).
 """
 
 from __future__ import annotations
 
+import os
+from functools import partial
+
 import numpy as np
-from numba import njit
+from numba import njit as _njit
+
+# compiled code kept between processes only where the user asked for it (never by the service's images)
+njit = partial(_njit, cache=bool(os.environ.get("NUMBA_CACHE_DIR")))
 
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True)
 def nearest_depth(grid_x: np.ndarray, grid_y: np.ndarray, depth: np.ndarray, faces: np.ndarray, width: int,
                   height: int, inside_eps: float) -> np.ndarray:
     """The nearest depth per cell centre of a ``height x width`` grid, (height * width,) float32,
@@ -58,7 +67,7 @@ def nearest_depth(grid_x: np.ndarray, grid_y: np.ndarray, depth: np.ndarray, fac
     return buffer
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True)
 def area_weighted_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Unit vertex normals (V, 3) float32 of vertices (V, 3) float32 and faces (F, 3): each the sum of
     its triangles' normals (cross products, twice their areas long; triangles counter-clockwise seen
@@ -84,13 +93,13 @@ def area_weighted_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray
     return sums
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True)
 def _smoothstep(t: float | np.floating) -> float | np.floating:
     t = min(max(t, 0.0), 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True)
 def seen_terms(points: np.ndarray, normals: np.ndarray, finite: np.ndarray, rim_ring: np.ndarray, rim_pull: float,
                rim_rings: int, depth: np.ndarray, origin_x: float, origin_y: float, cell: float,
                photo_width: float, photo_height: float, facing_none: float, facing_full: float,
@@ -154,7 +163,7 @@ def seen_terms(points: np.ndarray, normals: np.ndarray, finite: np.ndarray, rim_
     return seen, facing, sample_points
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True)
 def _ring(values: np.ndarray, table: np.ndarray, overflow_vertices: np.ndarray, overflow_members: np.ndarray,
           counts: np.ndarray, mean: bool) -> np.ndarray:
     """The minimum (or the mean) of ``values`` (V,) over each vertex's group, given as the padded
@@ -177,7 +186,7 @@ def _ring(values: np.ndarray, table: np.ndarray, overflow_vertices: np.ndarray, 
     return reduced
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True)
 def erode_then_blur(values: np.ndarray, scale: np.ndarray, table: np.ndarray, overflow_vertices: np.ndarray,
                     overflow_members: np.ndarray, counts: np.ndarray, erode_rings: int, blur_rings: int
                     ) -> np.ndarray:
@@ -192,7 +201,7 @@ def erode_then_blur(values: np.ndarray, scale: np.ndarray, table: np.ndarray, ov
     return values
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True)
 def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Bilinear lookup, clamped at the borders: image (H, W, 3) uint8; x, y (N,) pixel coordinates
     (x right, y down, pixel centres at +0.5) -> (3, N) float32 channel planes in [0, 255]."""
@@ -220,7 +229,7 @@ def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return planes
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True)
 def spread_to(values: np.ndarray, needed: np.ndarray, table: np.ndarray, overflow_vertices: np.ndarray,
               overflow_members: np.ndarray, counts: np.ndarray, rings: int, enough: float) -> np.ndarray:
     """``values`` (V, C) float32 averaged over each vertex's neighbours, ring after ring, up to ``rings``
@@ -293,7 +302,7 @@ def spread_to(values: np.ndarray, needed: np.ndarray, table: np.ndarray, overflo
     return spread
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True)
 def group_sums(values: np.ndarray, groups: np.ndarray, count: int) -> np.ndarray:
     """(C, V) values summed over each of ``count`` groups, groups (V,) int -> (C, count) float64."""
     sums = np.zeros((values.shape[0], count))
@@ -304,7 +313,7 @@ def group_sums(values: np.ndarray, groups: np.ndarray, count: int) -> np.ndarray
     return sums
 
 
-@njit(nogil=True, cache=False)
+@njit(nogil=True)
 def blend_by_shares(samples: np.ndarray, weight: np.ndarray, mirror: np.ndarray, fill: np.ndarray,
                     fill_seen: float, fill_share: float) -> np.ndarray:
     """Each vertex's colour (V, 3) uint8, rounded: its own sample, its mirror vertex's and its fill
