@@ -18,8 +18,22 @@ from functools import partial
 import numpy as np
 from numba import njit as _njit
 
-# compiled code kept between processes only where the user asked for it (never by the service's images)
-njit = partial(_njit, cache=bool(os.environ.get("NUMBA_CACHE_DIR")))
+
+def _keeps_compiled_code() -> bool:
+    """Whether compiled code is kept between processes: only where the user asked for it
+    (``NUMBA_CACHE_DIR``; the service's images do not) and that folder can be written (numba
+    would refuse to compile a kernel that is to be kept nowhere: a read-only home, say)."""
+    folder = os.environ.get("NUMBA_CACHE_DIR")
+    if not folder:
+        return False
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+njit = partial(_njit, cache=_keeps_compiled_code())
 
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
