@@ -328,20 +328,38 @@ def group_sums(values: np.ndarray, groups: np.ndarray, count: int) -> np.ndarray
 
 
 @njit(nogil=True)
+def _shares(own: np.float32, mirrored: np.float32, fill_seen: np.float32, share_scale: np.float32
+            ) -> tuple[np.float32, np.float32, np.float32]:
+    """The shares of a point's own sample, its mirror's and the fill colour, summing to one, from its
+    weight and its mirror's (:mod:`model.mesh.texture_bake`'s docstring); float32 throughout."""
+    mirror_share = (_ONE - own) * mirrored
+    fill_part = max(fill_seen - own - mirrored, _ZERO) * share_scale
+    total = own + mirror_share + fill_part  # > 0: the fill's share is where the other two are 0
+    return own / total, mirror_share / total, fill_part / total
+
+
+@njit(nogil=True)
+def fill_shares(own: np.ndarray, mirrored: np.ndarray, fill_seen: float, fill_share: float) -> np.ndarray:
+    """(N,) float32 weights of points and of their mirrors -> (N,) float32 the fill colour's share
+    of each (:func:`_shares`)."""
+    seen_sum, share_scale = np.float32(fill_seen), np.float32(fill_share / fill_seen)
+    shares = np.empty(own.shape[0], np.float32)
+    for i in range(own.shape[0]):
+        shares[i] = _shares(own[i], mirrored[i], seen_sum, share_scale)[2]
+    return shares
+
+
+@njit(nogil=True)
 def blend_by_shares(samples: np.ndarray, weight: np.ndarray, mirror: np.ndarray, fill: np.ndarray,
                     fill_seen: float, fill_share: float) -> np.ndarray:
     """Each vertex's colour (V, 3) uint8, rounded: its own sample, its mirror vertex's and its fill
-    colour (samples and fill (3, V) float32) by the shares of :mod:`model.mesh.texture_bake`'s
-    docstring, from its weight and its mirror's (weight (V,) float32)."""
+    colour (samples and fill (3, V) float32) by the shares of :func:`_shares`, from its weight and
+    its mirror's (weight (V,) float32)."""
     count = weight.shape[0]
     colours = np.empty((count, 3), np.uint8)
     seen_sum, share_scale = np.float32(fill_seen), np.float32(fill_share / fill_seen)
     for v in range(count):
-        own, mirrored = weight[v], weight[mirror[v]]
-        mirror_share = (_ONE - own) * mirrored
-        fill_part = max(seen_sum - own - mirrored, _ZERO) * share_scale
-        total = own + mirror_share + fill_part  # > 0: the fill's share is where the other two are 0
-        own_share, mirror_share, fill_part = own / total, mirror_share / total, fill_part / total
+        own_share, mirror_share, fill_part = _shares(weight[v], weight[mirror[v]], seen_sum, share_scale)
         for c in range(3):
             value = own_share * samples[c, v] + mirror_share * samples[c, mirror[v]] + fill_part * fill[c, v]
             colours[v, c] = np.uint8(min(max(np.rint(value), _ZERO), np.float32(255.0)))

@@ -92,15 +92,6 @@ def _check_visibility(visibility: FaceVisibility, count: int) -> None:
             raise ValueError(f"visibility.{name} must be ({count},), got {np.shape(getattr(visibility, name))}")
 
 
-def _shares(own: np.ndarray, mirrored: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weights of a point and of its mirror (N,) -> shares (N,) of its own sample, its mirror's
-    sample and the fill colour, summing to one (see the module's docstring)."""
-    mirror_share = (1.0 - own) * mirrored
-    fill_share = np.maximum(FILL_SEEN - own - mirrored, 0.0) * (FILL_SHARE / FILL_SEEN)
-    total = own + mirror_share + fill_share  # > 0: fill_share > 0 where the other two are 0
-    return own / total, mirror_share / total, fill_share / total
-
-
 def _fill_colors(planes: np.ndarray, visibility: FaceVisibility, needed: np.ndarray) -> np.ndarray:
     """Vertex samples (3, V) -> (3, V) fill colours, for the ``needed`` (V,) bool vertices: the mean
     sample of the seen vertices near each on the mesh, weighted by how well they were seen and how
@@ -458,7 +449,7 @@ def _blend_texels(planes: np.ndarray, image: np.ndarray, image_points: np.ndarra
         needed_vertices = np.zeros(len(image_points), dtype=bool)
         needed_vertices[faces[needed_faces]] = True
         fill = _fill_colors(_bilinear(image, image_points[:, 0], image_points[:, 1]), visibility, needed_vertices)
-        _, _, filled = _shares(own_weight[needed], mirror_weight[needed])
+        filled = kernels.fill_shares(own_weight[needed], mirror_weight[needed], FILL_SEEN, FILL_SHARE)
         for channel in range(3):
             kept = blended[channel, needed]
             fill_colour = _texel_blend([np.ascontiguousarray(fill[channel, faces[:, k]]) for k in range(3)],
