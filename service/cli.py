@@ -338,17 +338,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def compiled_code_cache(argv: Sequence[str]) -> Path | None:
+    """Where the command of ``argv`` keeps the compiled loops (:mod:`model.compiled`) between runs, so that
+    a command on one photo takes about 1 s instead of 5: the user's cache folder, except for ``serve``
+    (None), which writes nothing and compiles them when it starts."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)  # the options before it are flags
+    if command == "serve":
+        return None
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facerecon" / "numba"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cache = compiled_code_cache(argv)
+    if cache is not None:  # set before the parser is built: the commands' modules load numba, which reads it once
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(cache))
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "unavailable", False):  # an unavailable command's options are unknown
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    if args.command != "serve":
-        # the colour pass's compiled loops (model/mesh/kernels.py) kept between runs: a command on one
-        # photo takes about 1 s instead of 5; the service writes nothing and compiles them when it starts
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facerecon" / "numba"
-        os.environ.setdefault("NUMBA_CACHE_DIR", str(cache))
     try:
         return args.func(args)
     except CLIError as err:

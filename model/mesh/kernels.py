@@ -4,36 +4,16 @@ call overhead.
 
 Every kernel is compiled on its first call, about 4 s for all of them on this repository's 2-core
 CPU (the service does it before it is ready: :meth:`service.engine.ReconstructionEngine.warm_up_colours`),
-and releases the GIL while it runs, so the service's CPU threads run them side by side. Nothing is
-written to disk, unless ``NUMBA_CACHE_DIR`` names a folder: then the compiled code is kept there and
-later processes load it instead (a CLI run on one photo: 1 s instead of 5). The arithmetic is that of
-the numpy code it replaced (float32 where that was).
+and releases the GIL while it runs, so the service's CPU threads run them side by side; compiled code
+is kept between processes as :mod:`model.compiled` says (a CLI run on one photo: 1 s instead of 5).
+The arithmetic is that of the numpy code it replaced (float32 where that was).
 """
 
 from __future__ import annotations
 
-import os
-from functools import partial
-
 import numpy as np
-from numba import njit as _njit
 
-
-def _keeps_compiled_code() -> bool:
-    """Whether compiled code is kept between processes: only where the user asked for it
-    (``NUMBA_CACHE_DIR``; the service's images do not) and that folder can be written (numba
-    would refuse to compile a kernel that is to be kept nowhere: a read-only home, say)."""
-    folder = os.environ.get("NUMBA_CACHE_DIR")
-    if not folder:
-        return False
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK)
-
-
-njit = partial(_njit, cache=_keeps_compiled_code())
+from model.compiled import njit
 
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)

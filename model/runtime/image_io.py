@@ -9,9 +9,9 @@ and the EXIF orientation of every photo and decodes every other format (and CMYK
 
 The face detector reads a :class:`Preview` of the photo, made from the answer when first asked
 for (:attr:`DecodedImage.preview`), so that a photo whose face box is given pays nothing for it:
-the photo itself as a Pillow image when small, else box-filtered by an integer factor (OpenCV's
-area filter, straight from the array: 5 ms at 4000x3000 after a 31 ms decode, where handing the
-array to Pillow alone took 34 ms). ``benchmarks/bench_detector.py`` prints these figures.
+the photo itself when small, else box-filtered by an integer factor (OpenCV's area filter, straight
+from the array: 5 ms at 4000x3000 after a 31 ms decode, where handing the array to Pillow alone took
+34 ms). ``benchmarks/bench_detector.py`` prints these figures.
 
 A JPEG may be decoded *reduced* (``load_rgb(..., reduction=d)``, d = 2, 4 or 8): libjpeg scales
 its DCT blocks, so each answer pixel stands for a d x d block of the photo (the last, cut ones
@@ -57,12 +57,12 @@ class ImageTooLarge(ImageDecodeError):
 
 @dataclass(frozen=True)
 class Preview:
-    """A photo reduced for the face detector: ``image`` (RGB, upright) is the photo box-filtered by
-    ``factor`` (each pixel the mean of a factor x factor block; a last partial row or column of
-    blocks is left out; 1: the photo itself), so a photo pixel coordinate is ``factor`` times a
-    preview coordinate."""
+    """A photo reduced for the face detector: ``image`` (H, W, 3) uint8 RGB, upright, C-contiguous and
+    read-only, is the photo box-filtered by ``factor`` (each pixel the mean of a factor x factor block;
+    a last partial row or column of blocks is left out; 1: the photo itself, not copied), so a photo
+    pixel coordinate is ``factor`` times a preview coordinate."""
 
-    image: Image.Image
+    image: np.ndarray
     factor: int
 
 
@@ -75,7 +75,9 @@ def make_preview(image: np.ndarray, preview_side: int | None, reduction: int = 1
     if factor > 1:
         rows, cols = height // factor, width // factor
         image = cv2.resize(image[: rows * factor, : cols * factor], (cols, rows), interpolation=cv2.INTER_AREA)
-    return Preview(Image.fromarray(np.asarray(image)), factor * reduction)
+    pixels = np.ascontiguousarray(image).view(np.ndarray)
+    pixels.flags.writeable = False
+    return Preview(pixels, factor * reduction)
 
 
 class DecodedImage(np.ndarray):

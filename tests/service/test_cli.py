@@ -8,9 +8,18 @@ import pytest
 import trimesh
 from PIL import Image
 
-from service.cli import main
+from service.cli import compiled_code_cache, main
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_command_but_serve_keeps_compiled_code_in_the_users_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kept = tmp_path / "facerecon" / "numba"
+    assert compiled_code_cache(["-v", "reconstruct", "photo.jpg", "-o", "out"]) == kept
+    assert compiled_code_cache(["evaluate", "--data", "serve"]) == kept  # a value named serve is no command
+    assert compiled_code_cache(["serve", "--port", "8000"]) is None  # the service writes nothing
+    assert compiled_code_cache(["-v", "serve"]) is None
 
 
 @pytest.fixture

@@ -359,7 +359,7 @@ def test_the_rule_for_the_full_range_branch():
     detector = FaceDetector.__new__(FaceDetector)  # the rule alone, no sessions
     detector.small_face, detector.sure_score = SMALL_FACE, SURE_SCORE
     assert (SMALL_FACE, SURE_SCORE) == (0.15, 0.7)
-    source = DetectorInput(Image.new("RGB", (1, 1)), 1, 1000, 500)
+    source = DetectorInput(np.zeros((1, 1, 3), np.uint8), 1, 1000, 500)
 
     def face(width, height, score):
         return Detection((10.0, 10.0, 10.0 + width, 10.0 + height), score, np.zeros((6, 2)))
@@ -410,7 +410,7 @@ def test_detection_from_the_decoders_preview_matches_the_full_resolution(detecto
         assert box_iou(truth, np.array([ours.box]))[0] > 0.8
     # Straight from the full resolution to the network's input, without the decoder's box filter first,
     # the face moves by under 2% of its size.
-    unfiltered = DetectorInput(Image.fromarray(plain), 1, 1800, 1800)
+    unfiltered = DetectorInput(plain, 1, 1800, 1800)
     (direct,) = detector.detect_branch(unfiltered, detector.metadata.branches[0])
     (ours,) = detector.detect(decoded, "largest")
     np.testing.assert_allclose(ours.box, direct.box, atol=0.02 * side)

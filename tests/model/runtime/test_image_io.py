@@ -196,8 +196,8 @@ def test_the_preview_is_the_upright_photo_box_filtered(orientation, mode):
     assert isinstance(out, DecodedImage) and out.preview is not None
     assert out.preview.factor == preview_factor(96, 72, 16) == 3  # the longer side stays >= 2 x 16
     np.testing.assert_array_equal(out, load_rgb(data))  # the same pixels with or without a preview
-    preview = np.asarray(out.preview.image)
-    assert out.preview.image.mode == "RGB" and preview.shape == (out.shape[0] // 3, out.shape[1] // 3, 3)
+    preview = out.preview.image
+    assert preview.dtype == np.uint8 and preview.shape == (out.shape[0] // 3, out.shape[1] // 3, 3)
     assert np.abs(preview - _block_means(out, 3)).max() <= 1  # rounding
     assert out[1:].preview is None and out.copy().preview is None and (out + 0).preview is None
 
@@ -214,8 +214,11 @@ def test_a_small_photos_preview_is_the_upright_answer_itself_made_when_first_ask
             "palette": _encode(rgb.convert("P"), "PNG")}[case]
     small = load_rgb(data, preview_side=21)  # 80 < 4 x 21: not reduced
     assert small._preview is None  # nothing made yet
-    assert small.preview.factor == 1 and small.preview.image.mode == "RGB"
-    np.testing.assert_array_equal(np.asarray(small.preview.image), small)
+    writeable = small.flags.writeable
+    assert small.preview.factor == 1
+    np.testing.assert_array_equal(small.preview.image, small)
+    assert np.shares_memory(small.preview.image, small)  # not copied
+    assert not small.preview.image.flags.writeable and small.flags.writeable == writeable  # a read-only view
     assert small.preview is small.preview  # made once
     assert load_rgb(data, preview_side=16).preview.factor == 2  # 80 >= 4 x 16
     assert load_rgb(data).preview is None  # not decoded for a detector
@@ -285,7 +288,7 @@ def test_formats_other_than_opencvs_jpegs_are_decoded_whole():
 def test_the_preview_of_a_reduced_decode_maps_to_photo_pixels():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))
     out = load_rgb(_encode(image, "JPEG"), preview_side=40, reduction=2)  # 320 x 240, preview factor 4
-    assert out.preview is not None and out.preview.factor == 8 and out.preview.image.size == (80, 60)
+    assert out.preview is not None and out.preview.factor == 8 and out.preview.image.shape == (60, 80, 3)
 
 
 def test_a_reduction_stops_where_the_longer_side_would_fall_under_min_side():
