@@ -12,7 +12,9 @@ import pytest
 
 from model.conventions import FaceSelection, MeshSpace
 from model.mesh import kernels
+from model.runtime import detector_kernels
 from model.runtime.image_io import load_rgb
+from model.runtime.pipeline import NoFaceFound
 from service.encoding import build_meshes
 from service.engine import ReconstructionEngine, _Flight
 from service.schemas import TextureMode
@@ -126,13 +128,14 @@ def test_the_spinning_setting_reaches_both_sessions():
 
 
 def compiled_variants() -> dict[str, int]:
-    """How many compiled variants each of the colour pass's kernels has."""
-    return {name: len(kernel.signatures) for name, kernel in vars(kernels).items() if hasattr(kernel, "signatures")}
+    """How many compiled variants each compiled loop (the colour pass's, the detector's) has."""
+    return {f"{module.__name__}.{name}": len(loop.signatures) for module in (kernels, detector_kernels)
+            for name, loop in vars(module).items() if hasattr(loop, "signatures")}
 
 
 def test_the_warm_up_compiles_what_a_request_runs():
-    """After start, a decoded JPEG coloured per vertex and in the UV layout compiles nothing more: the
-    compiled loops (seconds to compile) never fall on a request."""
+    """After start, a decoded JPEG searched for faces, and one coloured per vertex and in the UV layout,
+    compile nothing more: the compiled loops (seconds to compile) never fall on a request."""
     rng = np.random.default_rng(0)
     photo = cv2.imencode(".jpg", rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))[1].tobytes()
 
@@ -141,6 +144,8 @@ def test_the_warm_up_compiles_what_a_request_runs():
         await engine.start()
         try:
             compiled = compiled_variants()
+            with pytest.raises(NoFaceFound):  # noise: every detector branch runs, and finds nothing
+                await engine.reconstruct(photo)
             for texture in (TextureMode.vertex, TextureMode.uv):
                 await engine.reconstruct_then(photo, lambda rec, texture=texture: build_meshes(
                     rec, engine.topology, MeshSpace.image, texture, engine.uv_map), box=(80.0, 40.0, 240.0, 200.0))
