@@ -18,7 +18,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -70,25 +70,51 @@ class WorkBudgetFull(Exception):
 
 
 class WorkBudget:
-    """A memory budget in bytes shared by the requests in flight (used from the event loop only)."""
+    """A memory budget in bytes shared by the requests in flight (taken on the event loop or on a CPU
+    thread: :meth:`ReconstructionEngine.reconstruct_then`)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity, self.used = capacity, 0
+        self._lock = threading.Lock()
 
-    @contextmanager
-    def reserve(self, cost: int) -> Iterator[None]:
-        """Hold ``cost`` bytes of the budget for the block; refuse at once when they do not fit."""
+    def take(self, cost: int) -> None:
+        """Hold ``cost`` bytes of the budget (until :meth:`give_back`); refuse at once when they do not fit."""
         if cost > self.capacity:
             raise WorkTooLarge(f"the request needs about {cost / MIB:.0f} MiB of memory, more than the "
                                f"{self.capacity / MIB:.0f} MiB this server gives all requests together")
-        if self.used + cost > self.capacity:
-            raise WorkBudgetFull(f"{self.used / MIB:.0f} of {self.capacity / MIB:.0f} MiB in use; "
-                                 f"this request needs {cost / MIB:.0f} MiB")
-        self.used += cost
-        try:
-            yield
-        finally:
+        with self._lock:
+            if self.used + cost > self.capacity:
+                raise WorkBudgetFull(f"{self.used / MIB:.0f} of {self.capacity / MIB:.0f} MiB in use; "
+                                     f"this request needs {cost / MIB:.0f} MiB")
+            self.used += cost
+
+    def give_back(self, cost: int) -> None:
+        with self._lock:
             self.used -= cost
+
+
+class _Held:
+    """The bytes of the memory budget one request holds: taken on the CPU thread that reads its upload's
+    header (:meth:`take`), given back on the event loop when the request ends (:meth:`end`). A request
+    that ended first (its client gone) takes nothing any more: its thread stops instead."""
+
+    def __init__(self, engine: ReconstructionEngine) -> None:
+        self.engine, self.cost, self.ended = engine, 0, False
+        self._lock = threading.Lock()
+
+    def take(self, cost: int) -> None:
+        with self._lock:
+            if self.ended:
+                raise CancelledError("the request ended before it was admitted")
+            self.engine.take(cost)
+            self.cost = cost
+
+    def end(self) -> None:
+        with self._lock:
+            self.ended = True
+            if self.cost:
+                self.engine.budget.give_back(self.cost)
+                self.cost = 0
 
 
 def _answer(value: T) -> T:
@@ -246,15 +272,22 @@ class ReconstructionEngine:
                 return parallel, cost
         raise AssertionError("unreachable")
 
-    @contextmanager
-    def admit(self, cost: int) -> Iterator[None]:
-        """Reserve ``cost`` bytes of the memory budget for the block (WorkTooLarge, WorkBudgetFull)."""
+    def take(self, cost: int) -> None:
+        """Hold ``cost`` bytes of the memory budget (WorkTooLarge, WorkBudgetFull), counting refusals."""
         try:
-            with self.budget.reserve(cost):
-                yield
+            self.budget.take(cost)
         except WorkBudgetFull:
             self.metrics.rejected.inc()
             raise
+
+    @contextmanager
+    def admit(self, cost: int) -> Iterator[None]:
+        """Hold ``cost`` bytes of the memory budget for the block (:meth:`take`)."""
+        self.take(cost)
+        try:
+            yield
+        finally:
+            self.budget.give_back(cost)
 
     def several_images_cost(self, headers: Sequence[ImageHeader | ImageDecodeError], upload_bytes: int, *,
                             json_mesh: bool = False) -> int:
@@ -327,19 +360,31 @@ class ReconstructionEngine:
 
     async def reconstruct_then(self, data: bytes, finish: Callable[[ImageReconstruction], U], *,
                                faces: FaceSelection = FaceSelection.largest, box: Box | None = None,
-                               photo_colours: bool = True) -> U:
+                               photo_colours: bool = True, cost: Callable[[ImageHeader], int] | None = None) -> U:
         """:meth:`reconstruct`, then ``finish(reconstruction)`` (encoding the answer) on the same
         thread, right after the last CPU step. ``photo_colours``: whether ``finish`` reads colours
-        from the photo (if not, a JPEG with a given box is decoded reduced: :meth:`FacePipeline.decode`)."""
+        from the photo (if not, a JPEG with a given box is decoded reduced: :meth:`FacePipeline.decode`).
+
+        ``cost``: the request is admitted here, by the bytes ``cost(header)`` of the upload's header,
+        held until this returns; the header is read and the budget taken on the CPU thread that then
+        decodes the upload, one hop to a thread and back fewer than reading the header first (its
+        errors, WorkTooLarge and WorkBudgetFull are raised before anything is decoded)."""
+        held = _Held(self)
+
         def done(rec: ImageReconstruction) -> U:
             self.metrics.faces_per_image.observe(len(rec.faces))
             return finish(rec)
 
         def begin() -> Steps[ImageReconstruction]:
+            if cost is not None:
+                held.take(cost(self.pipeline.header(data)))
             image = self.pipeline.decode(data, box, photo_colours=photo_colours)
             return self.pipeline.steps(image, faces, box, on_detection=self.metrics.detection.observe)
 
-        return await self._drive(begin, done)
+        try:
+            return await self._drive(begin, done)
+        finally:
+            held.end()
 
     async def transfer(self, identity_data: bytes, expression_data: bytes | None, *,
                        expression_code: np.ndarray | None = None, pose_from: PoseSource = "identity"

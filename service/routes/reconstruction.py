@@ -164,16 +164,21 @@ def header_problem(err: ImageDecodeError) -> ProblemError:
     return bad_image(str(err))
 
 
+def admission_problem(engine: ReconstructionEngine, err: WorkTooLarge | WorkBudgetFull) -> ProblemError:
+    """413 for a request that could never fit the engine's memory budget, 503 for one that does not now."""
+    if isinstance(err, WorkTooLarge):
+        return image_too_large(str(err))
+    return overloaded(engine.settings.retry_after_s)
+
+
 @contextmanager
 def admitted(engine: ReconstructionEngine, cost: int) -> Iterator[None]:
-    """Hold ``cost`` bytes of the engine's memory budget: 413 when it never could, 503 when not now."""
+    """Hold ``cost`` bytes of the engine's memory budget (:func:`admission_problem` when refused)."""
     try:
         with engine.admit(cost):
             yield
-    except WorkTooLarge as err:
-        raise image_too_large(str(err)) from None
-    except WorkBudgetFull:
-        raise overloaded(engine.settings.retry_after_s) from None
+    except (WorkTooLarge, WorkBudgetFull) as err:
+        raise admission_problem(engine, err) from None
 
 
 def safe_stem(filename: str | None, fallback: str) -> str:
@@ -182,12 +187,16 @@ def safe_stem(filename: str | None, fallback: str) -> str:
 
 
 async def reconstruct_upload(engine: ReconstructionEngine, data: bytes, faces: FaceSelection, box: Box | None,
-                             finish: Callable[[ImageReconstruction], T], *, photo_colours: bool = True) -> T:
+                             finish: Callable[[ImageReconstruction], T], *, photo_colours: bool = True,
+                             cost: Callable[[ImageHeader], int] | None = None) -> T:
     """engine.reconstruct_then with its errors turned into problems."""
     if not data:
         raise bad_image("the image file is empty")
     try:
-        return await engine.reconstruct_then(data, finish, faces=faces, box=box, photo_colours=photo_colours)
+        return await engine.reconstruct_then(data, finish, faces=faces, box=box, photo_colours=photo_colours,
+                                             cost=cost)
+    except (WorkTooLarge, WorkBudgetFull) as err:
+        raise admission_problem(engine, err) from None
     except ImageDecodeError as err:
         raise header_problem(err) from None
     except NoFaceFound as err:
@@ -210,22 +219,18 @@ async def reconstruct(
 ) -> Response:
     face_box = parse_box(box)
     data = await image.read()
-    if not data:
-        raise bad_image("the image file is empty")
-    (header,) = await engine.run_cpu(engine.read_headers, [data])
-    if not isinstance(header, ImageHeader):
-        raise header_problem(header)
-    json_mesh = options.format is OutputFormat.json and options.include_mesh
-    cost = engine.request_cost([header], len(data), faces=options.faces, box=face_box is not None, json_mesh=json_mesh)
-    with admitted(engine, cost):
-        # the answer is encoded on the thread that finishes the reconstruction (no hop back and forth);
-        # the photo's pixels are not kept past it
-        faces, dropped, body = await reconstruct_upload(
-            engine, data, options.faces, face_box,
-            lambda rec: (len(rec.faces), rec.faces_dropped, encode_answer(engine, rec, options)),
-            photo_colours=options.photo_colours)
-        del data
-        return answer_response(faces, dropped, body)
+    upload_bytes, json_mesh = len(data), options.format is OutputFormat.json and options.include_mesh
+    # admitted on the thread that then decodes the upload, by what its header says it will cost; the
+    # answer is encoded on the thread that finishes the reconstruction (no hops back and forth); the
+    # photo's pixels are not kept past it
+    faces, dropped, body = await reconstruct_upload(
+        engine, data, options.faces, face_box,
+        lambda rec: (len(rec.faces), rec.faces_dropped, encode_answer(engine, rec, options)),
+        photo_colours=options.photo_colours,
+        cost=lambda header: engine.request_cost([header], upload_bytes, faces=options.faces,
+                                                box=face_box is not None, json_mesh=json_mesh))
+    del data
+    return answer_response(faces, dropped, body)
 
 
 Answer = Payload | dict[str, Any]  # the mesh file(s), or the JSON answer as plain data

@@ -16,7 +16,8 @@ from model.runtime import detector_kernels
 from model.runtime.image_io import load_rgb
 from model.runtime.pipeline import NoFaceFound
 from service.encoding import build_meshes
-from service.engine import ReconstructionEngine, _Flight
+from service.engine import MIB, ReconstructionEngine, WorkBudget, WorkBudgetFull, _Flight, _Held
+from service.metrics import ServiceMetrics
 from service.schemas import TextureMode
 from service.settings import ServiceSettings
 from tests.conftest import SHARED_DATA
@@ -155,3 +156,27 @@ def test_the_warm_up_compiles_what_a_request_runs():
 
     after_warm_up, after_requests = asyncio.run(scenario())
     assert after_warm_up == after_requests and all(after_warm_up.values())
+
+
+def test_a_request_holds_its_share_of_the_budget_until_it_ends_and_takes_none_after():
+    """A single reconstruction takes its share on a CPU thread and gives it back on the event loop; a
+    request that ended first (its client gone, the thread still at work) takes nothing any more."""
+    from concurrent.futures import CancelledError
+
+    engine = ReconstructionEngine.__new__(ReconstructionEngine)  # the budget alone, no sessions
+    engine.settings, engine.metrics = ServiceSettings(memory_budget_mb=64), ServiceMetrics()
+    engine.budget = WorkBudget(64 * MIB)
+    held = _Held(engine)
+    held.take(40 * MIB)
+    assert engine.budget.used == 40 * MIB
+    with pytest.raises(WorkBudgetFull):
+        _Held(engine).take(30 * MIB)  # does not fit beside it now
+    held.end()
+    assert engine.budget.used == 0
+    late = _Held(engine)
+    late.end()
+    with pytest.raises(CancelledError):
+        late.take(MIB)
+    assert engine.budget.used == 0
+    late.end()  # ending twice gives back nothing twice
+    assert engine.budget.used == 0
