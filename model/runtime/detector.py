@@ -39,7 +39,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from model.conventions import FaceSelection
-from model.runtime.detector_kernels import block_mean
+from model.runtime.detector_kernels import block_mean, weighted_suppression
 from model.runtime.image_io import DecodedImage, make_preview
 from model.runtime.sessions import Provider, session_options
 
@@ -239,40 +239,22 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, iou_threshold: float,
-                 max_faces: int) -> list[tuple[float, np.ndarray, np.ndarray]]:
-    """MediaPipe's weighted non-max suppression.
+                 max_faces: int, score_threshold: float = -np.inf) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """MediaPipe's weighted non-max suppression of the candidates scoring at least ``score_threshold``
+    (:func:`model.runtime.detector_kernels.weighted_suppression`).
 
     scores (N,), boxes (N, 4), keypoints (N, K, 2) -> up to ``max_faces`` (score, box (4,),
     keypoints (K, 2)), best first. The best remaining candidate takes every remaining candidate
     that overlaps it by IoU > ``iou_threshold`` (itself included); the merged box and keypoints
     are their score-weighted means, the score stays the best one's.
-
-    Vectorised: candidates sorted once, their areas computed once, one pass of array operations
-    per face found (not per candidate).
     """
-    if not len(scores):
-        return []
-    order = np.argsort(-scores, kind="stable")
-    scores, boxes = scores[order], boxes[order]
-    points = keypoints[order].reshape(len(order), -1)
-    sides = boxes[:, 2:] - boxes[:, :2]
-    areas = sides[:, 0] * sides[:, 1]
-    remaining = np.ones(len(order), dtype=bool)
-    out: list[tuple[float, np.ndarray, np.ndarray]] = []
-    top = 0
-    while len(out) < max_faces:
-        overlap = np.clip(np.minimum(boxes[top, 2:], boxes[:, 2:]) - np.maximum(boxes[top, :2], boxes[:, :2]), 0, None)
-        inter = overlap[:, 0] * overlap[:, 1]
-        group = remaining & (inter / np.maximum(areas[top] + areas - inter, 1e-12) > iou_threshold)
-        group[top] = True  # itself, even when degenerate (IoU 0 with itself)
-        weights = scores[group] / scores[group].sum()
-        out.append((float(scores[top]), weights @ boxes[group], (weights @ points[group]).reshape(keypoints.shape[1:])))
-        remaining &= ~group
-        following = np.flatnonzero(remaining)
-        if not following.size:
-            break
-        top = int(following[0])
-    return out
+    keypoints = np.ascontiguousarray(keypoints)
+    kept_scores, kept_boxes, kept_points = weighted_suppression(
+        np.ascontiguousarray(scores), np.ascontiguousarray(boxes), keypoints.reshape(len(keypoints), -1),
+        score_threshold, iou_threshold, max_faces)
+    shape = keypoints.shape[1:]
+    return [(float(score), box, points.reshape(shape))
+            for score, box, points in zip(kept_scores, kept_boxes, kept_points)]
 
 
 # Serialized ONNX (protobuf wire format), read without the onnx package (not a serving dependency):
@@ -454,8 +436,7 @@ class FaceDetector:
                           transform: Letterbox) -> list[Detection]:
         """A branch's raw outputs -> its faces in photo pixels, calibrated, best score first."""
         scores, boxes, keypoints = outputs
-        keep = np.flatnonzero(scores >= self.score_threshold)
-        merged = weighted_nms(scores[keep], boxes[keep], keypoints[keep], self.iou_threshold, self.max_faces)
+        merged = weighted_nms(scores, boxes, keypoints, self.iou_threshold, self.max_faces, self.score_threshold)
         if not merged:
             return []
         photo_boxes = transform.to_photo(np.stack([box for _, box, _ in merged]).reshape(-1, 2, 2)).reshape(-1, 4)

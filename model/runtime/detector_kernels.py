@@ -1,5 +1,6 @@
-"""Compiled loops of the face detector's input (numba, :mod:`model.compiled`): work that Pillow or
-numpy can only do after copying the photo into their own layout, or as a series of whole-array passes."""
+"""Compiled loops of the face detector's input and output (numba, :mod:`model.compiled`): work that
+Pillow or numpy can only do after copying the photo into their own layout, or as a series of
+whole-array operations, each with its own call overhead."""
 
 from __future__ import annotations
 
@@ -51,3 +52,54 @@ def _divide(sums: np.ndarray, count: int, out: np.ndarray) -> None:
     half, scale = count // 2 + 0.5, 1.0 / count
     for j in range(len(sums)):
         out[j] = np.uint8((sums[j] + half) * scale)
+
+
+@njit(nogil=True)
+def weighted_suppression(scores: np.ndarray, boxes: np.ndarray, points: np.ndarray, score_threshold: float,
+                         iou_threshold: float, max_faces: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MediaPipe's weighted non-max suppression of the candidates that score at least ``score_threshold``.
+
+    scores (N,), boxes (N, 4) x1, y1, x2, y2, points (N, P) -> up to ``max_faces`` faces, best first:
+    scores (M,), boxes (M, 4), points (M, P), float64. The best remaining candidate takes every
+    remaining candidate that overlaps it by IoU > ``iou_threshold`` (itself included); the face's box
+    and points are their score-weighted means, its score the best one's. A few microseconds, where
+    the same in numpy operations took 0.1-0.2 ms."""
+    order = np.flatnonzero(scores >= score_threshold)
+    order = order[np.argsort(-scores[order], kind="mergesort")]  # best first; ties in anchor order
+    count, width = order.shape[0], points.shape[1]
+    areas = np.empty(count)
+    for i in range(count):
+        c = order[i]
+        areas[i] = (boxes[c, 2] - boxes[c, 0]) * (boxes[c, 3] - boxes[c, 1])
+    remaining = np.ones(count, np.bool_)
+    kept = min(count, max_faces)
+    out_scores, out_boxes, out_points = np.empty(kept), np.zeros((kept, 4)), np.zeros((kept, width))
+    found = 0
+    for top in range(count):
+        if found == kept:
+            break
+        if not remaining[top]:
+            continue
+        best = order[top]
+        total = 0.0
+        for i in range(top, count):
+            c = order[i]
+            if not remaining[i]:
+                continue
+            across = max(min(boxes[best, 2], boxes[c, 2]) - max(boxes[best, 0], boxes[c, 0]), 0.0)
+            down = max(min(boxes[best, 3], boxes[c, 3]) - max(boxes[best, 1], boxes[c, 1]), 0.0)
+            inter = across * down
+            # itself always, even when degenerate (IoU 0 with itself)
+            if i == top or inter / max(areas[top] + areas[i] - inter, 1e-12) > iou_threshold:
+                remaining[i] = False
+                weight = np.float64(scores[c])
+                total += weight
+                for k in range(4):
+                    out_boxes[found, k] += weight * boxes[c, k]
+                for k in range(width):
+                    out_points[found, k] += weight * points[c, k]
+        out_scores[found] = scores[best]
+        out_boxes[found] /= total
+        out_points[found] /= total
+        found += 1
+    return out_scores[:found], out_boxes[:found], out_points[:found]
