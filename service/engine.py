@@ -51,7 +51,8 @@ U = TypeVar("U")
 MIB = 1 << 20
 # What one request can cost at most, in bytes (fitted to the peaks measured with
 # benchmarks/bench_memory.py, with room to spare; README, Benchmarks, Memory):
-DETECT_PIXEL_BYTES = 7  # per pixel while detecting: the RGB array (3) and the detector's copy of it (4)
+DETECT_PIXEL_BYTES = 7  # per pixel while detecting: the RGB array (3) and the detector's preview (3 / f**2 for
+# its factor f, none for a photo that is its own preview; 4 when it was a Pillow copy): a loose bound now
 PIXEL_SLACK = 1  # per pixel, beside the larger of that and decoding's (ImageHeader.peak_bytes)
 SIDE_BYTES = 2048  # per pixel of the photo's longer side: crops' cut-block strips, buffers
 IMAGE_BYTES = 24 * MIB  # per image being worked on: strips, crops, network batch, meshes, UV baking (~14 MiB)

@@ -171,8 +171,8 @@ class ImageHeader:
         images: its decoded image and the answer; a progressive CMYK JPEG's coefficients; a WebP's
         decoded frame held three times (libwebp's canvas, its copy, Pillow's image). Measured on
         6324x6324 images: PNG RGB 7.0, 16-bit grey 5.1, RGBA 7.2, palette 4.1; CMYK JPEG progressive
-        11.5; WebP 15.5. The detector's preview is not counted: 4 / f**2 bytes a pixel for its factor
-        f, 0.02 at 6324x6324 and at most 4 (a photo under 768 pixels, its preview the photo itself)."""
+        11.5; WebP 15.5. The detector's preview is not counted: 3 / f**2 bytes a pixel for its factor
+        f, 0.02 at 6324x6324 and at most 0.75 (a photo under 768 pixels is its own preview, not copied)."""
         if self.format == "WEBP":
             return 16
         if self.decoded_by_opencv:
