@@ -32,16 +32,22 @@ def nearest_depth(grid_x: np.ndarray, grid_y: np.ndarray, depth: np.ndarray, fac
     last_col, last_row = np.float32(width - 1), np.float32(height - 1)
     for f in range(faces.shape[0]):
         a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
-        xa, ya, za = grid_x[a], grid_y[a], depth[a]
-        xb, yb, zb = grid_x[b], grid_y[b], depth[b]
-        xc, yc, zc = grid_x[c], grid_y[c], depth[c]
+        xa, ya = grid_x[a], grid_y[a]
+        xb, yb = grid_x[b], grid_y[b]
+        xc, yc = grid_x[c], grid_y[c]
+        # most triangles are smaller than a cell and hold no cell centre: done before any more work
+        col0 = max(np.ceil(min(xa, xb, xc)), _ZERO)
+        col1 = min(np.floor(max(xa, xb, xc)), last_col)
+        if col0 > col1:
+            continue
+        row0 = max(np.ceil(min(ya, yb, yc)), _ZERO)
+        row1 = min(np.floor(max(ya, yb, yc)), last_row)
+        if row0 > row1:
+            continue
         area2 = (xb - xa) * (yc - ya) - (xc - xa) * (yb - ya)
         if not abs(area2) > 1e-12:  # no area, or NaN
             continue
-        col0 = max(np.ceil(min(xa, xb, xc)), _ZERO)
-        col1 = min(np.floor(max(xa, xb, xc)), last_col)
-        row0 = max(np.ceil(min(ya, yb, yc)), _ZERO)
-        row1 = min(np.floor(max(ya, yb, yc)), last_row)
+        za, zb, zc = depth[a], depth[b], depth[c]
         inv = _ONE / area2
         row = row0
         while row <= row1:
