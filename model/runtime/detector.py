@@ -30,6 +30,7 @@ and 92 of the faces at 15% and 20%.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,10 +250,10 @@ def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, i
     are their score-weighted means, the score stays the best one's.
     """
     keypoints = np.ascontiguousarray(keypoints)
-    kept_scores, kept_boxes, kept_points = weighted_suppression(
-        np.ascontiguousarray(scores), np.ascontiguousarray(boxes), keypoints.reshape(len(keypoints), -1),
-        score_threshold, iou_threshold, max_faces)
     shape = keypoints.shape[1:]
+    kept_scores, kept_boxes, kept_points = weighted_suppression(
+        np.ascontiguousarray(scores), np.ascontiguousarray(boxes), keypoints.reshape(len(keypoints), math.prod(shape)),
+        score_threshold, iou_threshold, max_faces)
     return [(float(score), box, points.reshape(shape))
             for score, box, points in zip(kept_scores, kept_boxes, kept_points)]
 

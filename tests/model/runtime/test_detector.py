@@ -198,6 +198,8 @@ def test_weighted_nms_averages_overlapping_candidates_by_score():
     np.testing.assert_allclose(merged[0][2], [[0.25, 0.25], [10.25, 10.25]])
     np.testing.assert_allclose(merged[1][1], boxes[2])
     assert len(weighted_nms(scores, boxes, keypoints, iou_threshold=0.3, max_faces=1)) == 1
+    assert weighted_nms(scores, boxes, keypoints, iou_threshold=0.3, max_faces=5, score_threshold=0.95) == []
+    assert weighted_nms(scores[:0], boxes[:0], keypoints[:0], iou_threshold=0.3, max_faces=5) == []
 
 
 # Speed work (issue 19): one session per branch, the short-range branch first, reduced letterboxing,
