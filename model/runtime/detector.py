@@ -249,11 +249,13 @@ def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, i
     that overlaps it by IoU > ``iou_threshold`` (itself included); the merged box and keypoints
     are their score-weighted means, the score stays the best one's.
     """
-    keypoints = np.ascontiguousarray(keypoints)
+    scores, keypoints = np.ascontiguousarray(scores), np.ascontiguousarray(keypoints)
     shape = keypoints.shape[1:]
+    candidates = np.flatnonzero(scores >= score_threshold)
+    order = candidates[np.argsort(-scores[candidates], kind="stable")].astype(np.int64)  # ties in anchor order
     kept_scores, kept_boxes, kept_points = weighted_suppression(
-        np.ascontiguousarray(scores), np.ascontiguousarray(boxes), keypoints.reshape(len(keypoints), math.prod(shape)),
-        score_threshold, iou_threshold, max_faces)
+        scores, np.ascontiguousarray(boxes), keypoints.reshape(len(keypoints), math.prod(shape)), order,
+        iou_threshold, max_faces)
     return [(float(score), box, points.reshape(shape))
             for score, box, points in zip(kept_scores, kept_boxes, kept_points)]
 
