@@ -3,7 +3,13 @@ then sends a 640x480 JPEG with one face (detect + reconstruct + GLB) at concurre
 (and one level above the admission limit), each with a fixed request count and a time cap.
 Prints requests/s, p50/p99 latency and failures per level.
 
+When the peer harness of ../shared/peers is set up (bench_pipeline.py's --peers), 3DDFA_V2's photo
+to dense mesh time on the AFLW2000-3D dev images is measured in the same run, before and after the
+single requests, and the single-request p50 is printed as a ratio to it too: this virtual machine's
+speed drifts by 10-50 % from hour to hour, which moves the milliseconds, not the ratio.
+
 Usage: python benchmarks/bench_service.py [--requests 200] [--photo PATH] [--format glb] [--texture vertex]
+       [--peers DIR]
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from bench_pipeline import AFLW_DEV, time_peer
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_PHOTO = REPO.parent / "shared" / "data" / "eval" / "aflw2000-3d-dev" / "images" / "image00050.jpg"
+DEFAULT_PHOTO = AFLW_DEV / "images" / "image00050.jpg"
 
 
 def photo_640x480(path: Path) -> bytes:
@@ -112,6 +119,15 @@ def run_level(port: int, body: bytes, content_type: str, concurrency: int, reque
     }
 
 
+def peer_total_ms(peers: Path) -> float | None:
+    """3DDFA_V2's photo to dense mesh time on the first 10 dev images (ms; 20 runs after 5), or None
+    where the peer harness or the images are missing."""
+    if not (AFLW_DEV / "images").is_dir():
+        return None
+    figures = time_peer(peers, AFLW_DEV, 20, 5, 2)
+    return None if figures is None else figures["total"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
@@ -122,6 +138,8 @@ def main() -> None:
                         help="colours of the mesh (the service's default: vertex)")
     parser.add_argument("--levels", default="1,4,16,64")
     parser.add_argument("--max-in-flight", type=int, default=32)
+    parser.add_argument("--peers", type=Path, default=Path(os.environ.get("PEERS", "/tmp/peers")),
+                        help="the 3DDFA_V2 peer harness (bench_pipeline.py): timed in the same run where set up")
     args = parser.parse_args()
     if not args.photo.is_file():
         sys.exit(f"error: no face photo at {args.photo} (pass --photo)")
@@ -134,8 +152,15 @@ def main() -> None:
         wait_ready(port)
         print(f"cores {len(os.sched_getaffinity(0))}, photo 640x480 JPEG {len(body) // 1024} KiB, "
               f"format {args.format}, texture {args.texture}, max_in_flight {args.max_in_flight}")
+        peer_before = peer_total_ms(args.peers)
         single = run_level(port, body, content_type, 1, 50, args.cap_s)
-        print(json.dumps({"single_request_p50_ms": single["p50_ms"], "p99_ms": single["p99_ms"]}))
+        peer_after = peer_total_ms(args.peers)
+        figures = {"single_request_p50_ms": single["p50_ms"], "p99_ms": single["p99_ms"]}
+        if peer_before is not None and peer_after is not None and single["p50_ms"] is not None:
+            peer = (peer_before + peer_after) / 2
+            figures.update({"peer_3ddfa_v2_total_ms": [round(peer_before, 2), round(peer_after, 2)],
+                            "single_request_p50_over_peer_total": round(single["p50_ms"] / peer, 2)})
+        print(json.dumps(figures))
         for level in (int(v) for v in args.levels.split(",")):
             print(json.dumps(run_level(port, body, content_type, level, args.requests, args.cap_s)))
     finally:
