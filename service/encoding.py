@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.conventions import MeshSpace
-from model.mesh.export import ExportMesh, export_glb, export_obj, export_obj_zip, export_ply
+from model.mesh.export import DEFLATE_LEVEL, ExportMesh, export_glb, export_obj, export_obj_zip, export_ply
 from model.mesh.texture_bake import (
     UVRasterMap,
     bake_uv_texture,
@@ -199,7 +199,7 @@ def rejection_reason(photo: PersonPhoto) -> str | None:
 
 def zip_files(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=DEFLATE_LEVEL) as archive:
         for name, data in files.items():
             archive.writestr(name, data,
                              zipfile.ZIP_STORED if name.endswith((".png", ".glb")) else zipfile.ZIP_DEFLATED)
