@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from functools import partial
 
+import numpy as np
 from numba import njit as _njit
 
 
@@ -31,3 +32,12 @@ def keeps_compiled_code() -> bool:
 
 
 njit = partial(_njit, cache=keeps_compiled_code())
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous, read-only plain-ndarray view of ``array`` (a copy only where it is not contiguous):
+    decoded photos are read-only, and numba compiles a loop once per array kind, so every image a loop
+    reads is passed as this one kind (one compiled variant, warmed up once, for all)."""
+    view = np.ascontiguousarray(array).view(np.ndarray)
+    view.flags.writeable = False
+    return view

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.compiled import read_only
 from model.mesh import kernels
 from model.mesh.visibility import FaceVisibility
 
@@ -70,9 +71,7 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     image (H, W, 3) uint8; x, y (N,) pixel coords (x right, y down, pixel centres at
     +0.5) -> (3, N) float32 channel planes in [0, 255].
     """
-    pixels = np.ascontiguousarray(image).view(np.ndarray)
-    pixels.flags.writeable = False  # as decoded photos are: one compiled variant for all
-    return kernels.bilinear(pixels, np.ascontiguousarray(x, dtype=np.float32),
+    return kernels.bilinear(read_only(image), np.ascontiguousarray(x, dtype=np.float32),
                             np.ascontiguousarray(y, dtype=np.float32))
 
 

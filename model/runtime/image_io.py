@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from model.compiled import read_only
+
 DEFAULT_MAX_PIXELS = 40_000_000
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 _STRIP_PIXELS = 1 << 20  # pixels converted at a time
@@ -75,9 +77,7 @@ def make_preview(image: np.ndarray, preview_side: int | None, reduction: int = 1
     if factor > 1:
         rows, cols = height // factor, width // factor
         image = cv2.resize(image[: rows * factor, : cols * factor], (cols, rows), interpolation=cv2.INTER_AREA)
-    pixels = np.ascontiguousarray(image).view(np.ndarray)
-    pixels.flags.writeable = False
-    return Preview(pixels, factor * reduction)
+    return Preview(read_only(image), factor * reduction)
 
 
 class DecodedImage(np.ndarray):
